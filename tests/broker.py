@@ -1,0 +1,131 @@
+"""A real mosquitto broker on a free loopback port, for tests and benchmarks.
+
+`_socket` is used directly for the port probe because pytest-socket (loaded by the Home
+Assistant test plugin) patches `socket.socket` before fixtures run.
+"""
+
+from __future__ import annotations
+
+import _socket
+from pathlib import Path
+import shutil
+import subprocess
+import time
+
+
+def mosquitto_binary() -> str:
+    """Return the mosquitto executable, which Debian installs under /usr/sbin."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise RuntimeError("mosquitto is not installed; scripts/test installs it")
+    return found
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+    finally:
+        sock.close()
+
+
+def _accepting(port: int) -> bool:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    sock.settimeout(0.2)
+    try:
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+class Mosquitto:
+    """One mosquitto process with a generated config; can be stopped and started again."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistence: bool = True,
+        passwords: dict[str, str] | None = None,
+    ) -> None:
+        """Prepare a broker in workdir; nothing runs until start()."""
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            f"log_dest file {workdir / 'mosquitto.log'}",
+        ]
+        if persistence:
+            lines += ["persistence true", f"persistence_location {workdir}/"]
+        if passwords:
+            pwfile = workdir / "passwd"
+            pwfile.write_text("")
+            for user, password in passwords.items():
+                subprocess.run(
+                    [
+                        shutil.which("mosquitto_passwd", path="/usr/bin:/usr/sbin") or "mosquitto_passwd",
+                        "-b",
+                        str(pwfile),
+                        user,
+                        password,
+                    ],
+                    check=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        """Return mqtt://host:port."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        if self._proc is not None:
+            return
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own config
+            [mosquitto_binary(), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                log = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mosquitto exited at start: {log}")
+            if _accepting(self.port):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start in 10 s")
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, so it saves its persistent sessions)."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start()
