@@ -1,0 +1,1 @@
+"""Benchmarks, run as plain scripts (see each module's docstring)."""

@@ -1,0 +1,1156 @@
+"""The money ledger: one SQLite file per community, an append-only journal of every money movement.
+
+Every movement of money is a journal entry with a unique idempotency key, a signed amount
+(credit positive, debit negative) on one sub-account of one household, and the balance of that
+sub-account after it. Journal rows are never updated or deleted (SQLite triggers refuse it); the
+`balances` table caches each (account, sub-account) balance and is written in the same
+transaction as the entry, and `Ledger.check_invariant()` proves the cache equals the sum of the
+journal.
+
+Meter cursors (the last reading billed for each meter) and usage totals per (cycle, tier, period)
+are written by `Ledger.commit_batch()` in the same transaction as the charges for those readings,
+so a crash between two batches loses nothing and bills nothing twice.
+
+Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
+seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
+committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
+steps, each applied in its own transaction, in order.
+
+Signs and limits, per entry kind (amounts are `Decimal`; money has at most 4 decimal places, except
+charges and settlements, which carry the full precision of the tariff arithmetic, up to 28):
+
+| kind         | sign  | sub-account | meaning                                                  |
+|--------------|-------|-------------|----------------------------------------------------------|
+| `top_up`     | > 0   | any         | money the resident paid into a prepaid wallet            |
+| `payment`    | > 0   | any         | money the resident paid against a fee account            |
+| `charge`     | <= 0  | electricity | energy used, priced by the tariff (from readings)        |
+| `fee`        | < 0   | any         | a fee billed (property fee, parking fee, service fee)    |
+| `refund`     | < 0   | any         | money handed back to the resident: it leaves the account |
+| `adjustment` | != 0  | any         | an operator's correction, either way, with a reason      |
+| `settlement` | any   | electricity | written only by `close_cycle`: squares a cycle's charges |
+|              |       |             | with its statement total, to the cent                    |
+
+Every error is a `LedgerError` with one sentence; when one is raised nothing has been written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+import decimal
+from decimal import Decimal
+from enum import StrEnum
+import json
+from pathlib import Path
+import sqlite3
+import threading
+import time
+from types import TracebackType
+from typing import Any, Final, Self
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Cursor",
+    "Entry",
+    "EntryKind",
+    "Household",
+    "Ledger",
+    "LedgerError",
+    "Mismatch",
+    "PostResult",
+    "Posting",
+    "SubAccount",
+    "UsageDelta",
+    "UsageRow",
+]
+
+
+class LedgerError(Exception):
+    """Any refusal or failure of the ledger, with one clear sentence; nothing was written."""
+
+
+class SubAccount(StrEnum):
+    """The sub-accounts every household has."""
+
+    ELECTRICITY = "electricity"
+    """The prepaid wallet: its balance decides whether the supply stays on."""
+    PROPERTY_FEE = "property_fee"
+    PARKING_FEE = "parking_fee"
+
+
+class EntryKind(StrEnum):
+    """What a journal entry records (see the module docstring for the sign of each)."""
+
+    TOP_UP = "top_up"
+    CHARGE = "charge"
+    FEE = "fee"
+    PAYMENT = "payment"
+    ADJUSTMENT = "adjustment"
+    REFUND = "refund"
+    SETTLEMENT = "settlement"
+
+
+type Meta = Mapping[str, str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One money movement to record; `key` makes posting it again harmless."""
+
+    key: str
+    account_id: str
+    sub: SubAccount
+    kind: EntryKind
+    amount: Decimal
+    ts: int
+    meta: Meta = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """What a posting became: its entry, and whether it had been posted before."""
+
+    entry_id: int
+    key: str
+    balance_after: Decimal
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The last reading billed for a meter: its sequence number, time and energy register."""
+
+    meter_id: str
+    seq: int | None
+    ts: int
+    energy_kwh: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """Energy and money to add to a household's usage for one (cycle, tier, period)."""
+
+    account_id: str
+    cycle: str
+    tier: int
+    period: str
+    kwh: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """A household's accumulated usage for one (cycle, tier, period)."""
+
+    cycle: str
+    tier: int
+    period: str
+    kwh: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Household:
+    """A household account."""
+
+    account_id: str
+    label: str
+    opened_at: int
+    supply_protected: bool
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journal entry, as stored."""
+
+    entry_id: int
+    key: str
+    ts: int
+    account_id: str
+    sub: SubAccount
+    kind: EntryKind
+    amount: Decimal
+    balance_after: Decimal
+    meta: Meta
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A place where the cached balances disagree with the journal."""
+
+    account_id: str
+    sub: str
+    what: str
+    expected: Decimal
+    found: Decimal
+
+    def __str__(self) -> str:
+        """Say what disagrees, in one line."""
+        return (
+            f"{self.account_id}/{self.sub}: {self.what} is {self.found}, "
+            f"the journal says {self.expected}"
+        )
+
+
+# Each migration is a list of statements run in one transaction, after which user_version is
+# set to its position (1-based). Append new migrations; never edit one that has shipped.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the first schema
+        """CREATE TABLE households (
+            account_id TEXT PRIMARY KEY NOT NULL,
+            label TEXT NOT NULL,
+            opened_at INTEGER NOT NULL,
+            supply_protected INTEGER NOT NULL DEFAULT 0 CHECK (supply_protected IN (0, 1)),
+            created_at INTEGER NOT NULL
+        ) STRICT""",
+        """CREATE TABLE journal (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            ts INTEGER NOT NULL,
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            sub TEXT NOT NULL
+                CHECK (sub IN ('electricity', 'property_fee', 'parking_fee')),
+            kind TEXT NOT NULL CHECK (kind IN
+                ('top_up', 'charge', 'fee', 'payment', 'adjustment', 'refund', 'settlement')),
+            amount TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            balance_after TEXT NOT NULL
+        ) STRICT""",
+        "CREATE INDEX journal_account ON journal (account_id, sub, id)",
+        "CREATE INDEX journal_kind_ts ON journal (kind, ts)",
+        """CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
+            BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END""",
+        """CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+            BEGIN SELECT RAISE(ABORT, 'journal entries are append-only'); END""",
+        """CREATE TABLE balances (
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            sub TEXT NOT NULL,
+            balance TEXT NOT NULL,
+            PRIMARY KEY (account_id, sub)
+        ) STRICT, WITHOUT ROWID""",
+        """CREATE TABLE meters (
+            meter_id TEXT PRIMARY KEY NOT NULL,
+            account_id TEXT REFERENCES households (account_id),
+            last_seq INTEGER,
+            last_ts INTEGER,
+            last_energy TEXT
+        ) STRICT""",
+        """CREATE TABLE usage (
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            cycle TEXT NOT NULL,
+            tier INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            kwh TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            PRIMARY KEY (account_id, cycle, tier, period)
+        ) STRICT, WITHOUT ROWID""",
+        """CREATE TABLE statements (
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            cycle TEXT NOT NULL,
+            total TEXT NOT NULL,
+            body TEXT NOT NULL,
+            closed_at INTEGER NOT NULL,
+            PRIMARY KEY (account_id, cycle)
+        ) STRICT, WITHOUT ROWID""",
+        """CREATE TRIGGER statements_no_update BEFORE UPDATE ON statements
+            BEGIN SELECT RAISE(ABORT, 'closed statements are final'); END""",
+        """CREATE TRIGGER statements_no_delete BEFORE DELETE ON statements
+            BEGIN SELECT RAISE(ABORT, 'closed statements are final'); END""",
+    ),
+)
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+"""The schema version this module writes (files from a newer version are refused)."""
+
+# Arithmetic on money never rounds: any sum that would need rounding raises instead.
+_CTX: Final = decimal.Context(
+    prec=80,
+    rounding=decimal.ROUND_HALF_EVEN,
+    Emax=999,
+    Emin=-999,
+    traps=[
+        decimal.InvalidOperation,
+        decimal.DivisionByZero,
+        decimal.Overflow,
+        decimal.Inexact,
+        decimal.Underflow,
+    ],
+)
+_LIMIT: Final = Decimal("1e12")
+_MONEY_PLACES: Final = 4
+_FINE_PLACES: Final = 28
+_ZERO: Final = Decimal(0)
+_SETTLE_PREFIX: Final = "settle:"
+_MAX_TEXT: Final = 200
+
+# (sign rule, fixed sub-account or None, most decimal places)
+_RULES: Final[dict[EntryKind, tuple[str, SubAccount | None, int]]] = {
+    EntryKind.TOP_UP: ("> 0", None, _MONEY_PLACES),
+    EntryKind.PAYMENT: ("> 0", None, _MONEY_PLACES),
+    EntryKind.CHARGE: ("<= 0", SubAccount.ELECTRICITY, _FINE_PLACES),
+    EntryKind.FEE: ("< 0", None, _MONEY_PLACES),
+    EntryKind.REFUND: ("< 0", None, _MONEY_PLACES),
+    EntryKind.ADJUSTMENT: ("!= 0", None, _MONEY_PLACES),
+    EntryKind.SETTLEMENT: ("any", SubAccount.ELECTRICITY, _FINE_PLACES),
+}
+
+_SQL_INSERT_ENTRY: Final = (
+    "INSERT INTO journal (id, key, ts, account_id, sub, kind, amount, meta, balance_after) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_UPSERT_BALANCE: Final = (
+    "INSERT INTO balances (account_id, sub, balance) VALUES (?, ?, ?) "
+    "ON CONFLICT (account_id, sub) DO UPDATE SET balance = excluded.balance"
+)
+_SQL_UPSERT_CURSOR: Final = (
+    "INSERT INTO meters (meter_id, last_seq, last_ts, last_energy) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (meter_id) DO UPDATE SET last_seq = excluded.last_seq, "
+    "last_ts = excluded.last_ts, last_energy = excluded.last_energy"
+)
+_SQL_UPSERT_USAGE: Final = (
+    "INSERT INTO usage (account_id, cycle, tier, period, kwh, amount) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (account_id, cycle, tier, period) DO UPDATE SET "
+    "kwh = excluded.kwh, amount = excluded.amount"
+)
+_SQL_ENTRY_COLUMNS: Final = "id, key, ts, account_id, sub, kind, amount, balance_after, meta"
+
+
+def _places(value: Decimal) -> int:
+    """Return how many decimal places `value` really has (trailing zeros do not count)."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0 or not any(digits):
+        return 0
+    places = -exponent
+    for digit in reversed(digits):
+        if digit != 0 or places == 0:
+            break
+        places -= 1
+    return places
+
+
+def _clean(value: Decimal) -> Decimal:
+    """Return `value` without a negative zero, so stored text never reads '-0'."""
+    if not value and value.is_signed():
+        return value.copy_abs()
+    return value
+
+
+def _add(left: Decimal, right: Decimal) -> Decimal:
+    """Add exactly (raises rather than round)."""
+    return _clean(_CTX.add(left, right))
+
+
+def _number(value: object, what: str, places: int) -> Decimal:
+    """Check that `value` is a finite Decimal in range with at most `places` decimal places."""
+    if not isinstance(value, Decimal):
+        raise LedgerError(f"{what} must be a Decimal, not {type(value).__name__}.")
+    if not value.is_finite():
+        raise LedgerError(f"{what} must be a finite number, not {value}.")
+    if value.copy_abs() >= _LIMIT:
+        raise LedgerError(f"{what} {value} is out of range (at most {_LIMIT:,f} either way).")
+    if _places(value) > places:
+        raise LedgerError(f"{what} {value} has more than {places} decimal places.")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    """Check that `value` is a non-empty string of sensible length."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
+        raise LedgerError(f"{what} must be a non-empty string of at most {_MAX_TEXT} characters.")
+    return value
+
+
+def _integer(value: object, what: str) -> int:
+    """Check that `value` is a plain int (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LedgerError(f"{what} must be an integer, not {type(value).__name__}.")
+    return value
+
+
+def _timestamp(value: object, what: str) -> int:
+    """Check that `value` is a UNIX time in whole seconds."""
+    seconds = _integer(value, what)
+    if seconds < 0:
+        raise LedgerError(f"{what} must be UNIX seconds, not {seconds}.")
+    return seconds
+
+
+def _meta_text(meta: object, key: str) -> str:
+    """Serialise a posting's meta to compact JSON, checking its types."""
+    if not isinstance(meta, Mapping):
+        raise LedgerError(f"The meta of posting {key!r} must be a mapping.")
+    for name, value in meta.items():
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, str | int):
+            raise LedgerError(
+                f"The meta of posting {key!r} may hold only strings and integers under "
+                f"string names ({name!r} does not)."
+            )
+    return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _enum[E: StrEnum](cls: type[E], value: object, what: str) -> E:
+    """Return `value` as member of `cls`, or refuse it."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str) and value in cls._value2member_map_:
+        return cls(value)
+    allowed = ", ".join(member.value for member in cls)
+    raise LedgerError(f"{what} {value!r} is not one of {allowed}.")
+
+
+@dataclass(slots=True)
+class _Checked:
+    """A posting after validation, ready to write."""
+
+    key: str
+    account_id: str
+    sub: SubAccount
+    kind: EntryKind
+    amount: Decimal
+    ts: int
+    meta: str
+
+    def same_as(self, account_id: str, sub: str, kind: str, amount: Decimal) -> bool:
+        """Tell whether a stored entry carries this posting's content."""
+        return (
+            self.account_id == account_id
+            and self.sub == sub
+            and self.kind == kind
+            and self.amount == amount
+        )
+
+
+def _check_posting(posting: Posting, *, settlement: bool = False) -> _Checked:
+    """Validate one posting against the rules of its kind."""
+    if not isinstance(posting, Posting):
+        raise LedgerError(f"Expected a Posting, not {type(posting).__name__}.")
+    key = _text(posting.key, "A posting key")
+    kind = _enum(EntryKind, posting.kind, f"The kind of posting {key!r}")
+    sub = _enum(SubAccount, posting.sub, f"The sub-account of posting {key!r}")
+    if kind is EntryKind.SETTLEMENT and not settlement:
+        raise LedgerError(f"Posting {key!r}: settlement entries are written only by close_cycle.")
+    sign, fixed_sub, places = _RULES[kind]
+    amount = _number(posting.amount, f"The amount of posting {key!r}", places)
+    if fixed_sub is not None and sub is not fixed_sub:
+        raise LedgerError(f"Posting {key!r}: a {kind} belongs on {fixed_sub}, not on {sub}.")
+    ok = {
+        "> 0": amount > 0,
+        "< 0": amount < 0,
+        "<= 0": amount <= 0,
+        "!= 0": amount != 0,
+        "any": True,
+    }[sign]
+    if not ok:
+        raise LedgerError(f"Posting {key!r}: the amount of a {kind} must be {sign}, not {amount}.")
+    return _Checked(
+        key=key,
+        account_id=_text(posting.account_id, f"The account of posting {key!r}"),
+        sub=sub,
+        kind=kind,
+        amount=_clean(amount),
+        ts=_timestamp(posting.ts, f"The time of posting {key!r}"),
+        meta=_meta_text(posting.meta, key),
+    )
+
+
+def _check_cursor(cursor: Cursor) -> tuple[str, int | None, int, str]:
+    """Validate a cursor and return its row values."""
+    if not isinstance(cursor, Cursor):
+        raise LedgerError(f"Expected a Cursor, not {type(cursor).__name__}.")
+    meter_id = _text(cursor.meter_id, "A meter id")
+    seq = None if cursor.seq is None else _integer(cursor.seq, f"The seq of meter {meter_id!r}")
+    ts = _timestamp(cursor.ts, f"The cursor time of meter {meter_id!r}")
+    energy = _number(cursor.energy_kwh, f"The energy of meter {meter_id!r}", _FINE_PLACES)
+    return meter_id, seq, ts, str(energy)
+
+
+def _check_usage(delta: UsageDelta) -> UsageDelta:
+    """Validate a usage delta."""
+    if not isinstance(delta, UsageDelta):
+        raise LedgerError(f"Expected a UsageDelta, not {type(delta).__name__}.")
+    account_id = _text(delta.account_id, "The account of a usage delta")
+    what = f"The usage of {account_id!r} in cycle {delta.cycle!r}"
+    _text(delta.cycle, f"The cycle of a usage delta for {account_id!r}")
+    _integer(delta.tier, f"The tier of {what}")
+    _text(delta.period, f"The period of {what}")
+    _number(delta.kwh, f"The kWh of {what}", _FINE_PLACES)
+    _number(delta.amount, f"The amount of {what}", _FINE_PLACES)
+    return delta
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    """Build an Entry from a row selected with _SQL_ENTRY_COLUMNS."""
+    return Entry(
+        entry_id=row[0],
+        key=row[1],
+        ts=row[2],
+        account_id=row[3],
+        sub=SubAccount(row[4]),
+        kind=EntryKind(row[5]),
+        amount=Decimal(row[6]),
+        balance_after=Decimal(row[7]),
+        meta=json.loads(row[8]),
+    )
+
+
+def _household(row: Sequence[Any]) -> Household:
+    """Build a Household from a row of the households table."""
+    return Household(
+        account_id=row[0],
+        label=row[1],
+        opened_at=row[2],
+        supply_protected=bool(row[3]),
+        created_at=row[4],
+    )
+
+
+def _as_json_list(values: Iterable[str]) -> str:
+    """Encode strings as a JSON array, for `IN (SELECT value FROM json_each(?))`."""
+    return json.dumps(list(values), ensure_ascii=False)
+
+
+class Ledger:
+    """The journal, balances, meter cursors, usage and statements of one community.
+
+    Open one per community file; calls may come from any thread (one at a time is enforced by a
+    lock). Every write is one transaction that has been committed to disk when the call returns.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        """Open (or create) the ledger file at `path` and bring its schema up to date."""
+        self._path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=10.0,
+                autocommit=True,
+                check_same_thread=False,
+                cached_statements=64,
+            )
+        except sqlite3.Error as err:
+            raise LedgerError(f"Cannot open the ledger file {self._path}: {err}.") from err
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(
+                    f"The ledger file {self._path} cannot use write-ahead logging "
+                    f"(journal mode {mode})."
+                )
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(conn)
+        except sqlite3.Error as err:
+            conn.close()
+            raise LedgerError(f"Cannot open the ledger file {self._path}: {err}.") from err
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def path(self) -> Path:
+        """Return the ledger file's path."""
+        return self._path
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        """Return the ledger itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the ledger."""
+        self.close()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply the migrations this file lacks, each in its own transaction, in order."""
+        migrations = _MIGRATIONS
+        newest = len(migrations)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > newest:
+            raise LedgerError(
+                f"The ledger file {self._path} has schema version {version}, newer than the "
+                f"{newest} this version of prepaid_meter understands; upgrade prepaid_meter."
+            )
+        for number in range(version + 1, newest + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if current < number:  # another process may have just done it
+                    for statement in migrations[number - 1]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number:d}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _connection(self) -> sqlite3.Connection:
+        """Return the open connection (the caller holds the lock)."""
+        if self._conn is None:
+            raise LedgerError(f"The ledger {self._path} is closed.")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the body in one write transaction, committed on success, rolled back on error.
+
+        The caller holds the lock. Database and arithmetic failures become LedgerError.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise LedgerError(f"The ledger {self._path} is busy or unwritable: {err}.") from err
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(err, sqlite3.Error):
+                raise LedgerError(f"The ledger could not save this change: {err}.") from err
+            if isinstance(err, decimal.DecimalException):
+                raise LedgerError(f"A sum in the ledger would lose precision: {err!r}.") from err
+            raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one query under the lock and return all its rows."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as err:
+                raise LedgerError(f"The ledger could not be read: {err}.") from err
+
+    # ------------------------------------------------------------------ households and meters
+
+    def ensure_household(
+        self,
+        account_id: str,
+        label: str,
+        opened_at: int,
+        supply_protected: bool = False,
+    ) -> Household:
+        """Create the household if it is new, with a zero balance on every sub-account.
+
+        For a household that exists only the label is updated: `opened_at` (which billing
+        depends on) and `supply_protected` (see `set_supply_protected`) are kept as stored.
+        Returns the household as stored.
+        """
+        _text(account_id, "An account id")
+        if not isinstance(label, str):
+            raise LedgerError(f"The label of account {account_id!r} must be a string.")
+        _timestamp(opened_at, f"The opening time of account {account_id!r}")
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO households (account_id, label, opened_at, supply_protected, "
+                "created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (account_id) DO UPDATE SET label = excluded.label",
+                (account_id, label, opened_at, int(bool(supply_protected)), int(time.time())),
+            )
+            conn.executemany(
+                "INSERT INTO balances (account_id, sub, balance) VALUES (?, ?, '0') "
+                "ON CONFLICT (account_id, sub) DO NOTHING",
+                [(account_id, sub.value) for sub in SubAccount],
+            )
+            row = conn.execute(
+                "SELECT * FROM households WHERE account_id = ?", (account_id,)
+            ).fetchone()
+        return _household(row)
+
+    def set_supply_protected(self, account_id: str, protected: bool) -> None:
+        """Mark a household whose supply must never be cut (or clear the mark)."""
+        with self._lock, self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE households SET supply_protected = ? WHERE account_id = ?",
+                (int(bool(protected)), account_id),
+            ).rowcount
+            if changed != 1:
+                raise LedgerError(f"Unknown account {account_id!r}.")
+
+    def households(self) -> list[Household]:
+        """Return every household, ordered by account id."""
+        return [
+            _household(row) for row in self._read("SELECT * FROM households ORDER BY account_id")
+        ]
+
+    def household(self, account_id: str) -> Household | None:
+        """Return one household, or None if there is no such account."""
+        rows = self._read("SELECT * FROM households WHERE account_id = ?", (account_id,))
+        return _household(rows[0]) if rows else None
+
+    def assign_meter(self, meter_id: str, account_id: str | None) -> None:
+        """Bind a meter to a household's account, or unbind it with None (its cursor stays)."""
+        _text(meter_id, "A meter id")
+        with self._lock, self._transaction() as conn:
+            if (
+                account_id is not None
+                and not conn.execute(
+                    "SELECT 1 FROM households WHERE account_id = ?", (account_id,)
+                ).fetchone()
+            ):
+                raise LedgerError(
+                    f"Cannot assign meter {meter_id!r} to unknown account {account_id!r}."
+                )
+            conn.execute(
+                "INSERT INTO meters (meter_id, account_id) VALUES (?, ?) "
+                "ON CONFLICT (meter_id) DO UPDATE SET account_id = excluded.account_id",
+                (meter_id, account_id),
+            )
+
+    def meter_account(self, meter_id: str) -> str | None:
+        """Return the account a meter is assigned to, or None."""
+        rows = self._read("SELECT account_id FROM meters WHERE meter_id = ?", (meter_id,))
+        return rows[0][0] if rows else None
+
+    def meters(self) -> dict[str, str | None]:
+        """Return every known meter and the account it is assigned to (None if unassigned)."""
+        return dict(self._read("SELECT meter_id, account_id FROM meters ORDER BY meter_id"))
+
+    # ------------------------------------------------------------------ writing money
+
+    def post(self, posting: Posting) -> PostResult:
+        """Record one money movement, committed to disk before this returns.
+
+        Posting a key that exists returns the first result with `duplicate=True` and writes
+        nothing; the same key with a different account, sub-account, kind or amount is refused.
+        Time and meta are not compared (a retry may carry a later time).
+        """
+        checked = _check_posting(posting)
+        with self._lock, self._transaction() as conn:
+            return self._apply(conn, [checked])[0]
+
+    def commit_batch(
+        self,
+        postings: Sequence[Posting],
+        cursors: Sequence[Cursor],
+        usage: Sequence[UsageDelta],
+    ) -> list[PostResult]:
+        """Write charges, meter cursors and usage increments in ONE transaction.
+
+        Postings whose key exists are skipped and reported as duplicates (different content
+        under an existing key is refused). Cursors replace the stored ones. Usage deltas are
+        added to the stored totals as given: the caller derives them from readings past the
+        cursor, so readings already billed never reach here. Usage for a cycle that has been
+        closed is refused, since that cycle's money has been settled against its statement.
+        If anything is refused, nothing at all is written.
+        """
+        checked = [_check_posting(posting) for posting in postings]
+        cursor_rows = [_check_cursor(cursor) for cursor in cursors]
+        deltas = [_check_usage(delta) for delta in usage]
+        with self._lock, self._transaction() as conn:
+            results = self._apply(conn, checked)
+            if cursor_rows:
+                conn.executemany(_SQL_UPSERT_CURSOR, cursor_rows)
+            if deltas:
+                self._add_usage(conn, deltas)
+            return results
+
+    def _apply(self, conn: sqlite3.Connection, postings: Sequence[_Checked]) -> list[PostResult]:
+        """Insert the new postings and update their balances (inside the caller's transaction)."""
+        if not postings:
+            return []
+        existing: dict[str, tuple[Any, ...]] = {
+            row[1]: row
+            for row in conn.execute(
+                "SELECT id, key, account_id, sub, kind, amount, balance_after FROM journal "
+                "WHERE key IN (SELECT value FROM json_each(?))",
+                (_as_json_list([p.key for p in postings]),),
+            )
+        }
+        balances: dict[tuple[str, str], Decimal] = {}
+        known: set[str] = set()
+        fresh = [p for p in postings if p.key not in existing]
+        if fresh:
+            for account_id, sub, balance in conn.execute(
+                "SELECT h.account_id, b.sub, b.balance FROM households AS h "
+                "LEFT JOIN balances AS b ON b.account_id = h.account_id "
+                "WHERE h.account_id IN (SELECT value FROM json_each(?))",
+                (_as_json_list({p.account_id for p in fresh}),),
+            ):
+                known.add(account_id)
+                if sub is not None:
+                    balances[account_id, sub] = Decimal(balance)
+            next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM journal").fetchone()[0])
+        results: list[PostResult] = []
+        rows: list[tuple[Any, ...]] = []
+        touched: set[tuple[str, str]] = set()
+        added: dict[str, tuple[_Checked, PostResult]] = {}
+        for posting in postings:
+            old = existing.get(posting.key)
+            if old is not None:
+                if not posting.same_as(old[2], old[3], old[4], Decimal(old[5])):
+                    raise LedgerError(
+                        f"Idempotency key {posting.key!r} reused with different content."
+                    )
+                results.append(PostResult(old[0], posting.key, Decimal(old[6]), duplicate=True))
+                continue
+            earlier = added.get(posting.key)
+            if earlier is not None:
+                first, result = earlier
+                if not posting.same_as(first.account_id, first.sub, first.kind, first.amount):
+                    raise LedgerError(
+                        f"Idempotency key {posting.key!r} reused with different content."
+                    )
+                results.append(
+                    PostResult(result.entry_id, posting.key, result.balance_after, duplicate=True)
+                )
+                continue
+            if posting.account_id not in known:
+                raise LedgerError(
+                    f"Posting {posting.key!r} is for unknown account {posting.account_id!r}."
+                )
+            slot = (posting.account_id, posting.sub.value)
+            after = _add(balances.get(slot, _ZERO), posting.amount)
+            balances[slot] = after
+            touched.add(slot)
+            next_id += 1
+            rows.append(
+                (
+                    next_id,
+                    posting.key,
+                    posting.ts,
+                    posting.account_id,
+                    posting.sub.value,
+                    posting.kind.value,
+                    str(posting.amount),
+                    posting.meta,
+                    str(after),
+                )
+            )
+            result = PostResult(next_id, posting.key, after, duplicate=False)
+            added[posting.key] = (posting, result)
+            results.append(result)
+        if rows:
+            conn.executemany(_SQL_INSERT_ENTRY, rows)
+            conn.executemany(
+                _SQL_UPSERT_BALANCE,
+                [(account_id, sub, str(balances[account_id, sub])) for account_id, sub in touched],
+            )
+        return results
+
+    def _add_usage(self, conn: sqlite3.Connection, deltas: Sequence[UsageDelta]) -> None:
+        """Add usage deltas to the stored totals (inside the caller's transaction)."""
+        sums: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = {}
+        for delta in deltas:
+            slot = (delta.account_id, delta.cycle, delta.tier, delta.period)
+            kwh, amount = sums.get(slot, (_ZERO, _ZERO))
+            sums[slot] = (_add(kwh, delta.kwh), _add(amount, delta.amount))
+        accounts = _as_json_list({slot[0] for slot in sums})
+        cycles = _as_json_list({slot[1] for slot in sums})
+        known = {
+            row[0]
+            for row in conn.execute(
+                "SELECT account_id FROM households "
+                "WHERE account_id IN (SELECT value FROM json_each(?))",
+                (accounts,),
+            )
+        }
+        for slot in sums:
+            if slot[0] not in known:
+                raise LedgerError(f"Usage is for unknown account {slot[0]!r}.")
+        closed = set(
+            conn.execute(
+                "SELECT account_id, cycle FROM statements "
+                "WHERE account_id IN (SELECT value FROM json_each(?)) "
+                "AND cycle IN (SELECT value FROM json_each(?))",
+                (accounts, cycles),
+            )
+        )
+        for slot in sums:
+            if slot[:2] in closed:
+                raise LedgerError(
+                    f"Usage for account {slot[0]!r} arrived for cycle {slot[1]!r}, "
+                    "which is already closed."
+                )
+        for account_id, cycle, tier, period, kwh, amount in conn.execute(
+            "SELECT account_id, cycle, tier, period, kwh, amount FROM usage "
+            "WHERE account_id IN (SELECT value FROM json_each(?)) "
+            "AND cycle IN (SELECT value FROM json_each(?))",
+            (accounts, cycles),
+        ):
+            slot = (account_id, cycle, tier, period)
+            if slot in sums:
+                add_kwh, add_amount = sums[slot]
+                sums[slot] = (_add(Decimal(kwh), add_kwh), _add(Decimal(amount), add_amount))
+        conn.executemany(
+            _SQL_UPSERT_USAGE,
+            [(*slot, str(kwh), str(amount)) for slot, (kwh, amount) in sums.items()],
+        )
+
+    def close_cycle(
+        self,
+        account_id: str,
+        cycle: str,
+        statement_total: Decimal,
+        statement_json: str,
+        ts: int,
+    ) -> PostResult:
+        """Store a cycle's statement and settle the cycle's charges against it, in one transaction.
+
+        The settlement entry on electricity has amount = (sum of usage.amount charged for the
+        cycle) - statement_total, so the charges plus the settlement take exactly the statement
+        total for the cycle. Its key is `settle:{account_id}:{cycle}`; closing the same cycle
+        again with the same total returns the first result as a duplicate, with another total
+        it is refused. Usage for the cycle is refused after this.
+        """
+        _text(account_id, "An account id")
+        _text(cycle, f"The cycle to close for {account_id!r}")
+        total = _number(statement_total, f"The statement total of {account_id!r} {cycle}", 4)
+        if total < 0:
+            raise LedgerError(f"The statement total of {account_id!r} {cycle} is negative.")
+        if not isinstance(statement_json, str):
+            raise LedgerError(f"The statement of {account_id!r} {cycle} must be JSON text.")
+        try:
+            json.loads(statement_json)
+        except ValueError as err:
+            raise LedgerError(
+                f"The statement of {account_id!r} {cycle} is not valid JSON: {err}."
+            ) from err
+        _timestamp(ts, f"The closing time of {account_id!r} {cycle}")
+        key = f"{_SETTLE_PREFIX}{account_id}:{cycle}"
+        with self._lock, self._transaction() as conn:
+            stored = conn.execute(
+                "SELECT total FROM statements WHERE account_id = ? AND cycle = ?",
+                (account_id, cycle),
+            ).fetchone()
+            if stored is not None:
+                if Decimal(stored[0]) != total:
+                    raise LedgerError(
+                        f"Cycle {cycle} of {account_id!r} is already closed with total "
+                        f"{stored[0]}, not {total}."
+                    )
+                row = conn.execute(
+                    "SELECT id, balance_after FROM journal WHERE key = ?", (key,)
+                ).fetchone()
+                return PostResult(row[0], key, Decimal(row[1]), duplicate=True)
+            if not conn.execute(
+                "SELECT 1 FROM households WHERE account_id = ?", (account_id,)
+            ).fetchone():
+                raise LedgerError(f"Cannot close cycle {cycle} of unknown account {account_id!r}.")
+            charged = _ZERO
+            for (amount,) in conn.execute(
+                "SELECT amount FROM usage WHERE account_id = ? AND cycle = ?",
+                (account_id, cycle),
+            ):
+                charged = _add(charged, Decimal(amount))
+            conn.execute(
+                "INSERT INTO statements (account_id, cycle, total, body, closed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (account_id, cycle, str(total), statement_json, ts),
+            )
+            settlement = _check_posting(
+                Posting(
+                    key=key,
+                    account_id=account_id,
+                    sub=SubAccount.ELECTRICITY,
+                    kind=EntryKind.SETTLEMENT,
+                    amount=_CTX.subtract(charged, total),
+                    ts=ts,
+                    meta={"cycle": cycle, "statement_total": str(total), "charged": str(charged)},
+                ),
+                settlement=True,
+            )
+            return self._apply(conn, [settlement])[0]
+
+    # ------------------------------------------------------------------ reading
+
+    def cursor(self, meter_id: str) -> Cursor | None:
+        """Return the last reading billed for a meter, or None if none was."""
+        rows = self._read(
+            "SELECT meter_id, last_seq, last_ts, last_energy FROM meters "
+            "WHERE meter_id = ? AND last_ts IS NOT NULL",
+            (meter_id,),
+        )
+        return Cursor(rows[0][0], rows[0][1], rows[0][2], Decimal(rows[0][3])) if rows else None
+
+    def cursors(self) -> dict[str, Cursor]:
+        """Return every meter's cursor (for start-up)."""
+        return {
+            meter_id: Cursor(meter_id, seq, ts, Decimal(energy))
+            for meter_id, seq, ts, energy in self._read(
+                "SELECT meter_id, last_seq, last_ts, last_energy FROM meters "
+                "WHERE last_ts IS NOT NULL"
+            )
+        }
+
+    def balance(self, account_id: str, sub: SubAccount) -> Decimal:
+        """Return one sub-account's balance; unknown accounts are refused."""
+        balances = self.balances(account_id)
+        return balances[_enum(SubAccount, sub, "A sub-account")]
+
+    def balances(self, account_id: str) -> dict[SubAccount, Decimal]:
+        """Return the balance of each sub-account of a household; unknown accounts are refused."""
+        rows = self._read(
+            "SELECT h.account_id, b.sub, b.balance FROM households AS h "
+            "LEFT JOIN balances AS b ON b.account_id = h.account_id WHERE h.account_id = ?",
+            (account_id,),
+        )
+        if not rows:
+            raise LedgerError(f"Unknown account {account_id!r}.")
+        found = {SubAccount(sub): Decimal(balance) for _, sub, balance in rows if sub is not None}
+        return {sub: found.get(sub, _ZERO) for sub in SubAccount}
+
+    def entries(
+        self,
+        account_id: str,
+        sub: SubAccount | None = None,
+        since: int | None = None,
+        limit: int = 100,
+    ) -> list[Entry]:
+        """Return a household's most recent entries, newest first.
+
+        `sub` keeps one sub-account, `since` keeps entries with `ts >= since`, `limit` caps
+        how many are returned.
+        """
+        sql = f"SELECT {_SQL_ENTRY_COLUMNS} FROM journal WHERE account_id = ?"  # noqa: S608
+        params: list[Any] = [account_id]
+        if sub is not None:
+            sql += " AND sub = ?"
+            params.append(_enum(SubAccount, sub, "A sub-account").value)
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(_integer(since, "since"))
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(0, _integer(limit, "limit")))
+        return [_entry(row) for row in self._read(sql, params)]
+
+    def entry_by_key(self, key: str) -> Entry | None:
+        """Return the entry posted under an idempotency key, or None."""
+        rows = self._read(
+            f"SELECT {_SQL_ENTRY_COLUMNS} FROM journal WHERE key = ?",  # noqa: S608
+            (key,),
+        )
+        return _entry(rows[0]) if rows else None
+
+    def usage(self, account_id: str, cycle: str) -> list[UsageRow]:
+        """Return a household's usage in one cycle, one row per (tier, period)."""
+        return [
+            UsageRow(cycle, tier, period, Decimal(kwh), Decimal(amount))
+            for tier, period, kwh, amount in self._read(
+                "SELECT tier, period, kwh, amount FROM usage WHERE account_id = ? AND cycle = ? "
+                "ORDER BY tier, period",
+                (account_id, cycle),
+            )
+        ]
+
+    def statement(self, account_id: str, cycle: str) -> tuple[Decimal, str] | None:
+        """Return the total and JSON body of a closed cycle's statement, or None if open."""
+        rows = self._read(
+            "SELECT total, body FROM statements WHERE account_id = ? AND cycle = ?",
+            (account_id, cycle),
+        )
+        return (Decimal(rows[0][0]), rows[0][1]) if rows else None
+
+    # ------------------------------------------------------------------ operators' figures
+
+    def total_balance(self, sub: SubAccount) -> Decimal:
+        """Return the sum of every household's balance on one sub-account."""
+        total = _ZERO
+        for (balance,) in self._read(
+            "SELECT balance FROM balances WHERE sub = ?",
+            (_enum(SubAccount, sub, "A sub-account").value,),
+        ):
+            total = _add(total, Decimal(balance))
+        return total
+
+    def count_in_arrears(self, sub: SubAccount) -> int:
+        """Return how many households have a negative balance on one sub-account."""
+        # Balances are stored without negative zero, so a leading '-' means below zero.
+        rows = self._read(
+            "SELECT count(*) FROM balances WHERE sub = ? AND substr(balance, 1, 1) = '-'",
+            (_enum(SubAccount, sub, "A sub-account").value,),
+        )
+        return int(rows[0][0])
+
+    def sum_kind_since(
+        self, kind: EntryKind, since_ts: int, sub: SubAccount | None = None
+    ) -> Decimal:
+        """Return the sum of all entries of one kind with `ts >= since_ts` (e.g. top-ups today)."""
+        sql = "SELECT amount FROM journal WHERE kind = ? AND ts >= ?"
+        params: list[Any] = [
+            _enum(EntryKind, kind, "An entry kind").value,
+            _integer(since_ts, "since_ts"),
+        ]
+        if sub is not None:
+            sql += " AND sub = ?"
+            params.append(_enum(SubAccount, sub, "A sub-account").value)
+        total = _ZERO
+        for (amount,) in self._read(sql, params):
+            total = _add(total, Decimal(amount))
+        return total
+
+    # ------------------------------------------------------------------ consistency
+
+    def check_invariant(self) -> list[Mismatch]:
+        """Recompute every balance from the journal and return where the ledger disagrees.
+
+        Checks that each entry's `balance_after` is the running sum of its sub-account's
+        entries, and that each cached balance equals the sum of its entries. Empty means
+        consistent.
+        """
+        mismatches: list[Mismatch] = []
+        running: dict[tuple[str, str], Decimal] = {}
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")  # one snapshot for the journal and the balances
+                try:
+                    for entry_id, account_id, sub, amount, after in conn.execute(
+                        "SELECT id, account_id, sub, amount, balance_after FROM journal ORDER BY id"
+                    ):
+                        slot = (account_id, sub)
+                        total = _add(running.get(slot, _ZERO), Decimal(amount))
+                        running[slot] = total
+                        if Decimal(after) != total:
+                            mismatches.append(
+                                Mismatch(
+                                    account_id,
+                                    sub,
+                                    f"balance_after of entry {entry_id}",
+                                    total,
+                                    Decimal(after),
+                                )
+                            )
+                    cached = {
+                        (account_id, sub): Decimal(balance)
+                        for account_id, sub, balance in conn.execute(
+                            "SELECT account_id, sub, balance FROM balances"
+                        )
+                    }
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise LedgerError(f"The ledger could not be read: {err}.") from err
+        for slot in sorted(set(running) | set(cached)):
+            expected = running.get(slot, _ZERO)
+            found = cached.get(slot)
+            if found is None or found != expected:
+                mismatches.append(
+                    Mismatch(
+                        slot[0],
+                        slot[1],
+                        "cached balance",
+                        expected,
+                        _ZERO if found is None else found,
+                    )
+                )
+        return mismatches
