@@ -37,9 +37,7 @@ def mosquitto(mosquitto_session: Mosquitto, socket_enabled: None) -> Mosquitto:
 
 
 @pytest.fixture
-def mosquitto_factory(
-    tmp_path: Path, socket_enabled: None
-) -> Iterator[Callable[..., Mosquitto]]:
+def mosquitto_factory(tmp_path: Path, socket_enabled: None) -> Iterator[Callable[..., Mosquitto]]:
     """Return a function that starts a private broker (for restart tests); all stop at teardown."""
     started: list[Mosquitto] = []
 
