@@ -104,7 +104,7 @@ class Posting:
     kind: EntryKind
     amount: Decimal
     ts: int
-    meta: Meta = field(default_factory=dict)
+    meta: Meta = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
