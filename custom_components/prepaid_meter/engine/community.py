@@ -1,0 +1,1090 @@
+"""A community of prepaid meters: readings become charges, balances decide the supply.
+
+`Community` keeps every meter's live state in memory and decides what happens next; it does
+no I/O of its own except through the ledger, and its methods come in two kinds:
+
+- memory-only (`handle_reading`, `handle_announce`, `handle_availability`, `take_batch`, ...)
+  which the integration calls in Home Assistant's event loop, and
+- ledger methods (`commit`, `top_up`, `post_fee`, `assign_meter`, `statement`, `load`, ...)
+  which block on SQLite and run in an executor. They never touch the live state: what they
+  return is applied back in the loop with `apply_results`.
+
+Money rules: a charge is journaled per reading with the key `charge:<meter>:<seq>`, in the
+same transaction as the meter's cursor, so nothing is billed twice across restarts and
+duplicate messages; a cycle is settled to its statement when the meter's first reading of
+the next cycle is committed. Fee arrears never decide the supply (Civil Code art. 944).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+import json
+import logging
+import time
+from typing import Any, Literal, Protocol
+
+from .billing import BillingState, Piece, bill_interval, current_price, statement_for
+from .ledger import (
+    Cursor,
+    EntryKind,
+    Ledger,
+    LedgerError,
+    Posting,
+    PostResult,
+    SubAccount,
+    UsageDelta,
+)
+from .policy import (
+    PolicyConfig,
+    WarningTracker,
+    decide_restore,
+    decide_supply,
+    estimate_days_left,
+)
+from .tariff import Tariff, to_us
+
+_LOGGER = logging.getLogger(__name__)
+_ZERO = Decimal(0)
+FUTURE_TOLERANCE_S = 600
+MAX_AMOUNT = Decimal(100_000)
+DEFAULT_RATED_CURRENT_A = 60.0
+OVERLOAD_CUT_FACTOR = 1.25
+OVERLOAD_CUT_READINGS = 3
+THEFT_MIN_A = 0.5
+THEFT_RATIO = 0.1
+THEFT_READINGS = 2
+TAMPER_EVENTS = frozenset({"cover_open", "magnetic_tamper", "reverse_energy"})
+
+type Relay = Literal["on", "off"]
+type Actor = str  # "system", "resident", "operator:<user id>", "auto"
+
+
+class CommunityError(Exception):
+    """A request that cannot be carried out; `key` is its translation key."""
+
+    def __init__(self, key: str, message: str, **placeholders: str) -> None:
+        """Keep the translation key and placeholders next to the English message."""
+        super().__init__(message)
+        self.key = key
+        self.placeholders = placeholders
+
+
+class ReadingLike(Protocol):
+    """What a device profile's reading offers (engine.protocol.Reading)."""
+
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def seq(self) -> int | None: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def energy_kwh(self) -> Decimal: ...
+    @property
+    def power_w(self) -> float | None: ...
+    @property
+    def voltage_v(self) -> float | None: ...
+    @property
+    def current_a(self) -> float | None: ...
+    @property
+    def neutral_current_a(self) -> float | None: ...
+    @property
+    def relay(self) -> str | None: ...
+    @property
+    def events(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the integration turns into a bus event, a command, a repair or a publish.
+
+    kinds: low_balance, supply_cut, supply_restored, supply_cut_deferred, top_up, alarm,
+    inactivity, register_reset, unassigned_meter, relay (desired relay state changed),
+    display (tell the meter's display), account (publish the account topic), rejected.
+    """
+
+    kind: str
+    meter_id: str | None = None
+    account_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MeterState:
+    """Live state of one meter, as entities show it."""
+
+    meter_id: str
+    account_id: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    rated_current_a: float = DEFAULT_RATED_CURRENT_A
+    announced: bool = False
+    online: bool | None = None
+    seq: int | None = None
+    ts: int | None = None
+    energy_kwh: Decimal | None = None
+    power_w: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    neutral_current_a: float | None = None
+    reported_relay: Relay | None = None
+    desired_relay: Relay = "on"
+    relay_reason: str = "in_credit"
+    relay_actor: Actor = "system"
+    deferred: str | None = None
+    billing: BillingState = field(default_factory=BillingState)
+    cycle_cost: Decimal = _ZERO
+    cycle_started_ts: int | None = None
+    last_active_ts: int | None = None
+    inactive_alarm: bool = False
+    overload_count: int = 0
+    overload_alarm: bool = False
+    theft_count: int = 0
+    theft_alarm: bool = False
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def cursor(self) -> Cursor | None:
+        """Return what the ledger keeps for this meter."""
+        if self.ts is None or self.energy_kwh is None:
+            return None
+        return Cursor(self.meter_id, self.seq, self.ts, self.energy_kwh)
+
+
+@dataclass(slots=True)
+class HouseholdState:
+    """Live balances of one household, by sub-account."""
+
+    account_id: str
+    label: str
+    opened_at: int
+    supply_protected: bool = False
+    balances: dict[SubAccount, Decimal] = field(
+        default_factory=lambda: dict.fromkeys(SubAccount, _ZERO)
+    )
+    seen_entry: dict[SubAccount, int] = field(default_factory=lambda: dict.fromkeys(SubAccount, 0))
+    pending: Decimal = _ZERO  # charges taken in memory, not yet committed
+    low_threshold: Decimal | None = None
+
+    @property
+    def electricity(self) -> Decimal:
+        """Return the live electricity balance: committed entries plus pending charges."""
+        return self.balances[SubAccount.ELECTRICITY] + self.pending
+
+
+@dataclass(slots=True)
+class Batch:
+    """Charges, cursors and usage taken from memory, to be committed in one transaction."""
+
+    postings: list[Posting] = field(default_factory=list)
+    cursors: dict[str, Cursor] = field(default_factory=dict)
+    usage: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
+    closing: set[tuple[str, str]] = field(default_factory=set)
+    pending: dict[str, Decimal] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        """Return whether there is anything to write."""
+        return bool(self.postings or self.cursors or self.usage or self.closing)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerResult:
+    """What a ledger call wrote: per (account, sub) the newest entry id and its balance."""
+
+    balances: Mapping[tuple[str, SubAccount], tuple[int, Decimal]] = field(default_factory=dict)
+    results: Sequence[PostResult] = ()
+    events: Sequence[Event] = ()
+    batch: Batch | None = None
+
+
+def usage_period(period: str, price: Decimal) -> str:
+    """Return the usage key of a (period, price): prices can change within a cycle."""
+    return f"{period}@{price}"
+
+
+def split_usage_period(key: str) -> tuple[str, Decimal]:
+    """Invert usage_period."""
+    period, _, price = key.rpartition("@")
+    return period, Decimal(price)
+
+
+class Community:
+    """The live community: meters, households, the tariff, the policy and the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        tariff: Tariff,
+        policy: PolicyConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        inactivity_hours: float = 24.0,
+        inactivity_power_w: float = 250.0,
+        protective_cut: bool = True,
+    ) -> None:
+        """Bind the parts; call `load()` (blocking) before use."""
+        self.ledger = ledger
+        self.tariff = tariff
+        self.policy = policy
+        self.clock = clock
+        self.inactivity_hours = inactivity_hours
+        self.inactivity_power_w = inactivity_power_w
+        self.protective_cut = protective_cut
+        self.meters: dict[str, MeterState] = {}
+        self.households: dict[str, HouseholdState] = {}
+        self.top_ups_today = _ZERO
+        self._top_up_day: date | None = None
+        self._batch = Batch()
+        self._logged: set[tuple[str, str]] = set()
+        self.warnings = WarningTracker(policy)
+
+    # ------------------------------------------------------------------ start-up (blocking)
+
+    def load(self) -> None:
+        """Read households, meters, cursors, balances and this cycle's usage from the ledger."""
+        for household in self.ledger.households():
+            state = HouseholdState(
+                household.account_id,
+                household.label,
+                household.opened_at,
+                household.supply_protected,
+            )
+            for sub, amount in self.ledger.balances(household.account_id).items():
+                state.balances[sub] = amount
+            self.warnings.update(household.account_id, state.electricity)
+            self.households[household.account_id] = state
+        cursors = self.ledger.cursors()
+        for meter_id, account_id in self.ledger.meters().items():
+            meter = self.meters[meter_id] = MeterState(meter_id, account_id)
+            cursor = cursors.get(meter_id)
+            if cursor is not None:
+                meter.seq, meter.ts, meter.energy_kwh = cursor.seq, cursor.ts, cursor.energy_kwh
+            if account_id is not None and account_id in self.households:
+                self._load_cycle(meter, self.households[account_id])
+        self._top_up_day = self._today()
+        self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
+
+    def _load_cycle(self, meter: MeterState, household: HouseholdState) -> None:
+        """Enter the meter's current cycle with the kWh and money already taken in it."""
+        meter.billing = BillingState(opened=self._opened_date(household))
+        at = datetime.fromtimestamp(meter.ts if meter.ts is not None else self.clock(), UTC)
+        bill_interval(self.tariff, meter.billing, at - timedelta(seconds=1), at, _ZERO)
+        assert meter.billing.cycle is not None
+        rows = self.ledger.usage(household.account_id, meter.billing.cycle)
+        meter.billing.cycle_kwh = sum((r.kwh for r in rows), _ZERO)
+        meter.cycle_cost = sum((r.amount for r in rows), _ZERO)
+        segment = self.tariff.timeline().segment_at(to_us(at))
+        meter.cycle_started_ts = int(segment.cycle_start.timestamp())
+
+    def _opened_date(self, household: HouseholdState) -> date:
+        return datetime.fromtimestamp(household.opened_at, self.tariff.tz).date()
+
+    # ------------------------------------------------------------------ messages (event loop)
+
+    def _meter(self, meter_id: str) -> MeterState:
+        meter = self.meters.get(meter_id)
+        if meter is None:
+            meter = self.meters[meter_id] = MeterState(meter_id)
+        return meter
+
+    def _reject(self, meter: MeterState, kind: str, detail: str) -> list[Event]:
+        meter.rejected[kind] = meter.rejected.get(kind, 0) + 1
+        if (meter.meter_id, kind) not in self._logged:
+            self._logged.add((meter.meter_id, kind))
+            _LOGGER.warning(
+                "Meter %s: %s (%s); further ones are counted in diagnostics, not logged",
+                meter.meter_id,
+                kind,
+                detail,
+            )
+        return [Event("rejected", meter.meter_id, meter.account_id, {"reason": kind})]
+
+    def handle_announce(
+        self,
+        meter_id: str,
+        *,
+        model: str | None,
+        firmware: str | None,
+        rated_current_a: float | None,
+    ) -> list[Event]:
+        """A meter said who it is; a new one is discovered (unassigned until the operator acts)."""
+        meter = self._meter(meter_id)
+        new = not meter.announced
+        meter.announced = True
+        meter.model, meter.firmware = model, firmware
+        if rated_current_a:
+            meter.rated_current_a = rated_current_a
+        events = [Event("announce", meter_id, meter.account_id, {"new": new})]
+        if meter.account_id is None:
+            events.append(Event("unassigned_meter", meter_id))
+        events += self._reconcile(meter)
+        return events
+
+    def handle_availability(self, meter_id: str, online: bool) -> list[Event]:
+        """A meter came online or went offline (its last will)."""
+        meter = self._meter(meter_id)
+        meter.online = online
+        return [Event("availability", meter_id, meter.account_id, {"online": online})]
+
+    def handle_reading(self, reading: ReadingLike) -> list[Event]:
+        """Bill a reading into the pending batch and decide what follows. Never raises."""
+        try:
+            return self._handle_reading(reading)
+        except Exception:
+            _LOGGER.exception("Reading from %s could not be handled", reading.meter_id)
+            return []
+
+    def _handle_reading(self, reading: ReadingLike) -> list[Event]:
+        meter = self._meter(reading.meter_id)
+        now = self.clock()
+        if reading.ts > now + FUTURE_TOLERANCE_S:
+            return self._reject(meter, "future_ts", f"ts {reading.ts} is ahead of now {int(now)}")
+        if meter.seq is not None and reading.seq is not None and reading.seq <= meter.seq:
+            return self._reject(meter, "duplicate", f"seq {reading.seq} <= {meter.seq}")
+        if meter.ts is not None and reading.ts < meter.ts:
+            return self._reject(meter, "old_ts", f"ts {reading.ts} < last {meter.ts}")
+        if reading.energy_kwh < 0 or not reading.energy_kwh.is_finite():
+            return self._reject(meter, "bad_energy", str(reading.energy_kwh))
+
+        events: list[Event] = []
+        meter.online = True
+        meter.power_w, meter.voltage_v = reading.power_w, reading.voltage_v
+        meter.current_a, meter.neutral_current_a = reading.current_a, reading.neutral_current_a
+        if reading.relay in ("on", "off"):
+            meter.reported_relay = reading.relay  # type: ignore[assignment]
+
+        previous_ts, previous_energy = meter.ts, meter.energy_kwh
+        meter.seq, meter.ts, meter.energy_kwh = reading.seq, reading.ts, reading.energy_kwh
+        cursor = meter.cursor()
+        assert cursor is not None
+        self._batch.cursors[meter.meter_id] = cursor
+
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        if previous_energy is not None and reading.energy_kwh < previous_energy:
+            events.append(
+                Event(
+                    "register_reset",
+                    meter.meter_id,
+                    meter.account_id,
+                    {"before": str(previous_energy), "after": str(reading.energy_kwh)},
+                )
+            )
+        elif (
+            household is not None
+            and previous_ts is not None
+            and previous_energy is not None
+            and reading.ts > previous_ts
+        ):
+            events += self._charge(meter, household, reading, previous_ts, previous_energy)
+        elif household is None and meter.account_id is None:
+            events.append(Event("unassigned_meter", meter.meter_id))
+
+        events += self._watch(meter, household, reading)
+        if household is not None:
+            events += self._decide(meter, household)
+        events += self._reconcile(meter)
+        return events
+
+    def _charge(
+        self,
+        meter: MeterState,
+        household: HouseholdState,
+        reading: ReadingLike,
+        previous_ts: int,
+        previous_energy: Decimal,
+    ) -> list[Event]:
+        old_cycle = meter.billing.cycle
+        pieces: list[Piece] = bill_interval(
+            self.tariff,
+            meter.billing,
+            datetime.fromtimestamp(previous_ts, UTC),
+            datetime.fromtimestamp(reading.ts, UTC),
+            reading.energy_kwh - previous_energy,
+        )
+        batch = self._batch
+        if old_cycle is not None and meter.billing.cycle != old_cycle:
+            batch.closing.add((household.account_id, old_cycle))
+            meter.cycle_cost = _ZERO
+            meter.cycle_started_ts = reading.ts
+        if meter.cycle_started_ts is None:
+            meter.cycle_started_ts = previous_ts
+        amount = _ZERO
+        for piece in pieces:
+            key = (
+                household.account_id,
+                piece.cycle,
+                piece.tier,
+                usage_period(piece.period, piece.price),
+            )
+            kwh, money = batch.usage.get(key, (_ZERO, _ZERO))
+            batch.usage[key] = (kwh + piece.kwh, money + piece.amount)
+            amount += piece.amount
+            if piece.cycle == meter.billing.cycle:
+                meter.cycle_cost += piece.amount
+        if amount:
+            seq = reading.seq if reading.seq is not None else reading.ts
+            batch.postings.append(
+                Posting(
+                    key=f"charge:{meter.meter_id}:{seq}",
+                    account_id=household.account_id,
+                    sub=SubAccount.ELECTRICITY,
+                    kind=EntryKind.CHARGE,
+                    amount=-amount,
+                    ts=reading.ts,
+                    meta={"meter_id": meter.meter_id, "seq": seq},
+                )
+            )
+            household.pending += -amount
+            batch.pending[household.account_id] = (
+                batch.pending.get(household.account_id, _ZERO) - amount
+            )
+            return [Event("account", meter.meter_id, household.account_id)]
+        return []
+
+    def _watch(
+        self, meter: MeterState, household: HouseholdState | None, reading: ReadingLike
+    ) -> list[Event]:
+        """Overloads on old wiring, suspected theft, tamper, and a home that stopped living."""
+        events: list[Event] = []
+        base = {"household": household.label if household else None}
+        current = reading.current_a
+        if current is not None and current > meter.rated_current_a:
+            meter.overload_count += 1
+            if not meter.overload_alarm:
+                meter.overload_alarm = True
+                events.append(
+                    Event(
+                        "alarm",
+                        meter.meter_id,
+                        meter.account_id,
+                        {
+                            **base,
+                            "type": "overload",
+                            "current_a": current,
+                            "rated_current_a": meter.rated_current_a,
+                        },
+                    )
+                )
+            severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
+            if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
+                events += self._protective_cut(meter, household, "overload")
+        elif current is not None:
+            meter.overload_count = 0
+            meter.overload_alarm = False
+        if "arc_fault" in reading.events:
+            events.append(
+                Event("alarm", meter.meter_id, meter.account_id, {**base, "type": "arc_fault"})
+            )
+            events += self._protective_cut(meter, household, "arc_fault")
+        if "overcurrent" in reading.events and not meter.overload_alarm:
+            meter.overload_alarm = True
+            events.append(
+                Event("alarm", meter.meter_id, meter.account_id, {**base, "type": "overload"})
+            )
+
+        neutral = reading.neutral_current_a
+        if current is not None and neutral is not None:
+            gap = abs(current - neutral)
+            if gap > max(THEFT_MIN_A, THEFT_RATIO * max(current, neutral)):
+                meter.theft_count += 1
+                if meter.theft_count >= THEFT_READINGS and not meter.theft_alarm:
+                    meter.theft_alarm = True
+                    events.append(
+                        Event(
+                            "alarm",
+                            meter.meter_id,
+                            meter.account_id,
+                            {
+                                **base,
+                                "type": "theft_suspected",
+                                "current_a": current,
+                                "neutral_current_a": neutral,
+                            },
+                        )
+                    )
+            else:
+                meter.theft_count = 0
+                meter.theft_alarm = False
+        tamper = sorted(TAMPER_EVENTS.intersection(reading.events))
+        if tamper:
+            events.append(
+                Event(
+                    "alarm",
+                    meter.meter_id,
+                    meter.account_id,
+                    {**base, "type": "tamper", "events": tamper},
+                )
+            )
+
+        if reading.power_w is not None and reading.power_w >= self.inactivity_power_w:
+            meter.last_active_ts = reading.ts
+            meter.inactive_alarm = False
+        elif meter.last_active_ts is None:
+            meter.last_active_ts = reading.ts
+        if (
+            household is not None
+            and self.inactivity_hours > 0
+            and not meter.inactive_alarm
+            and reading.ts - meter.last_active_ts >= self.inactivity_hours * 3600
+        ):
+            meter.inactive_alarm = True
+            events.append(
+                Event(
+                    "inactivity",
+                    meter.meter_id,
+                    meter.account_id,
+                    {**base, "hours": round((reading.ts - meter.last_active_ts) / 3600, 1)},
+                )
+            )
+        return events
+
+    def _protective_cut(
+        self, meter: MeterState, household: HouseholdState | None, reason: str
+    ) -> list[Event]:
+        if not self.protective_cut or meter.desired_relay == "off":
+            return []
+        if household is not None and household.supply_protected:
+            return [
+                Event(
+                    "supply_cut_deferred",
+                    meter.meter_id,
+                    meter.account_id,
+                    {"reason": "supply_protected", "cause": reason},
+                )
+            ]
+        return self._set_relay(meter, "off", reason, "system")
+
+    def _decide(self, meter: MeterState, household: HouseholdState) -> list[Event]:
+        """Warnings and the credit cut, from the electricity balance alone."""
+        events: list[Event] = []
+        balance = household.electricity
+        warning = self.warnings.update(household.account_id, balance)
+        if warning is not None:
+            events.append(
+                Event(
+                    "low_balance",
+                    meter.meter_id,
+                    household.account_id,
+                    {
+                        "balance": str(balance),
+                        "level": int(warning.level),
+                        "household": household.label,
+                    },
+                )
+            )
+            events.append(
+                Event(
+                    "display",
+                    meter.meter_id,
+                    household.account_id,
+                    {"balance": str(balance), "low": True},
+                )
+            )
+        if meter.desired_relay == "on":
+            decision = decide_supply(
+                balance,
+                datetime.fromtimestamp(self.clock(), UTC),
+                supply_protected=household.supply_protected,
+                supply_on=True,
+                config=self.policy,
+            )
+            if decision.action == "cut":
+                meter.deferred = None
+                events += self._set_relay(meter, "off", decision.reason, "system")
+            elif decision.action in ("defer", "protected_debt"):
+                if meter.deferred != decision.reason:
+                    meter.deferred = decision.reason
+                    events.append(
+                        Event(
+                            "supply_cut_deferred",
+                            meter.meter_id,
+                            household.account_id,
+                            {"reason": decision.reason, "balance": str(balance)},
+                        )
+                    )
+            else:
+                meter.deferred = None
+        return events
+
+    def _set_relay(self, meter: MeterState, state: Relay, reason: str, actor: Actor) -> list[Event]:
+        meter.desired_relay, meter.relay_reason, meter.relay_actor = state, reason, actor
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        data = {
+            "state": state,
+            "reason": reason,
+            "actor": actor,
+            "balance": str(household.electricity) if household else None,
+            "household": household.label if household else None,
+        }
+        kind = "supply_cut" if state == "off" else "supply_restored"
+        return [
+            Event("relay", meter.meter_id, meter.account_id, data),
+            Event(kind, meter.meter_id, meter.account_id, data),
+            Event("account", meter.meter_id, meter.account_id),
+        ]
+
+    def _reconcile(self, meter: MeterState) -> list[Event]:
+        """Ask for the command again when the meter reports the other state."""
+        if meter.reported_relay is not None and meter.reported_relay != meter.desired_relay:
+            return [
+                Event(
+                    "reconcile",
+                    meter.meter_id,
+                    meter.account_id,
+                    {"state": meter.desired_relay, "reason": meter.relay_reason},
+                )
+            ]
+        return []
+
+    def tick(self) -> list[Event]:
+        """Re-evaluate deferred cuts (friendly hours end) and reset daily counters."""
+        events: list[Event] = []
+        today = self._today()
+        if today != self._top_up_day:
+            self._top_up_day = today
+            self.top_ups_today = _ZERO
+        for meter in self.meters.values():
+            household = self.households.get(meter.account_id) if meter.account_id else None
+            if household is not None and meter.desired_relay == "on":
+                events += self._decide(meter, household)
+        return events
+
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.clock(), self.tariff.tz).date()
+
+    def _day_start_ts(self) -> int:
+        today = self._today()
+        return int(datetime.combine(today, datetime.min.time(), self.tariff.tz).timestamp())
+
+    # ------------------------------------------------------------------ supply (event loop)
+
+    def request_relay(
+        self, meter_id: str, state: Relay, *, actor: Actor, operator_override: bool = False
+    ) -> list[Event]:
+        """A person asks for the supply on or off; on is refused while credit is exhausted."""
+        meter = self.meters.get(meter_id)
+        if meter is None:
+            raise CommunityError("unknown_meter", f"Unknown meter {meter_id}", meter_id=meter_id)
+        if state == "off":
+            return self._set_relay(meter, "off", "manual", actor)
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        balance = household.electricity if household else _ZERO
+        decision = decide_restore(
+            balance,
+            requested_by="operator" if actor.startswith("operator") else "resident",
+            operator_override=operator_override,
+            config=self.policy,
+        )
+        if not decision.allowed:
+            raise CommunityError(
+                "credit_exhausted_restore_refused",
+                f"Supply of meter {meter_id} stays off: the balance {balance} does not clear "
+                f"the reclose threshold {self.policy.reclose_threshold}",
+                meter_id=meter_id,
+                balance=str(balance),
+            )
+        meter.deferred = None
+        reason = (
+            "operator_override"
+            if operator_override and balance <= self.policy.reclose_threshold
+            else "restored"
+        )
+        return self._set_relay(meter, "on", reason, actor)
+
+    def restore_candidates(self, account_id: str) -> list[Event]:
+        """After a top-up: restore automatically if the policy allows it."""
+        household = self.households.get(account_id)
+        if household is None:
+            return []
+        events: list[Event] = []
+        for meter in self.meters.values():
+            if meter.account_id != account_id or meter.desired_relay == "on":
+                continue
+            if meter.relay_reason not in ("credit_exhausted",):
+                continue
+            decision = decide_restore(
+                household.electricity,
+                requested_by="auto",
+                operator_override=False,
+                config=self.policy,
+            )
+            if decision.allowed:
+                events += self._set_relay(meter, "on", "auto_restore", "auto")
+        return events
+
+    def can_restore(self, meter_id: str) -> bool:
+        """Return whether the resident's restore button would succeed now."""
+        meter = self.meters.get(meter_id)
+        if meter is None or meter.desired_relay == "on" or meter.account_id is None:
+            return False
+        household = self.households.get(meter.account_id)
+        if household is None:
+            return False
+        return decide_restore(
+            household.electricity,
+            requested_by="resident",
+            operator_override=False,
+            config=self.policy,
+        ).allowed
+
+    # ------------------------------------------------------------------ batches
+
+    def take_batch(self) -> Batch:
+        """Hand the pending charges to a commit (event loop); new readings go to a new batch."""
+        batch, self._batch = self._batch, Batch()
+        return batch
+
+    def commit(self, batch: Batch) -> LedgerResult:
+        """Write a batch in one transaction, then settle closed cycles (blocking)."""
+        usage = [
+            UsageDelta(account, cycle, tier, period, kwh, amount)
+            for (account, cycle, tier, period), (kwh, amount) in batch.usage.items()
+        ]
+        results = self.ledger.commit_batch(batch.postings, list(batch.cursors.values()), usage)
+        balances: dict[tuple[str, SubAccount], tuple[int, Decimal]] = {}
+        for posting, result in zip(batch.postings, results, strict=True):
+            _newest(balances, posting.account_id, posting.sub, result)
+        events: list[Event] = []
+        for account_id, cycle in sorted(batch.closing):
+            settled, statement = self._close_cycle(account_id, cycle)
+            if settled is not None:
+                _newest(balances, account_id, SubAccount.ELECTRICITY, settled)
+                events.append(
+                    Event(
+                        "cycle_closed", None, account_id, {"cycle": cycle, "total": str(statement)}
+                    )
+                )
+        return LedgerResult(balances, results, events, batch)
+
+    def _close_cycle(self, account_id: str, cycle: str) -> tuple[PostResult | None, Decimal]:
+        rows = self.ledger.usage(account_id, cycle)
+        if not rows:
+            return None, _ZERO
+        lines = []
+        for row in rows:
+            period, price = split_usage_period(row.period)
+            lines.append((row.tier, period, row.kwh, price))
+        statement = statement_for(cycle, lines, self.tariff.periods)
+        body = json.dumps(statement.to_json(), ensure_ascii=False)
+        try:
+            return self.ledger.close_cycle(
+                account_id, cycle, statement.total, body, int(self.clock())
+            ), statement.total
+        except LedgerError:
+            _LOGGER.exception(
+                "Cycle %s of %s could not be settled; it will be retried", cycle, account_id
+            )
+            return None, statement.total
+
+    def apply_results(self, result: LedgerResult) -> list[Event]:
+        """Take what a ledger call wrote into the live state (event loop)."""
+        events: list[Event] = list(result.events)
+        touched: set[str] = set()
+        if result.batch is not None:
+            for account_id, amount in result.batch.pending.items():
+                household = self.households.get(account_id)
+                if household is not None:
+                    household.pending -= amount
+        for (account_id, sub), (entry_id, balance) in result.balances.items():
+            household = self.households.get(account_id)
+            if household is None or entry_id <= household.seen_entry[sub]:
+                continue
+            household.seen_entry[sub] = entry_id
+            household.balances[sub] = balance
+            touched.add(account_id)
+        for account_id in sorted(touched):
+            events.append(Event("account", None, account_id))
+        return events
+
+    def restore_batch(self, batch: Batch) -> None:
+        """Put back a batch whose commit failed, so its charges are written with the next one."""
+        current = self._batch
+        for key, (kwh, amount) in batch.usage.items():
+            old = current.usage.get(key, (_ZERO, _ZERO))
+            current.usage[key] = (old[0] + kwh, old[1] + amount)
+        current.postings[:0] = batch.postings
+        for meter_id, cursor in batch.cursors.items():
+            current.cursors.setdefault(meter_id, cursor)
+        current.closing |= batch.closing
+        for account_id, amount in batch.pending.items():
+            current.pending[account_id] = current.pending.get(account_id, _ZERO) + amount
+
+    # ------------------------------------------------------------------ money (blocking)
+
+    def top_up(
+        self,
+        account_id: str,
+        amount: Decimal,
+        transaction_id: str,
+        channel: str,
+        *,
+        actor: Actor,
+    ) -> LedgerResult:
+        """Credit the electricity wallet once per transaction id (blocking, durable on return)."""
+        _check_amount(amount)
+        if not transaction_id.strip():
+            raise CommunityError("invalid_transaction", "A transaction id is required")
+        result = self._post(
+            Posting(
+                key=f"topup:{transaction_id}",
+                account_id=account_id,
+                sub=SubAccount.ELECTRICITY,
+                kind=EntryKind.TOP_UP,
+                amount=amount,
+                ts=int(self.clock()),
+                meta={"channel": channel, "transaction_id": transaction_id, "actor": actor},
+            )
+        )
+        event = Event(
+            "top_up",
+            None,
+            account_id,
+            {
+                "amount": str(amount),
+                "channel": channel,
+                "transaction_id": transaction_id,
+                "duplicate": result.duplicate,
+                "balance": str(result.balance_after),
+            },
+        )
+        return LedgerResult(
+            {(account_id, SubAccount.ELECTRICITY): (result.entry_id, result.balance_after)},
+            [result],
+            [event],
+        )
+
+    def post_money(
+        self,
+        account_id: str,
+        sub: SubAccount,
+        kind: EntryKind,
+        amount: Decimal,
+        transaction_id: str,
+        *,
+        actor: Actor,
+        meta: Mapping[str, str] | None = None,
+    ) -> LedgerResult:
+        """A fee, a fee payment or an adjustment (blocking)."""
+        if kind in (EntryKind.FEE, EntryKind.PAYMENT):
+            _check_amount(amount)
+            signed = -amount if kind is EntryKind.FEE else amount
+        else:
+            if amount == 0 or abs(amount) > MAX_AMOUNT:
+                raise CommunityError(
+                    "invalid_amount", f"Invalid amount {amount}", amount=str(amount)
+                )
+            signed = amount
+        if not transaction_id.strip():
+            raise CommunityError("invalid_transaction", "A transaction id is required")
+        result = self._post(
+            Posting(
+                key=f"{kind.value}:{transaction_id}",
+                account_id=account_id,
+                sub=sub,
+                kind=kind,
+                amount=signed,
+                ts=int(self.clock()),
+                meta={"actor": actor, "transaction_id": transaction_id, **(meta or {})},
+            )
+        )
+        return LedgerResult({(account_id, sub): (result.entry_id, result.balance_after)}, [result])
+
+    def _post(self, posting: Posting) -> PostResult:
+        if self.ledger.household(posting.account_id) is None:
+            raise CommunityError(
+                "unknown_household",
+                f"Unknown household {posting.account_id}",
+                household=posting.account_id,
+            )
+        try:
+            return self.ledger.post(posting)
+        except LedgerError as err:
+            if "reused" in str(err):
+                raise CommunityError(
+                    "duplicate_transaction_conflict", str(err), transaction_id=posting.key
+                ) from err
+            raise CommunityError("ledger_error", str(err), error=str(err)) from err
+
+    def apply_top_up(self, result: LedgerResult) -> list[Event]:
+        """Apply a top-up in the loop: balances, today's total, warnings re-armed, auto restore."""
+        events = self.apply_results(result)
+        for post in result.results:
+            if not post.duplicate:
+                for event in result.events:
+                    if event.kind == "top_up":
+                        self.top_ups_today += Decimal(event.data["amount"])
+        for account_id, _sub in result.balances:
+            household = self.households.get(account_id)
+            if household is None:
+                continue
+            self.warnings.update(account_id, household.electricity, top_up=True)
+            events += self.restore_candidates(account_id)
+            for meter in self.meters.values():
+                if meter.account_id == account_id and meter.desired_relay == "on":
+                    meter.deferred = None
+                    events += self._decide(meter, household)
+        return events
+
+    def assign_meter(
+        self,
+        meter_id: str,
+        account_id: str,
+        label: str,
+        *,
+        supply_protected: bool | None = None,
+    ) -> dict[str, Any]:
+        """Create the household if new and bind the meter to it (blocking)."""
+        owner = [m for m, a in self.ledger.meters().items() if a == account_id and m != meter_id]
+        if owner:
+            raise CommunityError(
+                "household_has_meter",
+                f"Household {account_id} already has meter {owner[0]}; unassign it first",
+                household=account_id,
+                meter_id=owner[0],
+            )
+        household = self.ledger.ensure_household(account_id, label, int(self.clock()))
+        if supply_protected is not None:
+            self.ledger.set_supply_protected(account_id, supply_protected)
+        self.ledger.assign_meter(meter_id, account_id)
+        return {
+            "account_id": account_id,
+            "label": household.label,
+            "opened_at": household.opened_at,
+            "supply_protected": (
+                household.supply_protected if supply_protected is None else supply_protected
+            ),
+            "balances": self.ledger.balances(account_id),
+        }
+
+    def apply_assignment(self, meter_id: str, info: Mapping[str, Any]) -> list[Event]:
+        """Take an assignment into the live state (event loop)."""
+        account_id = str(info["account_id"])
+        household = self.households.get(account_id)
+        if household is None:
+            household = self.households[account_id] = HouseholdState(
+                account_id, str(info["label"]), int(info["opened_at"])
+            )
+        household.label = str(info["label"])
+        household.supply_protected = bool(info["supply_protected"])
+        for sub, amount in info["balances"].items():
+            if household.seen_entry[sub] == 0:
+                household.balances[sub] = amount
+        self.warnings.update(account_id, household.electricity)
+        meter = self._meter(meter_id)
+        meter.account_id = account_id
+        meter.billing = BillingState(opened=self._opened_date(household))
+        return [
+            Event("assigned", meter_id, account_id, {"household": household.label}),
+            Event("account", meter_id, account_id),
+        ]
+
+    def statement(self, account_id: str, cycle: str) -> dict[str, Any]:
+        """Return a cycle's statement: the stored one if closed, else the running one (blocking)."""
+        if self.ledger.household(account_id) is None:
+            raise CommunityError(
+                "unknown_household", f"Unknown household {account_id}", household=account_id
+            )
+        stored = self.ledger.statement(account_id, cycle)
+        if stored is not None:
+            body: dict[str, Any] = json.loads(stored[1])
+            return {**body, "closed": True, "currency": self.tariff.currency}
+        rows = self.ledger.usage(account_id, cycle)
+        lines = []
+        for row in rows:
+            period, price = split_usage_period(row.period)
+            lines.append((row.tier, period, row.kwh, price))
+        return {
+            **statement_for(cycle, lines, self.tariff.periods).to_json(),
+            "closed": False,
+            "currency": self.tariff.currency,
+        }
+
+    # ------------------------------------------------------------------ what entities show
+
+    def balance(self, meter: MeterState) -> Decimal | None:
+        """Return the live electricity balance of the meter's household."""
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        return household.electricity if household else None
+
+    def price_now(self, meter: MeterState) -> tuple[int, str, Decimal]:
+        """Return (tier, period, price) for the next kWh of this meter."""
+        return current_price(self.tariff, meter.billing, datetime.fromtimestamp(self.clock(), UTC))
+
+    def days_left(self, meter: MeterState) -> Decimal | None:
+        """Estimate days of credit left from this cycle's spending rate."""
+        balance = self.balance(meter)
+        if balance is None or meter.cycle_started_ts is None or meter.ts is None:
+            return None
+        elapsed = meter.ts - meter.cycle_started_ts
+        if elapsed < 3600:
+            return None
+        daily = meter.cycle_cost * 86400 / elapsed
+        return estimate_days_left(balance, daily)
+
+    def account_payload(self, meter: MeterState) -> dict[str, Any] | None:
+        """Return the household's own account state for the `account` topic."""
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        if household is None:
+            return None
+        tier, _period, price = self.price_now(meter)
+        balance = household.electricity
+        return {
+            "v": 1,
+            "balance": str(balance.quantize(Decimal("0.01"))),
+            "currency": self.tariff.currency,
+            "low": balance <= self.policy.warn_level_1,
+            "relay": meter.desired_relay,
+            "cycle": meter.billing.cycle,
+            "cycle_kwh": str(meter.billing.cycle_kwh.quantize(Decimal("0.001"))),
+            "tier": tier,
+            "price": str(price),
+            "updated": int(self.clock()),
+        }
+
+    def totals(self) -> dict[str, Any]:
+        """Return community figures computed from memory."""
+        in_arrears = dict.fromkeys(SubAccount, 0)
+        total = _ZERO
+        for household in self.households.values():
+            total += household.electricity
+            for sub in SubAccount:
+                value = (
+                    household.electricity
+                    if sub is SubAccount.ELECTRICITY
+                    else household.balances[sub]
+                )
+                if value < 0:
+                    in_arrears[sub] += 1
+        return {
+            "total_balance": total,
+            "arrears": in_arrears,
+            "supplies_cut": sum(1 for m in self.meters.values() if m.desired_relay == "off"),
+            "top_ups_today": self.top_ups_today,
+        }
+
+
+def _newest(
+    balances: dict[tuple[str, SubAccount], tuple[int, Decimal]],
+    account_id: str,
+    sub: SubAccount,
+    result: PostResult,
+) -> None:
+    seen = balances.get((account_id, sub))
+    if seen is None or result.entry_id > seen[0]:
+        balances[(account_id, sub)] = (result.entry_id, result.balance_after)
+
+
+def _check_amount(amount: Decimal) -> None:
+    if (
+        not amount.is_finite()
+        or amount <= 0
+        or amount > MAX_AMOUNT
+        or amount != amount.quantize(Decimal("0.01"))
+    ):
+        raise CommunityError(
+            "invalid_amount",
+            f"Amount {amount} must be positive, at most {MAX_AMOUNT}, with at most 2 decimals",
+            amount=str(amount),
+        )
