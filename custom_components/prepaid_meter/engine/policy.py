@@ -148,9 +148,10 @@ class PolicyConfig:
                 )
         for name in ("friendly_start", "friendly_end"):
             value = getattr(self, name)
-            if not isinstance(value, time) or value.tzinfo is not None:
+            if not isinstance(value, time) or value.tzinfo is not None or value.microsecond:
                 raise PolicyError(
-                    f"{name} must be a local time of day without a time zone, got {value!r}",
+                    f"{name} must be a local time of day to the second, without a time zone, "
+                    f"got {value!r}",
                     translation_key="invalid_time",
                     field=name,
                     placeholders={"value": str(value)},
@@ -516,18 +517,20 @@ def _next_change(local: datetime, config: PolicyConfig) -> datetime:
 
 
 def next_unfriendly(at: datetime, config: PolicyConfig) -> datetime:
-    """Return the first moment at or after `at` outside friendly hours, in local time.
+    """Return the first moment at or after `at` outside friendly hours, as a UTC datetime.
 
     It is `at` itself when `at` is not friendly; otherwise the moment a deferred cut becomes
     allowed (for "supply will be cut at ..."). Friday evening with the default rules gives
-    Monday 10:00; a listed holiday on that Monday moves it to Tuesday 10:00.
+    Monday 10:00 local; a listed holiday on that Monday moves it to Tuesday 10:00. The result
+    is in UTC because a local datetime inside an hour repeated in autumn never compares equal
+    to a datetime of another zone (PEP 495); convert it for display.
     """
     moment = _local(at, config)
     # Every weekday that is not a holiday has unfriendly time, so the search ends after the
     # run of consecutive holidays and weekend days; each day has at most three edges.
     for _ in range(8 * (len(config.holidays) + 8)):
         if not _friendly_local(moment, config):
-            return moment
+            return moment.astimezone(UTC)
         moment = _next_change(moment, config)
     raise AssertionError("no unfriendly moment found")  # pragma: no cover
 
