@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=10, help="seconds between readings")
     parser.add_argument("--seconds", type=int, default=60, help="simulated seconds of load")
     parser.add_argument("--dir", type=Path, default=None, help="directory for the ledger file")
+    parser.add_argument(
+        "--report-every", type=int, default=0, help="print the CPU share every N simulated seconds"
+    )
     args = parser.parse_args()
     meters: int = args.meters
     interval: int = args.interval
@@ -66,6 +69,7 @@ def main() -> None:
         cpu = 0.0
         wall = 0.0
         worst = 0.0
+        window = 0.0
         postings_written = 0
         for second in range(args.seconds):
             ts = START + 60 + second
@@ -100,7 +104,16 @@ def main() -> None:
             took = time.process_time() - c0
             wall += time.perf_counter() - w0
             cpu += took
+            window += took
             worst = max(worst, took)
+            if args.report_every and (second + 1) % args.report_every == 0:
+                journal = meters + (second + 1) * per_second
+                print(
+                    f"  seconds {second + 2 - args.report_every}-{second + 1}: CPU share "
+                    f"{window / args.report_every:.1%}, journal {journal} entries",
+                    flush=True,
+                )
+                window = 0.0
             postings_written += sum(not r.duplicate for r in results)
 
         check = time.perf_counter()

@@ -293,6 +293,7 @@ def test_key_reused_with_other_content_is_refused(
         (_posting("k", EntryKind.ADJUSTMENT, "0"), "must be != 0"),
         (_posting("k", EntryKind.CHARGE, "-1", sub=PF), "belongs on electricity"),
         (_posting("k", EntryKind.SETTLEMENT, "-1"), "only by close_cycle"),
+        (_posting("settle:A1:2026", EntryKind.TOP_UP, "1"), "only by close_cycle"),
         (_posting("k", EntryKind.TOP_UP, "5", account="nobody"), "unknown account 'nobody'"),
         (_posting("", EntryKind.TOP_UP, "5"), "non-empty string"),
         (_posting("k", EntryKind.TOP_UP, "5", ts=-1), "UNIX seconds"),

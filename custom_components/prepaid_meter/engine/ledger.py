@@ -429,8 +429,11 @@ def _check_posting(posting: Posting, *, settlement: bool = False) -> _Checked:
     key = _text(posting.key, "A posting key")
     kind = _enum(EntryKind, posting.kind, f"The kind of posting {key!r}")
     sub = _enum(SubAccount, posting.sub, f"The sub-account of posting {key!r}")
-    if kind is EntryKind.SETTLEMENT and not settlement:
-        raise LedgerError(f"Posting {key!r}: settlement entries are written only by close_cycle.")
+    if not settlement and (kind is EntryKind.SETTLEMENT or key.startswith(_SETTLE_PREFIX)):
+        raise LedgerError(
+            f"Posting {key!r}: settlement entries (and keys starting with {_SETTLE_PREFIX!r}) "
+            "are written only by close_cycle."
+        )
     sign, fixed_sub, places = _RULES[kind]
     amount = _number(posting.amount, f"The amount of posting {key!r}", places)
     if fixed_sub is not None and sub is not fixed_sub:
