@@ -677,6 +677,8 @@ def test_from_options_reads_plain_values() -> None:
         ({"holidays": ["2025-02-30"]}, "holidays", "invalid_date"),
         ({"holidays": ["2025-10-01", "1 October"]}, "holidays", "invalid_date"),
         ({"holidays": "2025-10-01"}, "holidays", "invalid_date"),
+        ({"holidays": [datetime(2025, 10, 1, tzinfo=UTC)]}, "holidays", "invalid_date"),
+        ({"holidays": 20251001}, "holidays", "invalid_date"),
         ({"friendly_weekends": "yes"}, "friendly_weekends", "invalid_bool"),
         ({"timezone": "Mars/Olympus"}, "timezone", "invalid_timezone"),
         ({"timezone": 8}, "timezone", "invalid_timezone"),
@@ -702,6 +704,17 @@ def test_direct_construction_is_checked_too() -> None:
         PolicyConfig(friendly_start=time(18, 0, 0, 5))
     with pytest.raises(PolicyError, match="timezone"):
         PolicyConfig(timezone="Nowhere/Land")
+    with pytest.raises(PolicyError, match="emergency_credit") as caught:
+        PolicyConfig(emergency_credit=Decimal("Infinity"))
+    assert caught.value.translation_key == "invalid_amount"
+
+
+def test_options_must_be_a_mapping() -> None:
+    """Anything but a mapping is refused with one message, not a TypeError."""
+    with pytest.raises(PolicyError, match="mapping") as caught:
+        PolicyConfig.from_options(["warn_level_1", 20])  # type: ignore[arg-type]
+    assert caught.value.field is None
+    assert caught.value.translation_key == "invalid_options"
 
 
 money = st.decimals(min_value=0, max_value=1000, places=2)

@@ -207,17 +207,15 @@ class PolicyConfig:
         binary), times "HH:MM" or "HH:MM:SS" strings, holidays a list of ISO dates.
         Raises `PolicyError` naming the first bad option.
         """
+        if not isinstance(options, Mapping):
+            raise PolicyError(
+                f"policy options must be a mapping of option names to values, got {options!r}",
+                translation_key="invalid_options",
+            )
         try:
             valid: dict[str, Any] = _SCHEMA(dict(options))
-        except vol.MultipleInvalid as err:
+        except vol.MultipleInvalid as err:  # a Schema call always wraps its errors in this
             raise _policy_error(err.errors[0]) from None
-        except vol.Invalid as err:
-            raise _policy_error(err) from None
-        except (TypeError, ValueError):
-            raise PolicyError(
-                "policy options must be a mapping of option names to values",
-                translation_key="invalid_options",
-            ) from None
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in valid.items() if key in known})
 
