@@ -117,7 +117,7 @@ def test_bad_readings_are_counted_and_change_nothing(ledger: Ledger, clock: Cloc
     community.handle_reading(R("000000000001", 5, NOON - 60, Decimal(100)))
     community.handle_reading(R("000000000001", 6, NOON + 3600, Decimal(200)))
     community.handle_reading(R("000000000001", 7, NOON - 120, Decimal(200)))
-    community.handle_reading(R("000000000001", 5, NOON, Decimal(200)))
+    community.handle_reading(R("000000000001", 5, NOON - 60, Decimal(100)))
     meter = community.meters["000000000001"]
     assert meter.rejected == {"future_ts": 1, "old_ts": 1, "duplicate": 1}
     assert community.households["b3-u2-501"].electricity == 0
@@ -341,3 +341,13 @@ def test_protective_cut_on_sustained_severe_overload(ledger: Ledger, clock: Cloc
             R("000000000001", seq, NOON - 300 + seq * 10, Decimal(seq), current_a=90.0)
         )
     assert [e.data["reason"] for e in events if e.kind == "supply_cut"] == ["overload"]
+
+
+def test_seq_restart_with_clock_forward_is_accepted(ledger: Ledger, clock: Clock) -> None:
+    """A meter that lost its counter (seq back, ts forward) keeps being billed."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R("000000000001", 900, NOON - 120, Decimal(10)))
+    community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(20)))
+    assert community.households["b3-u2-501"].electricity == Decimal("-4.883")
+    assert community.meters["000000000001"].rejected == {"seq_restart": 1}

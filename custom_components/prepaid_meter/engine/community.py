@@ -342,7 +342,10 @@ class Community:
         if reading.ts > now + FUTURE_TOLERANCE_S:
             return self._reject(meter, "future_ts", f"ts {reading.ts} is ahead of now {int(now)}")
         if meter.seq is not None and reading.seq is not None and reading.seq <= meter.seq:
-            return self._reject(meter, "duplicate", f"seq {reading.seq} <= {meter.seq}")
+            if meter.ts is None or reading.ts <= meter.ts:
+                return self._reject(meter, "duplicate", f"seq {reading.seq} <= {meter.seq}")
+            # seq went back while the clock went forward: the meter restarted its counter.
+            self._reject(meter, "seq_restart", f"seq {reading.seq} after {meter.seq}")
         if meter.ts is not None and reading.ts < meter.ts:
             return self._reject(meter, "old_ts", f"ts {reading.ts} < last {meter.ts}")
         if reading.energy_kwh < 0 or not reading.energy_kwh.is_finite():
