@@ -332,8 +332,9 @@ def _abort(client: aiomqtt.Client) -> None:
 class Community:
     """A simulated community: `Community(config)`, then `await run()`; `await stop()` ends it.
 
-    The meters exist (deterministically, from the seed) as soon as the object is built, so
-    `community.meters` can be inspected without a broker.
+    The meters and their connections exist (deterministically, from the seed) as soon as the
+    object is built, so `community.meters` can be inspected without a broker. A Community runs
+    once.
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -347,9 +348,11 @@ class Community:
         self._phases = [phase_rng.uniform(0, config.interval) for _ in self.meters]
         self.links: list[Link] = []
         self._link_of: dict[int, Link] = {}
+        self._make_links()
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
+        self._ran = False
 
     def _make_links(self) -> None:
         cfg = self.config
@@ -371,7 +374,7 @@ class Community:
                 self._link_of[meter.index] = link
 
     def link_of(self, meter: SimMeter) -> Link:
-        """Return the connection a meter uses (after `run()` has started)."""
+        """Return the connection a meter uses."""
         return self._link_of[meter.index]
 
     async def run(self) -> None:
@@ -379,14 +382,12 @@ class Community:
 
         Raises `SimulatorError` when the broker cannot be reached at all at the start.
         """
-        if self._running:
-            raise SimulatorError("this community is already running")
-        self._running = True
-        self._finished.clear()
+        if self._ran:
+            raise SimulatorError("a Community runs once; build a new one to run again")
+        self._ran = self._running = True
         tasks: list[asyncio.Task[None]] = []
         link_tasks: list[asyncio.Task[None]] = []
         try:
-            self._make_links()
             self.clock.begin()
             link_tasks = [asyncio.create_task(link.run()) for link in self.links]
             first = self.links[0]
