@@ -1,0 +1,1 @@
+"""Tests of the meter protocol, device profiles, MQTT transport and relay commands."""
