@@ -29,6 +29,19 @@ START = 1_767_225_600  # 2026-01-01 00:00 UTC
 CYCLE = "2026-01"
 
 
+def _written_bytes() -> int | None:
+    """Return the bytes this process has caused to be written to storage (Linux), or None."""
+    try:
+        lines = Path("/proc/self/io").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name == "write_bytes":
+            return int(value)
+    return None
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,6 +49,13 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=10, help="seconds between readings")
     parser.add_argument("--seconds", type=int, default=60, help="simulated seconds of load")
     parser.add_argument("--dir", type=Path, default=None, help="directory for the ledger file")
+    parser.add_argument(
+        "--keys",
+        choices=["meter", "time"],
+        default="meter",
+        help="charge keys charge:{meter}:{seq} (as the community writes them) or "
+        "charge:{ts}:{meter} (time-ordered: the key index grows at one end)",
+    )
     parser.add_argument(
         "--report-every", type=int, default=0, help="print the CPU share every N simulated seconds"
     )
@@ -66,10 +86,12 @@ def main() -> None:
         setup = time.perf_counter() - setup
 
         energy = [Decimal("1000.000")] * meters
+        written_before = _written_bytes()
         cpu = 0.0
         wall = 0.0
         worst = 0.0
         window = 0.0
+        window_written = written_before
         postings_written = 0
         for second in range(args.seconds):
             ts = START + 60 + second
@@ -84,9 +106,12 @@ def main() -> None:
                 amount = kwh * PRICE
                 account = f"A{n:05d}"
                 meter = f"M{n:05d}"
+                # The community's keys are charge:{meter}:{seq}; "time" puts the reading's
+                # time first, so that the unique key index grows at one end.
+                key = f"charge:{meter}:{seq}" if args.keys == "meter" else f"charge:{ts}:{meter}"
                 postings.append(
                     Posting(
-                        f"chg:{meter}:{seq}",
+                        key,
                         account,
                         SubAccount.ELECTRICITY,
                         EntryKind.CHARGE,
@@ -108,14 +133,21 @@ def main() -> None:
             worst = max(worst, took)
             if args.report_every and (second + 1) % args.report_every == 0:
                 journal = meters + (second + 1) * per_second
+                now_written = _written_bytes()
+                io = ""
+                if now_written is not None and window_written is not None:
+                    rate = (now_written - window_written) / args.report_every
+                    io = f", writes {rate / 1e6:.2f} MB/s"
                 print(
                     f"  seconds {second + 2 - args.report_every}-{second + 1}: CPU share "
-                    f"{window / args.report_every:.1%}, journal {journal} entries",
+                    f"{window / args.report_every:.1%}{io}, journal {journal} entries",
                     flush=True,
                 )
                 window = 0.0
+                window_written = now_written
             postings_written += sum(not r.duplicate for r in results)
 
+        written_after = _written_bytes()
         check = time.perf_counter()
         problems = ledger.check_invariant()
         check = time.perf_counter() - check
@@ -141,6 +173,13 @@ def main() -> None:
         f"file size {size / 1e6:.1f} MB for {entries} entries "
         f"({size / max(entries, 1):.0f} bytes per entry incl. WAL and indexes)"
     )
+    if written_before is not None and written_after is not None:
+        rate = (written_after - written_before) / args.seconds
+        print(
+            f"storage writes during the load: {rate / 1e6:.2f} MB per simulated second "
+            f"({rate * 86400 / 1e9:.0f} GB per day: WAL frames plus checkpoints)"
+        )
+    print(f"file growth per day at this load: {size / entries * per_second * 86400 / 1e9:.1f} GB")
     print(f"check_invariant over {entries} entries: {check:.2f} s, {len(problems)} mismatches")
 
 
