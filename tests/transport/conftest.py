@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,19 @@ def persistent_broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
         broker.config.write_text(broker.config.read_text() + "user root\n")
         broker.restart()
     return broker
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path, socket_enabled: None) -> Iterator[Mosquitto]:
+    """Return a broker that only lets `meterbox` / `s3cret` in.
+
+    Built here rather than through `mosquitto_factory`, which starts the broker before the
+    `user root` line can be added; without it, mosquitto (dropped to its own user) cannot read
+    the password file in the test's private directory and does not start.
+    """
+    broker = Mosquitto(tmp_path / "auth", persistence=False, passwords={"meterbox": "s3cret"})
+    if os.geteuid() == 0:
+        broker.config.write_text(broker.config.read_text() + "user root\n")
+    broker.start()
+    yield broker
+    broker.stop()
