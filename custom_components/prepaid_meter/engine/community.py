@@ -657,6 +657,11 @@ class Community:
     def _today(self) -> date:
         return datetime.fromtimestamp(self.clock(), self.tariff.tz).date()
 
+    def month_start_ts(self) -> int:
+        """Return the start of this local calendar month (fees are billed monthly)."""
+        first = self._today().replace(day=1)
+        return int(datetime.combine(first, datetime.min.time(), self.tariff.tz).timestamp())
+
     def _day_start_ts(self) -> int:
         today = self._today()
         return int(datetime.combine(today, datetime.min.time(), self.tariff.tz).timestamp())

@@ -1,0 +1,162 @@
+"""Prepaid Meter: smart prepaid electricity meters of a residential community."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
+
+from .const import (
+    CONF_CA_FILE,
+    CONF_CLIENT_CERT,
+    CONF_CLIENT_KEY,
+    CONF_COMMUNITY_ID,
+    CONF_COMMUNITY_NAME,
+    CONF_CURRENCY,
+    CONF_PREFIX,
+    CONF_TARIFF,
+    CONF_TLS,
+    DOMAIN,
+)
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
+from .engine.community import Community
+from .engine.ledger import LedgerError
+from .engine.policy import PolicyConfig, PolicyError
+from .engine.profiles import NativeProfile
+from .engine.tariff import Tariff, TariffError, load_preset, load_tariff, preset_names
+from .engine.transport import CannotConnect, InvalidAuth, TransportConfig, check_connection
+from .services import async_setup_services
+
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.NUMBER,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the integration's actions (once, for every community)."""
+    async_setup_services(hass)
+    return True
+
+
+def transport_config(
+    hass: HomeAssistant, data: dict[str, object], entry_id: str
+) -> TransportConfig:
+    """Return the broker settings of a config entry (stable client id per entry)."""
+
+    def path(key: str) -> str | None:
+        value = data.get(key)
+        return hass.config.path(str(value)) if value else None
+
+    return TransportConfig(
+        host=str(data[CONF_HOST]),
+        port=int(str(data.get(CONF_PORT, 1883))),
+        username=str(data[CONF_USERNAME]) if data.get(CONF_USERNAME) else None,
+        password=str(data[CONF_PASSWORD]) if data.get(CONF_PASSWORD) else None,
+        tls=bool(data.get(CONF_TLS, False)),
+        ca_file=path(CONF_CA_FILE),
+        client_cert=path(CONF_CLIENT_CERT),
+        client_key=path(CONF_CLIENT_KEY),
+        client_id=f"ha-prepaid-meter-{entry_id}",
+    )
+
+
+def resolve_tariff(hass: HomeAssistant, tariff: str) -> Tariff:
+    """Load a shipped preset by id or a YAML file from the config folder (blocking)."""
+    if tariff in preset_names():
+        return load_preset(tariff)
+    return load_tariff(Path(hass.config.path(tariff)))
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
+    """Open the ledger, connect to the broker and start the community."""
+    data = dict(entry.data)
+    config = transport_config(hass, data, entry.entry_id)
+    try:
+        await check_connection(config)
+    except InvalidAuth as err:
+        from homeassistant.exceptions import ConfigEntryAuthFailed  # noqa: PLC0415
+
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="invalid_auth"
+        ) from err
+    except CannotConnect as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="cannot_connect",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    try:
+        tariff = await hass.async_add_executor_job(resolve_tariff, hass, str(data[CONF_TARIFF]))
+        policy = PolicyConfig.from_options({"timezone": str(tariff.tz), **entry.options})
+    except (TariffError, PolicyError) as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_tariff",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    community_id = str(data[CONF_COMMUNITY_ID])
+    try:
+        ledger = await hass.async_add_executor_job(open_ledger, ledger_path(hass, community_id))
+    except LedgerError as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="ledger_error",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    prefix = str(data.get(CONF_PREFIX, "prepaid"))
+    runtime = PrepaidRuntime(
+        hass,
+        entry,
+        community=Community(ledger, tariff, policy),
+        transport_config=config,
+        profile=NativeProfile(community_id, prefix),
+        prefix=prefix,
+        community_id=community_id,
+        community_name=str(data.get(CONF_COMMUNITY_NAME, community_id)),
+        currency=str(data.get(CONF_CURRENCY, tariff.currency)),
+    )
+    entry.runtime_data = runtime
+    try:
+        await runtime.async_start()
+    except Exception:
+        await runtime.async_stop()
+        raise
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    return True
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: PrepaidConfigEntry) -> None:
+    """Reload so the new policy applies everywhere at once."""
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
+    """Stop the community: commit pending charges, disconnect, close the ledger."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.async_stop()
+    return unloaded
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: PrepaidConfigEntry, device: object
+) -> bool:
+    """Allow removing a meter's device; the ledger keeps its money history."""
+    from homeassistant.helpers.device_registry import DeviceEntry  # noqa: PLC0415
+
+    assert isinstance(device, DeviceEntry)
+    runtime = entry.runtime_data
+    for domain, identifier in device.identifiers:
+        if domain == DOMAIN and identifier == runtime.community_identifier:
+            return False
+    return True

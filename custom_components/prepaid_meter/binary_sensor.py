@@ -1,0 +1,97 @@
+"""Binary sensors of each meter: low balance, online, supply on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from homeassistant.components.binary_sensor import (
+    BinarySensorDeviceClass,
+    BinarySensorEntity,
+    BinarySensorEntityDescription,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime
+from .entity import PrepaidMeterEntity
+
+PARALLEL_UPDATES = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterBinarySensorDescription(BinarySensorEntityDescription):
+    """How one binary sensor reads the runtime."""
+
+    value_fn: Callable[[PrepaidRuntime, str], bool | None]
+    always_available: bool = False
+
+
+def _low_balance(runtime: PrepaidRuntime, meter_id: str) -> bool | None:
+    balance = runtime.community.balance(runtime.community.meters[meter_id])
+    return None if balance is None else balance <= runtime.low_threshold(meter_id)
+
+
+def _supply_on(runtime: PrepaidRuntime, meter_id: str) -> bool | None:
+    meter = runtime.community.meters[meter_id]
+    state = meter.reported_relay or meter.desired_relay
+    return state == "on"
+
+
+BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
+    MeterBinarySensorDescription(
+        key="low_balance",
+        translation_key="low_balance",
+        device_class=BinarySensorDeviceClass.PROBLEM,
+        value_fn=_low_balance,
+    ),
+    MeterBinarySensorDescription(
+        key="online",
+        translation_key="online",
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda rt, m: rt.community.meters[m].online is True,
+        always_available=True,
+    ),
+    MeterBinarySensorDescription(
+        key="supply_on",
+        translation_key="supply_on",
+        device_class=BinarySensorDeviceClass.POWER,
+        value_fn=_supply_on,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: PrepaidConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add each meter's binary sensors, now and as meters appear."""
+    runtime = entry.runtime_data
+
+    def add_meter(meter_id: str) -> None:
+        async_add_entities(
+            PrepaidBinarySensor(runtime, meter_id, description) for description in BINARY_SENSORS
+        )
+
+    runtime.async_on_new_meter(add_meter)
+
+
+class PrepaidBinarySensor(PrepaidMeterEntity, BinarySensorEntity):
+    """A binary sensor of one meter."""
+
+    entity_description: MeterBinarySensorDescription
+
+    @property
+    def available(self) -> bool:
+        """Connectivity stays available (it says offline); others follow the broker."""
+        if self.entity_description.always_available:
+            return self.meter_id in self.runtime.community.meters
+        return super().available
+
+    @property
+    def is_on(self) -> bool | None:
+        """Return the value from the live meter state."""
+        return self.entity_description.value_fn(self.runtime, self.meter_id)

@@ -1,0 +1,34 @@
+"""The resident's "restore supply" button: pressed once appliances are safe."""
+
+from __future__ import annotations
+
+from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import PrepaidConfigEntry
+from .entity import PrepaidMeterEntity
+
+PARALLEL_UPDATES = 1
+
+RESTORE = ButtonEntityDescription(key="restore_supply", translation_key="restore_supply")
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: PrepaidConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add each meter's restore button, now and as meters appear."""
+    runtime = entry.runtime_data
+    runtime.async_on_new_meter(
+        lambda meter_id: async_add_entities([PrepaidRestoreButton(runtime, meter_id, RESTORE)])
+    )
+
+
+class PrepaidRestoreButton(PrepaidMeterEntity, ButtonEntity):
+    """Restores a cut supply when the balance clears the reclose threshold."""
+
+    async def async_press(self) -> None:
+        """Ask for the supply back; refused with a translated error while in debt."""
+        await self.runtime.async_request_relay(self.meter_id, "on", self._context)

@@ -1,0 +1,653 @@
+"""The runtime of one config entry: a community, its ledger, its MQTT link and its meters.
+
+Messages arrive on the MQTT transport and are handled in the event loop (parsing, pricing,
+policy: memory only). Once a second the pending charges are committed to the ledger in an
+executor, then each household's `account` topic is published. Relay commands go through the
+command tracker, which repeats them until the meter acknowledges and whenever it disagrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+import logging
+from pathlib import Path
+import time
+from typing import Any
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers.event import async_track_time_interval
+from homeassistant.helpers.storage import Store
+
+from .const import DOMAIN
+from .engine.commands import CommandTracker
+from .engine.community import Community, CommunityError, Event, LedgerResult, Relay
+from .engine.ledger import EntryKind, Ledger
+from .engine.profiles import Profile
+from .engine.protocol import (
+    Ack,
+    Announce,
+    Availability,
+    Reading,
+    Rejected,
+    RelayReport,
+    account_payload,
+    topic_for,
+)
+from .engine.transport import MqttTransport, TransportConfig
+
+_LOGGER = logging.getLogger(__package__)
+
+type PrepaidConfigEntry = ConfigEntry[PrepaidRuntime]
+
+FLUSH_INTERVAL_S = 1.0
+TICK_INTERVAL_S = 60.0
+STORE_VERSION = 1
+EVENT_PREFIX = "prepaid_meter_"
+BUS_EVENTS = frozenset(
+    {
+        "low_balance",
+        "supply_cut",
+        "supply_restored",
+        "supply_cut_deferred",
+        "top_up",
+        "alarm",
+        "inactivity",
+    }
+)
+BROKER_ISSUE_AFTER_S = 300
+
+
+@dataclass(slots=True)
+class RelayRecord:
+    """The relay state the platform wants for a meter, and who asked for it, and why."""
+
+    state: Relay
+    reason: str
+    actor: str
+    ts: int
+
+
+class PrepaidRuntime:
+    """Everything one community needs while its config entry is loaded."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: PrepaidConfigEntry,
+        *,
+        community: Community,
+        transport_config: TransportConfig,
+        profile: Profile,
+        prefix: str,
+        community_id: str,
+        community_name: str,
+        currency: str,
+    ) -> None:
+        """Bind the parts; nothing runs until `async_start`."""
+        self.hass = hass
+        self.entry = entry
+        self.community = community
+        self.profile = profile
+        self.transport = MqttTransport(
+            transport_config,
+            self._on_message,
+            profile.subscriptions(),
+            on_connected=self._on_connect,
+            on_disconnected=self._on_disconnect,
+        )
+        self.prefix = prefix
+        self.community_id = community_id
+        self.community_name = community_name
+        self.currency = currency
+        self.commands = CommandTracker(sender=self._send, clock=time.monotonic)
+        self.connected = False
+        self.fee_collection_rate: float | None = None
+        self._disconnected_at: float | None = None
+        self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
+        self._community_listeners: list[CALLBACK_TYPE] = []
+        self._new_meter_callbacks: list[Callable[[str], None]] = []
+        self._added: set[str] = set()
+        self._dirty_accounts: set[str] = set()
+        self._thresholds: dict[str, Decimal] = {}
+        self._relays: dict[str, RelayRecord] = {}
+        self._store: Store[dict[str, Any]] = Store(
+            hass, STORE_VERSION, f"{DOMAIN}.{entry.entry_id}.relays"
+        )
+        self._flush_lock = asyncio.Lock()
+        self._unsubs: list[CALLBACK_TYPE] = []
+        self._issues: set[str] = set()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def community_identifier(self) -> str:
+        """Return the community hub device's identifier."""
+        return f"{self.prefix}/{self.community_id}"
+
+    def meter_identifier(self, meter_id: str) -> str:
+        """Return a meter device's identifier."""
+        return f"{self.prefix}/{self.community_id}/{meter_id}"
+
+    def household_of(self, meter_id: str) -> Any:
+        """Return the household state of a meter, or None if unassigned."""
+        meter = self.community.meters.get(meter_id)
+        if meter is None or meter.account_id is None:
+            return None
+        return self.community.households.get(meter.account_id)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def async_start(self) -> None:
+        """Load the ledger, restore relay wishes, connect, and start the periodic work."""
+        await self.hass.async_add_executor_job(self.community.load)
+        stored = await self._store.async_load() or {}
+        for meter_id, record in stored.get("relays", {}).items():
+            meter = self.community.meters.get(meter_id)
+            if meter is None:
+                continue
+            meter.desired_relay = "off" if record["state"] == "off" else "on"
+            meter.relay_reason, meter.relay_actor = record["reason"], record["actor"]
+            self._relays[meter_id] = RelayRecord(
+                meter.desired_relay, record["reason"], record["actor"], record["ts"]
+            )
+            self.commands.set_desired(
+                meter_id, meter.desired_relay, record["reason"], record["actor"]
+            )
+        self._thresholds = {k: Decimal(v) for k, v in stored.get("thresholds", {}).items()}
+        await self.transport.start()
+        self._unsubs.append(
+            async_track_time_interval(
+                self.hass,
+                self._async_flush_interval,
+                _seconds(FLUSH_INTERVAL_S),
+                name="prepaid_meter flush",
+                cancel_on_shutdown=True,
+            )
+        )
+        self._unsubs.append(
+            async_track_time_interval(
+                self.hass,
+                self._async_tick,
+                _seconds(TICK_INTERVAL_S),
+                name="prepaid_meter tick",
+                cancel_on_shutdown=True,
+            )
+        )
+        await self._async_refresh_rates()
+
+    async def async_stop(self) -> None:
+        """Commit what is pending, stop every task, disconnect and close the ledger."""
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+        await self.async_flush()
+        await self.commands.stop()
+        await self.transport.stop()
+        await self._store.async_save(self._store_data())
+        await self.hass.async_add_executor_job(self.community.ledger.close)
+
+    # ------------------------------------------------------------------ listeners
+
+    @callback
+    def async_add_meter_listener(self, meter_id: str, listener: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call `listener` when this meter changes; return the remover."""
+        listeners = self._meter_listeners.setdefault(meter_id, [])
+        listeners.append(listener)
+
+        def remove() -> None:
+            listeners.remove(listener)
+
+        return remove
+
+    @callback
+    def async_add_community_listener(self, listener: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call `listener` when community totals change; return the remover."""
+        self._community_listeners.append(listener)
+        return lambda: self._community_listeners.remove(listener)
+
+    @callback
+    def async_on_new_meter(self, add: Callable[[str], None]) -> None:
+        """Call `add(meter_id)` for every meter now and for each one discovered later."""
+        self._new_meter_callbacks.append(add)
+        for meter_id in sorted(self.community.meters):
+            if meter_id in self._added:
+                add(meter_id)
+
+    @callback
+    def _discover(self, meter_id: str) -> None:
+        if meter_id in self._added:
+            return
+        self._added.add(meter_id)
+        for add in self._new_meter_callbacks:
+            add(meter_id)
+
+    @callback
+    def _notify_meter(self, meter_id: str) -> None:
+        for listener in tuple(self._meter_listeners.get(meter_id, ())):
+            listener()
+
+    @callback
+    def _notify_community(self) -> None:
+        for listener in tuple(self._community_listeners):
+            listener()
+
+    # ------------------------------------------------------------------ MQTT
+
+    @callback
+    def _on_connect(self) -> None:
+        if not self.connected and self._disconnected_at is not None:
+            _LOGGER.info("Broker for community %s is reachable again", self.community_id)
+        self.connected = True
+        self._disconnected_at = None
+        self.commands.reconcile()
+        ir.async_delete_issue(self.hass, DOMAIN, f"broker_unreachable_{self.entry.entry_id}")
+        for meter_id in self.community.meters:
+            self._notify_meter(meter_id)
+        self._notify_community()
+
+    @callback
+    def _on_disconnect(self, reason: str = "") -> None:
+        if self.connected:
+            _LOGGER.info(
+                "Broker for community %s is unreachable (%s); retrying with backoff",
+                self.community_id,
+                reason,
+            )
+        self.connected = False
+        if self._disconnected_at is None:
+            self._disconnected_at = time.monotonic()
+        for meter_id in self.community.meters:
+            self._notify_meter(meter_id)
+        self._notify_community()
+
+    @callback
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Handle one MQTT message; nothing a meter sends may raise out of here."""
+        try:
+            parsed = self.profile.parse(topic, payload, time.time())
+        except Exception:
+            _LOGGER.exception("Unexpected error parsing a message on %s", topic)
+            return
+        if parsed is None:
+            return
+        if isinstance(parsed, Rejected):
+            if parsed.meter_id is not None and parsed.meter_id in self.community.meters:
+                meter = self.community.meters[parsed.meter_id]
+                meter.rejected[parsed.kind] = meter.rejected.get(parsed.kind, 0) + 1
+            return
+        try:
+            self._handle(parsed)
+        except Exception:
+            _LOGGER.exception("Unexpected error handling a message on %s", topic)
+
+    @callback
+    def _handle(self, parsed: Reading | Announce | Availability | Ack | RelayReport) -> None:
+        meter_id = parsed.meter_id
+        self.commands.observe(parsed)
+        if isinstance(parsed, Reading):
+            events = self.community.handle_reading(parsed)
+        elif isinstance(parsed, Announce):
+            events = self.community.handle_announce(
+                meter_id,
+                model=parsed.model,
+                firmware=parsed.fw,
+                rated_current_a=parsed.rated_current_a,
+            )
+        elif isinstance(parsed, Availability):
+            events = self.community.handle_availability(meter_id, parsed.online)
+        elif isinstance(parsed, Ack):
+            if parsed.ok and parsed.relay is not None:
+                meter = self.community.meters.get(meter_id)
+                if meter is not None:
+                    meter.reported_relay = parsed.relay
+            events = []
+        else:
+            meter = self.community.meters.get(meter_id)
+            if meter is not None:
+                meter.reported_relay = parsed.relay
+            events = []
+        self._discover(meter_id)
+        self._dispatch(events)
+        self._notify_meter(meter_id)
+
+    async def _send(self, meter_id: str, state: str, command_id: str, reason: str) -> None:
+        """Publish one relay command through the meter's profile (the tracker retries)."""
+        relay: Relay = "off" if state == "off" else "on"
+        for topic, payload in self.profile.relay_command(meter_id, relay, command_id, reason):
+            await self.transport.publish(topic, payload, qos=1)
+
+    # ------------------------------------------------------------------ events
+
+    @callback
+    def _dispatch(self, events: Iterable[Event]) -> None:
+        community_changed = False
+        for event in events:
+            kind = event.kind
+            if kind == "relay" and event.meter_id is not None:
+                state: Relay = "off" if event.data["state"] == "off" else "on"
+                self._relays[event.meter_id] = RelayRecord(
+                    state, str(event.data["reason"]), str(event.data["actor"]), int(time.time())
+                )
+                self.commands.set_desired(
+                    event.meter_id, state, str(event.data["reason"]), str(event.data["actor"])
+                )
+                self._store.async_delay_save(self._store_data, 1)
+                community_changed = True
+            elif kind == "display" and event.meter_id is not None:
+                self.hass.async_create_task(self._send_display(event))
+            elif kind == "account" and event.account_id is not None:
+                self._dirty_accounts.add(event.account_id)
+                community_changed = True
+            elif kind == "register_reset" and event.meter_id is not None:
+                self._create_issue("register_reset", event.meter_id, ir.IssueSeverity.WARNING)
+            elif kind == "unassigned_meter" and event.meter_id is not None:
+                self._create_issue("unassigned_meter", event.meter_id, ir.IssueSeverity.WARNING)
+            elif kind == "assigned" and event.meter_id is not None:
+                ir.async_delete_issue(
+                    self.hass, DOMAIN, f"unassigned_meter_{self.entry.entry_id}_{event.meter_id}"
+                )
+                self._issues.discard(f"unassigned_meter_{self.entry.entry_id}_{event.meter_id}")
+                self._update_device_name(event.meter_id)
+            if kind in BUS_EVENTS:
+                self.hass.bus.async_fire(EVENT_PREFIX + kind, self._event_data(event))
+        if community_changed:
+            self._notify_community()
+
+    def _event_data(self, event: Event) -> dict[str, Any]:
+        meter_id = event.meter_id
+        if meter_id is None and event.account_id is not None:
+            meters = self.community.meters.values()
+            meter_id = next((m.meter_id for m in meters if m.account_id == event.account_id), None)
+        data: dict[str, Any] = {
+            "config_entry_id": self.entry.entry_id,
+            "community": self.community_id,
+            "meter_id": meter_id,
+            "device_id": None,
+            "household": None,
+            **{k: v for k, v in event.data.items() if v is not None or k == "household"},
+        }
+        if event.account_id is not None:
+            data["account_id"] = event.account_id
+            household = self.community.households.get(event.account_id)
+            if household is not None:
+                data["household"] = household.label
+                data.setdefault("balance", str(household.electricity.quantize(Decimal("0.01"))))
+        if meter_id is not None:
+            device = dr.async_get(self.hass).async_get_device(
+                identifiers={(DOMAIN, self.meter_identifier(meter_id))}
+            )
+            data["device_id"] = device.id if device else None
+        return data
+
+    @callback
+    def _create_issue(self, kind: str, meter_id: str, severity: ir.IssueSeverity) -> None:
+        issue_id = f"{kind}_{self.entry.entry_id}_{meter_id}"
+        if issue_id in self._issues:
+            return
+        self._issues.add(issue_id)
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=severity,
+            translation_key=kind,
+            translation_placeholders={"meter_id": meter_id, "community": self.community_name},
+        )
+
+    @callback
+    def _update_device_name(self, meter_id: str) -> None:
+        household = self.household_of(meter_id)
+        registry = dr.async_get(self.hass)
+        device = registry.async_get_device(identifiers={(DOMAIN, self.meter_identifier(meter_id))})
+        if device is not None and household is not None:
+            registry.async_update_device(device.id, name=household.label)
+
+    async def _send_display(self, event: Event) -> None:
+        assert event.meter_id is not None
+        messages = self.profile.display_command(
+            event.meter_id,
+            f"display-{event.meter_id}-{int(time.time())}",
+            Decimal(str(event.data["balance"])),
+            self.currency,
+            bool(event.data.get("low", True)),
+        )
+        try:
+            for topic, payload in messages:
+                await self.transport.publish(topic, payload, qos=1)
+        except Exception:  # a display update is best effort
+            _LOGGER.debug("Display update for %s not sent", event.meter_id, exc_info=True)
+
+    def _store_data(self) -> dict[str, Any]:
+        return {
+            "relays": {
+                meter_id: {"state": r.state, "reason": r.reason, "actor": r.actor, "ts": r.ts}
+                for meter_id, r in self._relays.items()
+            },
+            "thresholds": {k: str(v) for k, v in self._thresholds.items()},
+        }
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def _async_flush_interval(self, _now: Any) -> None:
+        await self.async_flush()
+
+    async def async_flush(self) -> None:
+        """Commit pending charges (executor), apply the result and publish account topics."""
+        async with self._flush_lock:
+            batch = self.community.take_batch()
+            if batch:
+                try:
+                    result = await self.hass.async_add_executor_job(self.community.commit, batch)
+                except Exception:
+                    _LOGGER.exception("Ledger commit failed; the batch is kept for the next try")
+                    self.community.restore_batch(batch)
+                    return
+                self._dispatch(self.community.apply_results(result))
+            await self._publish_accounts()
+        if (
+            self._disconnected_at is not None
+            and time.monotonic() - self._disconnected_at > BROKER_ISSUE_AFTER_S
+        ):
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                f"broker_unreachable_{self.entry.entry_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="broker_unreachable",
+                translation_placeholders={"community": self.community_name},
+            )
+
+    async def _publish_accounts(self) -> None:
+        if not self._dirty_accounts or not self.connected:
+            return
+        accounts, self._dirty_accounts = self._dirty_accounts, set()
+        for meter in list(self.community.meters.values()):
+            if meter.account_id not in accounts:
+                continue
+            body = self.community.account_payload(meter)
+            if body is None:
+                continue
+            tier, _period, price = self.community.price_now(meter)
+            payload = account_payload(
+                balance=Decimal(body["balance"]),
+                currency=self.currency,
+                low=bool(body["low"]),
+                relay=meter.desired_relay,
+                cycle=meter.billing.cycle,
+                cycle_kwh=meter.billing.cycle_kwh.quantize(Decimal("0.001")),
+                tier=tier,
+                price=price,
+                updated=int(time.time()),
+            )
+            topic = topic_for(self.prefix, self.community_id, meter.meter_id, "account")
+            try:
+                await self.transport.publish(topic, payload, qos=1, retain=True)
+            except Exception:  # republished on the next change
+                self._dirty_accounts.add(meter.account_id)
+                return
+
+    async def _async_tick(self, _now: Any) -> None:
+        self._dispatch(self.community.tick())
+        await self._async_refresh_rates()
+        for meter_id in self.community.meters:
+            self._notify_meter(meter_id)
+
+    async def _async_refresh_rates(self) -> None:
+        """Recompute the fee collection rate of this month from the ledger (executor)."""
+        self.fee_collection_rate = await self.hass.async_add_executor_job(self._collection_rate)
+        self._notify_community()
+
+    def _collection_rate(self) -> float | None:
+        ledger = self.community.ledger
+        start = self.community.month_start_ts()
+        fees = -ledger.sum_kind_since(EntryKind.FEE, start)
+        paid = ledger.sum_kind_since(EntryKind.PAYMENT, start)
+        if fees <= 0:
+            return None
+        return round(float(min(paid / fees, Decimal(1)) * 100), 1)
+
+    # ------------------------------------------------------------------ requests
+
+    async def _actor(self, context: Context | None) -> tuple[str, bool]:
+        """Return (actor, is_admin) for whoever is behind a service call or entity action."""
+        if context is None or context.user_id is None:
+            return "automation", True
+        user = await self.hass.auth.async_get_user(context.user_id)
+        if user is None:
+            return f"user:{context.user_id}", False
+        return (
+            "operator:" if user.is_admin else "resident:"
+        ) + user.name if user.name else context.user_id, user.is_admin
+
+    async def async_request_relay(
+        self,
+        meter_id: str,
+        state: Relay,
+        context: Context | None,
+        *,
+        operator_override: bool = False,
+    ) -> None:
+        """Turn a supply on or off on someone's request, by the prepaid rules."""
+        actor, is_admin = await self._actor(context)
+        if operator_override and not is_admin:
+            raise ServiceValidationError(translation_domain=DOMAIN, translation_key="not_admin")
+        if is_admin and not actor.startswith("operator"):
+            actor = f"operator:{actor}"
+        try:
+            events = self.community.request_relay(
+                meter_id, state, actor=actor, operator_override=operator_override
+            )
+        except CommunityError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key=err.key,
+                translation_placeholders=err.placeholders,
+            ) from err
+        self._dispatch(events)
+        self._notify_meter(meter_id)
+
+    async def async_ledger_call(
+        self, func: Callable[..., LedgerResult | Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run a blocking Community ledger method in the executor; map its errors."""
+        try:
+            return await self.hass.async_add_executor_job(lambda: func(*args, **kwargs))
+        except CommunityError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key=err.key,
+                translation_placeholders=err.placeholders,
+            ) from err
+        except Exception as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="ledger_error",
+                translation_placeholders={"error": str(err)},
+            ) from err
+
+    @callback
+    def apply_money(self, result: LedgerResult, *, top_up: bool) -> None:
+        """Take a money movement into the live state and tell whoever needs to know."""
+        events = (
+            self.community.apply_top_up(result) if top_up else self.community.apply_results(result)
+        )
+        self._dispatch(events)
+        for account_id, _sub in result.balances:
+            for meter in self.community.meters.values():
+                if meter.account_id == account_id:
+                    self._notify_meter(meter.meter_id)
+        self._notify_community()
+
+    @callback
+    def apply_assignment(self, meter_id: str, info: dict[str, Any]) -> None:
+        """Take an assignment into the live state."""
+        self._dispatch(self.community.apply_assignment(meter_id, info))
+        self._discover(meter_id)
+        self._notify_meter(meter_id)
+        self._notify_community()
+
+    # ------------------------------------------------------------------ thresholds
+
+    def low_threshold(self, meter_id: str) -> Decimal:
+        """Return the meter's low-balance threshold (the first warning level by default)."""
+        return self._thresholds.get(meter_id, self.community.policy.warn_level_1)
+
+    @callback
+    def set_low_threshold(self, meter_id: str, value: Decimal) -> None:
+        """Set a meter's low-balance threshold."""
+        self._thresholds[meter_id] = value
+        self._store.async_delay_save(self._store_data, 1)
+        self._notify_meter(meter_id)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return what an operator needs to see to debug this community."""
+        return {
+            "connected": self.connected,
+            "meters": {
+                meter_id: {
+                    "account_id": meter.account_id,
+                    "online": meter.online,
+                    "seq": meter.seq,
+                    "ts": meter.ts,
+                    "energy_kwh": str(meter.energy_kwh),
+                    "desired_relay": meter.desired_relay,
+                    "reported_relay": meter.reported_relay,
+                    "relay_reason": meter.relay_reason,
+                    "relay_actor": meter.relay_actor,
+                    "deferred": meter.deferred,
+                    "rejected": dict(meter.rejected),
+                    "cycle": meter.billing.cycle,
+                    "cycle_kwh": str(meter.billing.cycle_kwh),
+                }
+                for meter_id, meter in self.community.meters.items()
+            },
+            "households": len(self.community.households),
+            "pending_commands": [
+                {"meter_id": c.meter_id, "id": c.id, "state": c.state, "tries": c.tries}
+                for c in self.commands.pending()
+            ],
+            "totals": {k: str(v) for k, v in self.community.totals().items()},
+        }
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def ledger_path(hass: HomeAssistant, community_id: str) -> Path:
+    """Return the community's ledger file in the config folder."""
+    return Path(hass.config.path(f"{DOMAIN}_{community_id}.sqlite3"))
+
+
+def open_ledger(path: Path) -> Ledger:
+    """Open (and migrate) the ledger; blocking, run it in an executor."""
+    return Ledger(path)

@@ -1,0 +1,88 @@
+"""Base entities: one device per meter, one hub device per community."""
+
+from __future__ import annotations
+
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import Entity, EntityDescription
+
+from .const import DOMAIN
+from .coordinator import PrepaidRuntime
+from .engine.community import MeterState
+
+
+def meter_device_info(runtime: PrepaidRuntime, meter_id: str) -> DeviceInfo:
+    """Return the device of one meter, under the community's hub device."""
+    meter = runtime.community.meters.get(meter_id)
+    household = runtime.household_of(meter_id)
+    return DeviceInfo(
+        identifiers={(DOMAIN, runtime.meter_identifier(meter_id))},
+        name=household.label if household else f"Meter {meter_id}",
+        manufacturer="Prepaid meter",
+        model=meter.model if meter and meter.model else None,
+        sw_version=meter.firmware if meter else None,
+        serial_number=meter_id,
+        via_device=(DOMAIN, runtime.community_identifier),
+    )
+
+
+class PrepaidMeterEntity(Entity):
+    """An entity of one meter; it updates only when its own meter changes."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+
+    def __init__(
+        self, runtime: PrepaidRuntime, meter_id: str, description: EntityDescription
+    ) -> None:
+        """Bind to the runtime and the meter."""
+        self.runtime = runtime
+        self.meter_id = meter_id
+        self.entity_description = description
+        self._attr_unique_id = f"{runtime.community_identifier}_{meter_id}_{description.key}"
+        self._attr_device_info = meter_device_info(runtime, meter_id)
+
+    @property
+    def meter(self) -> MeterState:
+        """Return the live state of this entity's meter."""
+        return self.runtime.community.meters[self.meter_id]
+
+    @property
+    def available(self) -> bool:
+        """Return False while the broker is unreachable or the meter is gone."""
+        return self.runtime.connected and self.meter_id in self.runtime.community.meters
+
+    async def async_added_to_hass(self) -> None:
+        """Listen to this meter's updates only."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self.runtime.async_add_meter_listener(self.meter_id, self.async_write_ha_state)
+        )
+
+
+class PrepaidCommunityEntity(Entity):
+    """An entity of the community hub device; it updates when totals change."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+
+    def __init__(self, runtime: PrepaidRuntime, description: EntityDescription) -> None:
+        """Bind to the runtime."""
+        self.runtime = runtime
+        self.entity_description = description
+        self._attr_unique_id = f"{runtime.community_identifier}_{description.key}"
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, runtime.community_identifier)},
+            name=runtime.community_name,
+            manufacturer="Prepaid meter",
+            model="Community",
+        )
+
+    @property
+    def available(self) -> bool:
+        """Return False while the broker is unreachable."""
+        return self.runtime.connected
+
+    async def async_added_to_hass(self) -> None:
+        """Listen to community-level updates."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self.runtime.async_add_community_listener(self.async_write_ha_state))

@@ -1,0 +1,299 @@
+"""Sensors: each meter's balance, energy, power and cycle figures; the community's totals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import (
+    PERCENTAGE,
+    EntityCategory,
+    UnitOfElectricCurrent,
+    UnitOfElectricPotential,
+    UnitOfEnergy,
+    UnitOfPower,
+    UnitOfTime,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.typing import StateType
+from homeassistant.util import dt as dt_util
+
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime
+from .engine.ledger import SubAccount
+from .entity import PrepaidCommunityEntity, PrepaidMeterEntity
+
+PARALLEL_UPDATES = 0
+CENT = Decimal("0.01")
+
+type SensorValue = StateType | Decimal | datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterSensorDescription(SensorEntityDescription):
+    """How one meter sensor reads the runtime."""
+
+    value_fn: Callable[[PrepaidRuntime, str], SensorValue]
+    currency_unit: str | None = None  # "{currency}" or "{currency}/kWh"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommunitySensorDescription(SensorEntityDescription):
+    """How one community sensor reads the runtime."""
+
+    value_fn: Callable[[PrepaidRuntime], SensorValue]
+    currency_unit: str | None = None
+
+
+def _meter_value(attr: str) -> Callable[[PrepaidRuntime, str], SensorValue]:
+    def value(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+        result: SensorValue = getattr(runtime.community.meters[meter_id], attr)
+        return result
+
+    return value
+
+
+def _balance(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    balance = runtime.community.balance(runtime.community.meters[meter_id])
+    return None if balance is None else balance.quantize(CENT)
+
+
+def _last_reading(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    ts = runtime.community.meters[meter_id].ts
+    return None if ts is None else dt_util.utc_from_timestamp(ts)
+
+
+def _cycle_energy(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    meter = runtime.community.meters[meter_id]
+    return (
+        None if meter.billing.cycle is None else meter.billing.cycle_kwh.quantize(Decimal("0.001"))
+    )
+
+
+def _cycle_cost(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    meter = runtime.community.meters[meter_id]
+    return None if meter.billing.cycle is None else meter.cycle_cost.quantize(CENT)
+
+
+def _tier(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    return runtime.community.price_now(runtime.community.meters[meter_id])[0]
+
+
+def _price(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    return runtime.community.price_now(runtime.community.meters[meter_id])[2]
+
+
+def _days_left(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
+    return runtime.community.days_left(runtime.community.meters[meter_id])
+
+
+METER_SENSORS: tuple[MeterSensorDescription, ...] = (
+    MeterSensorDescription(
+        key="balance",
+        translation_key="balance",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        value_fn=_balance,
+    ),
+    MeterSensorDescription(
+        key="energy",
+        translation_key="energy",
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=2,
+        value_fn=_meter_value("energy_kwh"),
+    ),
+    MeterSensorDescription(
+        key="power",
+        translation_key="power",
+        device_class=SensorDeviceClass.POWER,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfPower.WATT,
+        value_fn=_meter_value("power_w"),
+    ),
+    MeterSensorDescription(
+        key="voltage",
+        translation_key="voltage",
+        device_class=SensorDeviceClass.VOLTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfElectricPotential.VOLT,
+        entity_registry_enabled_default=False,
+        value_fn=_meter_value("voltage_v"),
+    ),
+    MeterSensorDescription(
+        key="current",
+        translation_key="current",
+        device_class=SensorDeviceClass.CURRENT,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
+        value_fn=_meter_value("current_a"),
+    ),
+    MeterSensorDescription(
+        key="cycle_energy",
+        translation_key="cycle_energy",
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=1,
+        value_fn=_cycle_energy,
+    ),
+    MeterSensorDescription(
+        key="cycle_cost",
+        translation_key="cycle_cost",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        value_fn=_cycle_cost,
+    ),
+    MeterSensorDescription(key="tier", translation_key="tier", value_fn=_tier),
+    MeterSensorDescription(
+        key="price",
+        translation_key="price",
+        currency_unit="{currency}/kWh",
+        suggested_display_precision=4,
+        value_fn=_price,
+    ),
+    MeterSensorDescription(
+        key="days_left",
+        translation_key="days_left",
+        device_class=SensorDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.DAYS,
+        suggested_display_precision=1,
+        value_fn=_days_left,
+    ),
+    MeterSensorDescription(
+        key="last_reading",
+        translation_key="last_reading",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_last_reading,
+    ),
+)
+
+
+def _arrears(sub: SubAccount) -> Callable[[PrepaidRuntime], SensorValue]:
+    def value(runtime: PrepaidRuntime) -> SensorValue:
+        arrears: dict[SubAccount, int] = runtime.community.totals()["arrears"]
+        return arrears[sub]
+
+    return value
+
+
+COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
+    CommunitySensorDescription(
+        key="total_balance",
+        translation_key="total_balance",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        value_fn=lambda rt: rt.community.totals()["total_balance"].quantize(CENT),
+    ),
+    *(
+        CommunitySensorDescription(
+            key=f"arrears_{sub.value}",
+            translation_key=f"arrears_{sub.value}",
+            state_class=SensorStateClass.MEASUREMENT,
+            value_fn=_arrears(sub),
+        )
+        for sub in SubAccount
+    ),
+    CommunitySensorDescription(
+        key="supplies_cut",
+        translation_key="supplies_cut",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda rt: rt.community.totals()["supplies_cut"],
+    ),
+    CommunitySensorDescription(
+        key="top_ups_today",
+        translation_key="top_ups_today",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        value_fn=lambda rt: rt.community.top_ups_today,
+    ),
+    CommunitySensorDescription(
+        key="fee_collection_rate",
+        translation_key="fee_collection_rate",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value_fn=lambda rt: rt.fee_collection_rate,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: PrepaidConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the community's sensors, each known meter's, and new meters' as they appear."""
+    runtime = entry.runtime_data
+    async_add_entities(
+        PrepaidCommunitySensor(runtime, description) for description in COMMUNITY_SENSORS
+    )
+
+    def add_meter(meter_id: str) -> None:
+        async_add_entities(
+            PrepaidMeterSensor(runtime, meter_id, description) for description in METER_SENSORS
+        )
+
+    runtime.async_on_new_meter(add_meter)
+
+
+def _unit(template: str | None, currency: str) -> str | None:
+    return None if template is None else template.format(currency=currency)
+
+
+class PrepaidMeterSensor(PrepaidMeterEntity, SensorEntity):
+    """A sensor of one meter."""
+
+    entity_description: MeterSensorDescription
+
+    def __init__(
+        self, runtime: PrepaidRuntime, meter_id: str, description: MeterSensorDescription
+    ) -> None:
+        """Set the currency unit where the description asks for it."""
+        super().__init__(runtime, meter_id, description)
+        if description.currency_unit is not None:
+            self._attr_native_unit_of_measurement = _unit(
+                description.currency_unit, runtime.currency
+            )
+
+    @property
+    def native_value(self) -> SensorValue:
+        """Return the value from the live meter state."""
+        return self.entity_description.value_fn(self.runtime, self.meter_id)
+
+
+class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
+    """A sensor of the community."""
+
+    entity_description: CommunitySensorDescription
+
+    def __init__(self, runtime: PrepaidRuntime, description: CommunitySensorDescription) -> None:
+        """Set the currency unit where the description asks for it."""
+        super().__init__(runtime, description)
+        if description.currency_unit is not None:
+            self._attr_native_unit_of_measurement = _unit(
+                description.currency_unit, runtime.currency
+            )
+
+    @property
+    def native_value(self) -> SensorValue:
+        """Return the value from the community totals."""
+        return self.entity_description.value_fn(self.runtime)

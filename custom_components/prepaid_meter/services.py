@@ -1,0 +1,298 @@
+"""Actions: money movements (admin only), meter assignment, supply restore, statements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+    callback,
+)
+from homeassistant.exceptions import ServiceValidationError, Unauthorized
+from homeassistant.helpers import config_validation as cv
+import voluptuous as vol
+
+from .const import DOMAIN
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime
+from .engine.community import CommunityError
+from .engine.ledger import EntryKind, SubAccount
+
+ATTR_CONFIG_ENTRY_ID = "config_entry_id"
+ATTR_HOUSEHOLD = "household"
+ATTR_METER_ID = "meter_id"
+ATTR_AMOUNT = "amount"
+ATTR_TRANSACTION_ID = "transaction_id"
+ATTR_CHANNEL = "channel"
+ATTR_SUB_ACCOUNT = "sub_account"
+ATTR_REASON = "reason"
+ATTR_PERIOD = "period"
+ATTR_LABEL = "label"
+ATTR_SUPPLY_PROTECTED = "supply_protected"
+ATTR_OPERATOR_OVERRIDE = "operator_override"
+ATTR_CYCLE = "cycle"
+CHANNELS = ["wechat", "alipay", "app", "cash", "bank"]
+FEE_SUBS = [SubAccount.PROPERTY_FEE.value, SubAccount.PARKING_FEE.value]
+
+
+def _amount(value: Any) -> Decimal:
+    """Read an amount exactly: strings and ints as written, floats through their repr."""
+    if isinstance(value, bool):
+        raise vol.Invalid("amount")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise vol.Invalid("amount") from None
+    if not amount.is_finite():
+        raise vol.Invalid("amount")
+    return amount
+
+
+_ENTRY: dict[vol.Marker, Any] = {vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string}
+_TXN: dict[vol.Marker, Any] = {
+    vol.Required(ATTR_TRANSACTION_ID): vol.All(cv.string, vol.Length(min=1, max=128))
+}
+TOP_UP_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Exclusive(ATTR_HOUSEHOLD, "target"): cv.string,
+        vol.Exclusive(ATTR_METER_ID, "target"): cv.string,
+        vol.Required(ATTR_AMOUNT): _amount,
+        **_TXN,
+        vol.Optional(ATTR_CHANNEL, default="app"): vol.In(CHANNELS),
+    }
+)
+ADJUST_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_HOUSEHOLD): cv.string,
+        vol.Optional(ATTR_SUB_ACCOUNT, default=SubAccount.ELECTRICITY.value): vol.In(
+            [s.value for s in SubAccount]
+        ),
+        vol.Required(ATTR_AMOUNT): _amount,
+        vol.Required(ATTR_REASON): vol.All(cv.string, vol.Length(min=1, max=200)),
+        **_TXN,
+    }
+)
+FEE_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_HOUSEHOLD): cv.string,
+        vol.Required(ATTR_SUB_ACCOUNT): vol.In(FEE_SUBS),
+        vol.Required(ATTR_AMOUNT): _amount,
+        vol.Optional(ATTR_PERIOD, default=""): cv.string,
+        **_TXN,
+    }
+)
+ASSIGN_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_METER_ID): cv.string,
+        vol.Required(ATTR_HOUSEHOLD): vol.All(cv.string, vol.Length(min=1, max=64)),
+        vol.Optional(ATTR_LABEL): vol.All(cv.string, vol.Length(max=100)),
+        vol.Optional(ATTR_SUPPLY_PROTECTED): cv.boolean,
+    }
+)
+RESTORE_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_METER_ID): cv.string,
+        vol.Optional(ATTR_OPERATOR_OVERRIDE, default=False): cv.boolean,
+    }
+)
+STATEMENT_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_HOUSEHOLD): cv.string,
+        vol.Required(ATTR_CYCLE): vol.Match(r"^\d{4}(-\d{2})?$"),
+    }
+)
+
+
+def _error(key: str, **placeholders: str) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders
+    )
+
+
+def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
+    """Return the runtime named by config_entry_id, or the only one loaded."""
+    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    entries: list[PrepaidConfigEntry] = [
+        e for e in hass.config_entries.async_entries(DOMAIN) if e.state is ConfigEntryState.LOADED
+    ]
+    if entry_id is not None:
+        entries = [e for e in entries if e.entry_id == entry_id]
+    if len(entries) != 1:
+        raise _error("entry_not_loaded", entry=str(entry_id or ""))
+    return entries[0].runtime_data
+
+
+async def _require_admin(hass: HomeAssistant, call: ServiceCall) -> None:
+    """Money moves only on an administrator's (or an automation's) request."""
+    user_id = call.context.user_id
+    if user_id is None:
+        return
+    user = await hass.auth.async_get_user(user_id)
+    if user is None or not user.is_admin:
+        raise Unauthorized(context=call.context)
+
+
+def _actor(call: ServiceCall) -> str:
+    return f"user:{call.context.user_id}" if call.context.user_id else "automation"
+
+
+def _account_of(runtime: PrepaidRuntime, call: ServiceCall) -> str:
+    household = call.data.get(ATTR_HOUSEHOLD)
+    if household is not None:
+        if household not in runtime.community.households:
+            raise _error("unknown_household", household=str(household))
+        return str(household)
+    meter_id = call.data.get(ATTR_METER_ID)
+    if meter_id is None:
+        raise _error("household_or_meter_required")
+    meter = runtime.community.meters.get(meter_id)
+    if meter is None:
+        raise _error("unknown_meter", meter_id=str(meter_id))
+    if meter.account_id is None:
+        raise _error("meter_unassigned", meter_id=str(meter_id))
+    return meter.account_id
+
+
+async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    account_id = _account_of(runtime, call)
+    result = await runtime.async_ledger_call(
+        runtime.community.top_up,
+        account_id,
+        call.data[ATTR_AMOUNT],
+        call.data[ATTR_TRANSACTION_ID],
+        call.data[ATTR_CHANNEL],
+        actor=_actor(call),
+    )
+    runtime.apply_money(result, top_up=True)
+    post = result.results[0]
+    return {
+        "household": account_id,
+        "balance": str(post.balance_after),
+        "duplicate": post.duplicate,
+    }
+
+
+async def _adjust(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    account_id = _account_of(runtime, call)
+    result = await runtime.async_ledger_call(
+        runtime.community.post_money,
+        account_id,
+        SubAccount(call.data[ATTR_SUB_ACCOUNT]),
+        EntryKind.ADJUSTMENT,
+        call.data[ATTR_AMOUNT],
+        call.data[ATTR_TRANSACTION_ID],
+        actor=_actor(call),
+        meta={"reason": call.data[ATTR_REASON]},
+    )
+    runtime.apply_money(result, top_up=False)
+    return {"household": account_id, "balance": str(result.results[0].balance_after)}
+
+
+def _fee(kind: EntryKind) -> Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]]:
+    async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+        await _require_admin(hass, call)
+        runtime = _runtime(hass, call)
+        account_id = _account_of(runtime, call)
+        result = await runtime.async_ledger_call(
+            runtime.community.post_money,
+            account_id,
+            SubAccount(call.data[ATTR_SUB_ACCOUNT]),
+            kind,
+            call.data[ATTR_AMOUNT],
+            call.data[ATTR_TRANSACTION_ID],
+            actor=_actor(call),
+            meta={"period": call.data[ATTR_PERIOD]},
+        )
+        runtime.apply_money(result, top_up=False)
+        return {"household": account_id, "balance": str(result.results[0].balance_after)}
+
+    return handle
+
+
+async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = call.data[ATTR_METER_ID]
+    if meter_id not in runtime.community.meters:
+        raise _error("unknown_meter", meter_id=meter_id)
+    household = call.data[ATTR_HOUSEHOLD]
+    label = call.data.get(ATTR_LABEL) or household
+    info = await runtime.async_ledger_call(
+        runtime.community.assign_meter,
+        meter_id,
+        household,
+        label,
+        supply_protected=call.data.get(ATTR_SUPPLY_PROTECTED),
+    )
+    runtime.apply_assignment(meter_id, info)
+    return {"household": household, "meter_id": meter_id, "label": str(info["label"])}
+
+
+async def _restore_supply(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    runtime = _runtime(hass, call)
+    meter_id = call.data[ATTR_METER_ID]
+    if meter_id not in runtime.community.meters:
+        raise _error("unknown_meter", meter_id=meter_id)
+    await runtime.async_request_relay(
+        meter_id, "on", call.context, operator_override=call.data[ATTR_OPERATOR_OVERRIDE]
+    )
+    return None
+
+
+async def _get_statement(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    runtime = _runtime(hass, call)
+    account_id = _account_of(runtime, call)
+    statement: dict[str, Any] = await runtime.async_ledger_call(
+        runtime.community.statement, account_id, call.data[ATTR_CYCLE]
+    )
+    return statement
+
+
+SERVICES: dict[
+    str,
+    tuple[
+        vol.Schema,
+        Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]],
+        SupportsResponse,
+    ],
+] = {
+    "top_up": (TOP_UP_SCHEMA, _top_up, SupportsResponse.OPTIONAL),
+    "adjust": (ADJUST_SCHEMA, _adjust, SupportsResponse.OPTIONAL),
+    "charge_fee": (FEE_SCHEMA, _fee(EntryKind.FEE), SupportsResponse.OPTIONAL),
+    "pay_fee": (FEE_SCHEMA, _fee(EntryKind.PAYMENT), SupportsResponse.OPTIONAL),
+    "assign_meter": (ASSIGN_SCHEMA, _assign_meter, SupportsResponse.OPTIONAL),
+    "restore_supply": (RESTORE_SCHEMA, _restore_supply, SupportsResponse.NONE),
+    "get_statement": (STATEMENT_SCHEMA, _get_statement, SupportsResponse.ONLY),
+}
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register every action of the integration."""
+    for name, (schema, handler, supports) in SERVICES.items():
+
+        async def run(
+            call: ServiceCall,
+            handler: Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]] = handler,
+        ) -> ServiceResponse:
+            try:
+                return await handler(hass, call)
+            except CommunityError as err:
+                raise _error(err.key, **err.placeholders) from err
+
+        hass.services.async_register(DOMAIN, name, run, schema=schema, supports_response=supports)

@@ -1,0 +1,76 @@
+"""Fixtures for the integration: a config entry on the real broker, set up in a real hass."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+import uuid
+
+from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.core import HomeAssistant
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.prepaid_meter.const import (
+    CONF_COMMUNITY_ID,
+    CONF_COMMUNITY_NAME,
+    CONF_CURRENCY,
+    CONF_PREFIX,
+    CONF_TARIFF,
+    DOMAIN,
+)
+from tests.broker import Mosquitto
+from tests.ha.meter import TestMeter
+
+METER_ID = "000012345678"
+
+
+@pytest.fixture
+def community_id() -> str:
+    """Return a community id of this test alone (the session broker is shared)."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def config_entry(mosquitto: Mosquitto, community_id: str) -> MockConfigEntry:
+    """Return a config entry for the broker of this session and Beijing's tariff."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="Test community",
+        unique_id=f"{mosquitto.host}:{mosquitto.port}/{community_id}",
+        data={
+            CONF_HOST: mosquitto.host,
+            CONF_PORT: mosquitto.port,
+            CONF_PREFIX: "prepaid",
+            CONF_COMMUNITY_ID: community_id,
+            CONF_COMMUNITY_NAME: "Test community",
+            CONF_CURRENCY: "CNY",
+            CONF_TARIFF: "beijing_monthly",
+        },
+        options={"friendly_start": "00:00", "friendly_end": "00:00", "friendly_weekends": False},
+    )
+
+
+@pytest.fixture
+async def init_integration(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> AsyncIterator[MockConfigEntry]:
+    """Set the entry up with its ledger in a temporary config folder; unload at the end."""
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    async with asyncio.timeout(10):
+        await config_entry.runtime_data.transport.wait_connected()
+    yield config_entry
+    if config_entry.state.recoverable:
+        await hass.config_entries.async_unload(config_entry.entry_id)
+        await hass.async_block_till_done()
+
+
+@pytest.fixture
+async def meter(mosquitto: Mosquitto, community_id: str) -> AsyncIterator[TestMeter]:
+    """Return a connected test meter of this community."""
+    async with TestMeter(mosquitto.host, mosquitto.port, community_id, METER_ID) as test_meter:
+        yield test_meter

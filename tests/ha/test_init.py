@@ -1,0 +1,323 @@
+"""The whole path, on a real broker: readings to balances, cuts, restores, top-ups, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+
+from custom_components.prepaid_meter.const import DOMAIN
+from tests.ha.conftest import METER_ID
+from tests.ha.meter import TestMeter
+
+BALANCE = "sensor.household_3_501_balance"
+
+
+async def wait_until(hass: HomeAssistant, predicate: Callable[[], bool], limit: float = 10) -> None:
+    """Let the loop run until predicate() holds."""
+    async with asyncio.timeout(limit):
+        while not predicate():
+            await asyncio.sleep(0.05)
+            await hass.async_block_till_done()
+
+
+def entity_id(hass: HomeAssistant, entry: MockConfigEntry, key: str) -> str:
+    """Return the entity id of this meter's entity with the given description key."""
+    registry = er.async_get(hass)
+    runtime = entry.runtime_data
+    unique_id = f"{runtime.community_identifier}_{METER_ID}_{key}"
+    for platform in ("sensor", "binary_sensor", "switch", "button", "number"):
+        found = registry.async_get_entity_id(platform, DOMAIN, unique_id)
+        if found is not None:
+            return found
+    raise AssertionError(f"no entity for {key}")
+
+
+async def call(hass: HomeAssistant, service: str, **data: Any) -> Any:
+    """Call one of the integration's actions and return its response."""
+    return await hass.services.async_call(
+        DOMAIN, service, data, blocking=True, return_response=service == "get_statement"
+    )
+
+
+async def setup_household(
+    hass: HomeAssistant, entry: MockConfigEntry, meter: TestMeter, **extra: Any
+) -> None:
+    """Wait for discovery, then assign the meter to household 3-501."""
+    runtime = entry.runtime_data
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    await call(
+        hass,
+        "assign_meter",
+        meter_id=METER_ID,
+        household="b3-501",
+        label="Household 3-501",
+        **extra,
+    )
+
+
+def state(hass: HomeAssistant, entry: MockConfigEntry, key: str) -> str | None:
+    found = hass.states.get(entity_id(hass, entry, key))
+    return None if found is None else found.state
+
+
+async def test_discovery_reading_balance_and_cut(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Announce makes a device; readings bill; exhausted credit sends relay off to the meter."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    device = dr.async_get(hass).async_get_device(
+        identifiers={(DOMAIN, entry.runtime_data.meter_identifier(METER_ID))}
+    )
+    assert device is not None
+    assert device.name == "Household 3-501"
+
+    top_ups = async_capture_events(hass, "prepaid_meter_top_up")
+    await call(
+        hass, "top_up", household="b3-501", amount="24", transaction_id="wx-1", channel="wechat"
+    )
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "24.00")
+    assert top_ups[0].data["amount"] == "24"
+    assert top_ups[0].data["device_id"] == device.id
+
+    now = int(time.time())
+    low = async_capture_events(hass, "prepaid_meter_low_balance")
+    cuts = async_capture_events(hass, "prepaid_meter_supply_cut")
+    await meter.reading(now - 600, "100.000")
+    await meter.reading(now - 300, "110.000")  # 10 kWh x 0.4883 = 4.883
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "19.12")
+    assert state(hass, entry, "low_balance") == "on"
+    assert len(low) == 1
+    assert state(hass, entry, "energy") == "110.000"
+
+    await meter.reading(now - 60, "200.000")  # 90 kWh more: far below the emergency credit
+    await meter.wait_for(
+        lambda: any(c.get("op") == "relay" and c["state"] == "off" for c in meter.commands)
+    )
+    await wait_until(hass, lambda: state(hass, entry, "supply") == "off")
+    assert cuts[0].data["reason"] == "credit_exhausted"
+    assert cuts[0].data["meter_id"] == METER_ID
+    await meter.reading(now, "200.000")
+    await wait_until(hass, lambda: state(hass, entry, "supply_on") == "off")
+
+
+async def test_restore_refused_then_allowed_after_top_up(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """The button refuses while in debt (translated error) and restores after a top-up."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "200.000")
+    await wait_until(hass, lambda: state(hass, entry, "supply") == "off")
+
+    button = entity_id(hass, entry, "restore_supply")
+    with pytest.raises(ServiceValidationError) as info:
+        await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
+    assert info.value.translation_key == "credit_exhausted_restore_refused"
+    with pytest.raises(ServiceValidationError):
+        await hass.services.async_call(
+            "switch", "turn_on", {"entity_id": entity_id(hass, entry, "supply")}, blocking=True
+        )
+
+    await call(
+        hass, "top_up", meter_id=METER_ID, amount="100", transaction_id="ali-7", channel="alipay"
+    )
+    await hass.async_block_till_done()
+    assert state(hass, entry, "supply") == "off"  # never switched on by itself
+    restored = async_capture_events(hass, "prepaid_meter_supply_restored")
+    await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
+    await meter.wait_for(lambda: meter.relay == "on")
+    assert state(hass, entry, "supply") == "on"
+    assert restored[0].data["reason"] == "restored"
+
+
+async def test_top_up_idempotent_and_bad_input(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """The same transaction twice credits once; bad input is a translated error."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    first = await hass.services.async_call(
+        DOMAIN,
+        "top_up",
+        {"household": "b3-501", "amount": "50", "transaction_id": "tx"},
+        blocking=True,
+        return_response=True,
+    )
+    again = await hass.services.async_call(
+        DOMAIN,
+        "top_up",
+        {"household": "b3-501", "amount": "50", "transaction_id": "tx"},
+        blocking=True,
+        return_response=True,
+    )
+    assert first == {"household": "b3-501", "balance": "50", "duplicate": False}
+    assert again == {"household": "b3-501", "balance": "50", "duplicate": True}
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "50.00")
+    for data, key in (
+        ({"household": "b3-501", "amount": "-1", "transaction_id": "t2"}, "invalid_amount"),
+        ({"household": "b3-501", "amount": "1.001", "transaction_id": "t3"}, "invalid_amount"),
+        ({"household": "nobody", "amount": "1", "transaction_id": "t4"}, "unknown_household"),
+        (
+            {"household": "b3-501", "amount": "51", "transaction_id": "tx"},
+            "duplicate_transaction_conflict",
+        ),
+    ):
+        with pytest.raises(ServiceValidationError) as info:
+            await call(hass, "top_up", **data)
+        assert info.value.translation_key == key
+    assert entry.runtime_data.community.households["b3-501"].electricity == 50
+    assert (
+        await hass.async_add_executor_job(entry.runtime_data.community.ledger.check_invariant) == []
+    )
+
+
+async def test_fees_never_cut_and_statement(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Property fee arrears leave the supply on; the statement comes back as response data."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    await call(
+        hass,
+        "charge_fee",
+        household="b3-501",
+        sub_account="property_fee",
+        amount="900",
+        period="2026",
+        transaction_id="fee-1",
+    )
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "110.000")
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "95.12")
+    assert state(hass, entry, "supply") == "on"
+    runtime = entry.runtime_data
+    arrears_id = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{runtime.community_identifier}_arrears_property_fee"
+    )
+    assert arrears_id is not None
+    await wait_until(hass, lambda: hass.states.get(arrears_id).state == "1")  # type: ignore[union-attr]
+    await call(
+        hass,
+        "pay_fee",
+        household="b3-501",
+        sub_account="property_fee",
+        amount="450",
+        period="2026",
+        transaction_id="pay-1",
+    )
+    await entry.runtime_data.async_flush()
+    cycle = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    statement = await call(hass, "get_statement", household="b3-501", cycle=cycle)
+    assert statement["closed"] is False
+    assert statement["kwh"] == "10.000"
+    assert statement["lines"][0]["amount"] == "4.88"
+
+
+async def test_friendly_hours_and_protected(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Any, meter: TestMeter
+) -> None:
+    """On a listed holiday the cut is deferred; a protected household is never cut."""
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    hass.config.config_dir = str(tmp_path)
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=config_entry.data,
+        unique_id=config_entry.unique_id,
+        options={"holidays": [today], "friendly_start": "00:00", "friendly_end": "00:00"},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    async with asyncio.timeout(10):
+        await entry.runtime_data.transport.wait_connected()
+    deferred = async_capture_events(hass, "prepaid_meter_supply_cut_deferred")
+    await setup_household(hass, entry, meter)
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "200.000")
+    await wait_until(hass, lambda: len(deferred) == 1)
+    assert deferred[0].data["reason"] == "friendly_hours"
+    assert state(hass, entry, "supply") == "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_protected_household_never_cut(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A supply-protected household runs into debt, reported, and keeps its supply."""
+    entry = init_integration
+    deferred = async_capture_events(hass, "prepaid_meter_supply_cut_deferred")
+    await setup_household(hass, entry, meter, supply_protected=True)
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "300.000")
+    await wait_until(hass, lambda: len(deferred) == 1)
+    assert deferred[0].data["reason"] == "supply_protected"
+    assert state(hass, entry, "supply") == "on"
+    assert not any(c.get("op") == "relay" for c in meter.commands)
+
+
+async def test_restart_bills_nothing_twice(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Unload and set up again mid-stream: the same readings again change nothing."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    now = int(time.time())
+    await meter.reading(now - 300, "100.000")
+    await meter.reading(now - 240, "110.000")
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "95.12")
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    async with asyncio.timeout(10):
+        await entry.runtime_data.transport.wait_connected()
+    # The meter repeats its last reading (as after a lost ack), then goes on.
+    meter.seq -= 1
+    await meter.reading(now - 240, "110.000")
+    await meter.reading(now - 180, "120.000")
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "90.23")
+    community = entry.runtime_data.community
+    assert community.meters[METER_ID].rejected.get("duplicate") == 1
+    assert await hass.async_add_executor_job(community.ledger.check_invariant) == []
+
+
+async def test_bad_payloads_never_crash(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Garbage on every channel is counted, not raised; the next good reading still bills."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    for body in (
+        b"{",
+        b"[]",
+        b'{"v":1,"seq":"x"}',
+        b"\xff\xfe",
+        b"x" * 10000,
+        b'{"v":1,"seq":1,"ts":1,"energy_kwh":"NaN"}',
+    ):
+        await meter.publish("telemetry", body)
+        await meter.publish("ack", body)
+        await meter.publish("announce", body)
+    now = int(time.time())
+    await meter.reading(now + 3600, "100.000")  # a clock far in the future
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "101.000")
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "-0.49")
+    assert entry.state is ConfigEntryState.LOADED
