@@ -57,6 +57,13 @@ def main() -> None:
         "charge:{ts}:{meter} (time-ordered: the key index grows at one end)",
     )
     parser.add_argument(
+        "--charge-every",
+        type=int,
+        default=1,
+        help="write a meter's charge only every Nth reading, for the sum since its last one "
+        "(1 = a charge per reading, as the community writes them)",
+    )
+    parser.add_argument(
         "--report-every", type=int, default=0, help="print the CPU share every N simulated seconds"
     )
     args = parser.parse_args()
@@ -86,6 +93,7 @@ def main() -> None:
         setup = time.perf_counter() - setup
 
         energy = [Decimal("1000.000")] * meters
+        unbilled = [Decimal(0)] * meters
         written_before = _written_bytes()
         cpu = 0.0
         wall = 0.0
@@ -106,20 +114,25 @@ def main() -> None:
                 amount = kwh * PRICE
                 account = f"A{n:05d}"
                 meter = f"M{n:05d}"
-                # The community's keys are charge:{meter}:{seq}; "time" puts the reading's
-                # time first, so that the unique key index grows at one end.
-                key = f"charge:{meter}:{seq}" if args.keys == "meter" else f"charge:{ts}:{meter}"
-                postings.append(
-                    Posting(
-                        key,
-                        account,
-                        SubAccount.ELECTRICITY,
-                        EntryKind.CHARGE,
-                        -amount,
-                        ts,
-                        {"meter": meter, "seq": seq},
+                unbilled[n] += amount
+                if seq % args.charge_every == 0:
+                    # The community's keys are charge:{meter}:{seq}; "time" puts the reading's
+                    # time first, so that the unique key index grows at one end.
+                    key = (
+                        f"charge:{meter}:{seq}" if args.keys == "meter" else f"charge:{ts}:{meter}"
                     )
-                )
+                    postings.append(
+                        Posting(
+                            key,
+                            account,
+                            SubAccount.ELECTRICITY,
+                            EntryKind.CHARGE,
+                            -unbilled[n],
+                            ts,
+                            {"meter": meter, "seq": seq},
+                        )
+                    )
+                    unbilled[n] = Decimal(0)
                 cursors.append(Cursor(meter, seq, ts, energy[n]))
                 usage.append(UsageDelta(account, CYCLE, 1, "flat", kwh, amount))
             # The batch is built by the caller (billing) in production; time only the ledger.
@@ -131,8 +144,9 @@ def main() -> None:
             cpu += took
             window += took
             worst = max(worst, took)
+            postings_written += sum(not r.duplicate for r in results)
             if args.report_every and (second + 1) % args.report_every == 0:
-                journal = meters + (second + 1) * per_second
+                journal = meters + postings_written
                 now_written = _written_bytes()
                 io = ""
                 if now_written is not None and window_written is not None:
@@ -145,18 +159,20 @@ def main() -> None:
                 )
                 window = 0.0
                 window_written = now_written
-            postings_written += sum(not r.duplicate for r in results)
 
         written_after = _written_bytes()
         check = time.perf_counter()
         problems = ledger.check_invariant()
         check = time.perf_counter() - check
         entries = postings_written + meters
+        entries_per_second = postings_written / args.seconds
         ledger.close()
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
 
     share = cpu / args.seconds
     print(f"meters {meters}, one reading each per {interval} s -> {per_second} readings/s")
+    if args.charge_every > 1:
+        print(f"one charge entry per {args.charge_every} readings of a meter")
     print(
         f"simulated seconds {args.seconds}, batches {args.seconds}, "
         f"charges written {postings_written}"
@@ -179,7 +195,8 @@ def main() -> None:
             f"storage writes during the load: {rate / 1e6:.2f} MB per simulated second "
             f"({rate * 86400 / 1e9:.0f} GB per day: WAL frames plus checkpoints)"
         )
-    print(f"file growth per day at this load: {size / entries * per_second * 86400 / 1e9:.1f} GB")
+    growth = size / entries * entries_per_second * 86400
+    print(f"file growth per day at this load: {growth / 1e9:.2f} GB")
     print(f"check_invariant over {entries} entries: {check:.2f} s, {len(problems)} mismatches")
 
 
