@@ -1108,7 +1108,8 @@ class Ledger:
 
         Checks that each entry's `balance_after` is the running sum of its sub-account's
         entries, and that each cached balance equals the sum of its entries. Empty means
-        consistent.
+        consistent. It reads the whole journal (about 1.7 s per million entries measured), so
+        it is for tests, start-up checks and maintenance, not for every batch.
         """
         mismatches: list[Mismatch] = []
         running: dict[tuple[str, str], Decimal] = {}
