@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import time
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -239,6 +239,9 @@ def _no_constants(name: str) -> Any:
     raise _Invalid("non_finite", f"{name} is not a number")
 
 
+_DECODER: Final = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
 def load_json(payload: bytes | bytearray | str, limit: int = MAX_PAYLOAD_BYTES) -> Any:
     """Decode a JSON payload with exact decimals; raise `_Invalid` (internal) on any problem.
 
@@ -247,15 +250,15 @@ def load_json(payload: bytes | bytearray | str, limit: int = MAX_PAYLOAD_BYTES) 
     """
     if len(payload) > limit:
         raise _Invalid("oversized", f"{len(payload)} bytes, more than {limit}")
-    if isinstance(payload, bytes | bytearray):
+    if isinstance(payload, str):
+        text = payload
+    else:
         try:
-            text = bytes(payload).decode("utf-8")
+            text = payload.decode("utf-8")
         except UnicodeDecodeError as err:
             raise _Invalid("not_utf8", str(err)) from None
-    else:
-        text = payload
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+        return _DECODER.decode(text)
     except _Invalid:
         raise
     except (ValueError, RecursionError) as err:
@@ -279,11 +282,14 @@ def _check_version(body: dict[str, Any]) -> None:
 
 def _number(value: Any, name: str) -> Decimal | int:
     """Return a JSON number (never a bool); refuse anything else."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise _Invalid("invalid", f"{name} is {type(value).__name__}, not a number")
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise _Invalid("non_finite", f"{name} is not finite")
-    return value
+    kind = type(value)
+    if kind is Decimal:
+        if not value.is_finite():
+            raise _Invalid("non_finite", f"{name} is not finite")
+        return cast("Decimal", value)
+    if kind is int:
+        return cast("int", value)
+    raise _Invalid("invalid", f"{name} is {kind.__name__}, not a number")
 
 
 def _opt_float(
@@ -292,7 +298,10 @@ def _opt_float(
     value = body.get(name)
     if value is None:
         return None
-    result = float(_number(value, name))
+    kind = type(value)
+    if kind is not Decimal and kind is not int:
+        raise _Invalid("invalid", f"{name} is {kind.__name__}, not a number")
+    result = float(value)
     if not math.isfinite(result):
         raise _Invalid("non_finite", f"{name} is out of range")
     if (lo is not None and result < lo) or (hi is not None and result > hi):
