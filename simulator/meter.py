@@ -107,7 +107,9 @@ class SimMeter:
         """Return a new meter whose register starts at a plausible reading for its seed."""
         rng = random.Random(f"meter:{household.seed}")
         register_wh = rng.randint(500_000, 9_000_000)
-        if scenario == "reset" and reset_after is None:
+        if scenario != "reset":
+            reset_after = None
+        elif reset_after is None:
             reset_after = rng.randint(20, 60)
         return cls(
             index=index,

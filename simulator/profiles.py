@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 import json
 import random
 from typing import Any, Final, Protocol
@@ -59,6 +59,11 @@ def dumps(obj: Any) -> bytes:
     for index, number in enumerate(numbers):
         text = text.replace(f'"\\u0001{index}\\u0001"', number, 1)
     return text.encode()
+
+
+def _truncate(value: Decimal) -> Decimal:
+    """Return `value` with 3 decimals, cut down (a meter never rounds a register up)."""
+    return value.quantize(_MILLI, rounding=ROUND_DOWN)
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
@@ -108,7 +113,8 @@ class Profile(Protocol):
 
 # -- garbage shared by every profile ----------------------------------------------------
 
-_BAD_IDS: Final = ("bad meter!", "x" * 80, "meter.with.dots", "电表一号", "a+b")
+# None of these matches [A-Za-z0-9_-]{1,64} (PROTOCOL.md); all are legal in an MQTT topic.
+_BAD_IDS: Final = ("bad meter!", "x" * 80, "meter.with.dots", "电表一号", "semi;colon")
 
 
 def _garbage(profile: Profile, meter: SimMeter, rng: random.Random) -> Publish:
@@ -120,20 +126,28 @@ def _garbage(profile: Profile, meter: SimMeter, rng: random.Random) -> Publish:
     if kind == 1:
         return Publish(topic, b"\xff\xfe\x00not utf-8 \x81")
     if kind == 2:
-        wrong = {"v": "one", "seq": "twelve", "ts": "yesterday", "energy_kwh": {"a": 1},
-                 "power_w": "lots", "relay": 3, "events": "cover_open"}  # fmt: skip
-        return Publish(topic, dumps(wrong))
+        wrong: dict[str, dict[str, Any]] = {
+            "native": {"v": "one", "seq": "twelve", "ts": "yesterday", "energy_kwh": {"a": 1},
+                       "power_w": "lots", "relay": 3, "events": "cover_open"},
+            "tasmota": {"Time": 1234, "ENERGY": {"Total": "lots", "Power": [None], "Voltage": "x"}},
+            "shelly": {"id": 0, "output": "yes", "apower": "some", "aenergy": {"total": "many"}},
+        }  # fmt: skip
+        return Publish(topic, dumps(wrong[profile.name]))
     if kind == 3:
         return Publish(topic, dumps({"v": 1, "seq": meter.seq, "padding": "x" * 200_000}))
     if kind == 4:
-        bad = rng.choice(_BAD_IDS).replace("+", "_")  # '+' and '#' are not allowed in topics
+        bad = rng.choice(_BAD_IDS)
         good = {"v": 1, "seq": meter.seq, "ts": meter.last_t or 0, "energy_kwh": "1.000"}
         return Publish(profile.telemetry_topic(bad), dumps(good))
     if kind == 5:
         return Publish(topic, rng.choice((b"[1,2,3]", b"null", b"42", b'"text"', b"")))
-    odd = {"v": 1, "seq": -5, "ts": 1e20, "energy_kwh": "NaN", "power_w": "-Infinity",
-           "relay": "maybe", "events": ["kaboom", 7]}  # fmt: skip
-    return Publish(topic, dumps(odd))
+    odd: dict[str, dict[str, Any]] = {
+        "native": {"v": 1, "seq": -5, "ts": 1e20, "energy_kwh": "NaN", "power_w": "-Infinity",
+                   "relay": "maybe", "events": ["kaboom", 7]},
+        "tasmota": {"Time": "2026-13-45T99:00:00", "ENERGY": {"Total": -5.0, "Power": 1e308}},
+        "shelly": {"id": 0, "output": True, "aenergy": {"total": -1.0, "minute_ts": -60}},
+    }  # fmt: skip
+    return Publish(topic, dumps(odd[profile.name]))
 
 
 # -- prepaid/v1 -------------------------------------------------------------------------
@@ -270,8 +284,8 @@ class Tasmota:
         energy = {
             "TotalStartTime": "2024-01-01T00:00:00",
             "Total": sample.energy_kwh,
-            "Yesterday": (Decimal(meter.yesterday_j) / JOULES_PER_KWH).quantize(_MILLI),
-            "Today": (Decimal(today_j) / JOULES_PER_KWH).quantize(_MILLI),
+            "Yesterday": _truncate(Decimal(meter.yesterday_j) / JOULES_PER_KWH),
+            "Today": _truncate(Decimal(today_j) / JOULES_PER_KWH),
             "Power": power,
             "ApparentPower": apparent,
             "ReactivePower": round(max(0.0, apparent**2 - power**2) ** 0.5),
@@ -355,7 +369,7 @@ class Shelly:
             "current": round(sample.current_a, 3),
             "pf": sample.pf,
             "aenergy": {
-                "total": (Decimal(meter.register_j) / 3_600).quantize(_MILLI),
+                "total": _truncate(Decimal(meter.register_j) / 3_600),
                 "by_minute": by_minute,
                 "minute_ts": minute_ts,
             },

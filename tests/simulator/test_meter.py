@@ -106,6 +106,9 @@ def test_reset_goes_back_to_zero_once() -> None:
     assert energies[11:] == sorted(energies[11:])
     seqs = [r["seq"] for r in rows]
     assert seqs == sorted(set(seqs))
+    # --reset-after applies to reset meters only.
+    others = [Decimal(r["energy_kwh"]) for r in readings(make("ordinary", reset_after=3), 10)]
+    assert others == sorted(others)
 
 
 def test_relay_off_adds_no_energy_and_acks() -> None:
