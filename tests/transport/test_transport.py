@@ -29,6 +29,7 @@ from custom_components.prepaid_meter.engine.transport import (
     build_ssl_context,
     check_connection,
     exponential_backoff,
+    forget_session,
 )
 from tests.broker import Mosquitto, free_port
 
@@ -133,6 +134,42 @@ async def test_broker_restart_mid_stream_loses_nothing_and_bills_nothing_twice(
     assert transport.connects >= 2
     assert events[:3] == ["up", "down", "up"]
     assert resent >= 1  # the meter really saw the broker go away
+
+
+async def test_readings_sent_while_the_platform_is_stopped_arrive_at_the_next_start(
+    mosquitto: Mosquitto,
+) -> None:
+    """The broker keeps the persistent session: a Home Assistant restart loses no reading."""
+    sink = Sink("offline")
+    config = TransportConfig(host=mosquitto.host, port=mosquitto.port, client_id="pm-offline-test")
+    first = MqttTransport(config, sink, sink.profile.subscriptions(), backoff=FAST)
+    await first.start()
+    async with asyncio.timeout(10):
+        await first.wait_connected()
+    await first.stop()
+    base_ts = int(time.time()) - 100
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as meter:
+        for seq in range(1, 51):
+            payload = telemetry(seq, base_ts + seq, f"{seq}.0")
+            await meter.publish("prepaid/offline/000000000002/telemetry", payload, qos=1)
+    assert sink.messages == 0
+    second = MqttTransport(config, sink, sink.profile.subscriptions(), backoff=FAST)
+    await second.start()
+    await wait_for(lambda: len(sink.accepted) == 50, 10)
+    await second.stop()
+    # Once the session is forgotten, nothing is kept for the stopped platform any more.
+    await forget_session(config)
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as meter:
+        payload = telemetry(51, base_ts + 51, "51.0")
+        await meter.publish("prepaid/offline/000000000002/telemetry", payload, qos=1)
+    # No subscriptions of its own: only a session kept by the broker could deliver anything.
+    third = MqttTransport(config, sink, [], backoff=FAST)
+    await third.start()
+    async with asyncio.timeout(10):
+        await third.wait_connected()
+    await asyncio.sleep(0.3)
+    await third.stop()
+    assert len(sink.accepted) == 50
 
 
 async def test_burst_of_ten_thousand_messages_is_all_processed(mosquitto: Mosquitto) -> None:

@@ -48,6 +48,8 @@ MAX_ENERGY_KWH: Final = Decimal("1e12")
 # UNIX seconds after 2286-11-20 are taken for milliseconds or garbage.
 MAX_TS: Final = 9_999_999_999
 MAX_SEQ: Final = 2**63 - 1
+# Command ids: a uuid is 36 characters; room for ids that embed a meter id.
+MAX_ID_LEN: Final = 128
 
 type RelayState = Literal["on", "off"]
 
@@ -141,7 +143,10 @@ class Issues:
     """Counts problems per `(meter_id, kind)` and logs each pair once, at the first time seen.
 
     `counts` is a `Counter[(meter_id, kind)]` (meter id `"?"` when none is known), meant for
-    diagnostics. One `Issues` may be shared by a profile and a gate.
+    diagnostics. Besides the `Rejected` kinds it counts three things that were accepted:
+    `reset` (a register went down), `seq_restart` and `unknown_event` (dropped event names).
+    Duplicates are counted but logged at debug level only (QoS 1 redelivers by design).
+    One `Issues` may be shared by a profile and a gate.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -497,8 +502,8 @@ def _ack(meter_id: str, payload: bytes | bytearray | str) -> Ack:
     body = _object(payload)
     _check_version(body)
     command_id = body.get("id")
-    if not isinstance(command_id, str) or not 0 < len(command_id) <= 64:
-        raise _Invalid("invalid", "ack id is not a string of 1-64 characters")
+    if not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_ID_LEN:
+        raise _Invalid("invalid", f"ack id is not a string of 1-{MAX_ID_LEN} characters")
     ok = body.get("ok")
     if not isinstance(ok, bool):
         raise _Invalid("invalid", "ack ok is not true or false")
@@ -571,8 +576,8 @@ def _command(payload: bytes | bytearray | str) -> RelayCommand | DisplayCommand:
     body = _object(payload)
     _check_version(body)
     command_id = body.get("id")
-    if not isinstance(command_id, str) or not 0 < len(command_id) <= 64:
-        raise _Invalid("invalid", "command id is not a string of 1-64 characters")
+    if not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_ID_LEN:
+        raise _Invalid("invalid", f"command id is not a string of 1-{MAX_ID_LEN} characters")
     op = body.get("op")
     if op == "relay":
         state = _relay_word(body.get("state"), "state")

@@ -20,8 +20,9 @@ once they are in the transport's own in-memory queue (paho acknowledges QoS 1 af
 message callback), which survives reconnects; nothing queued is dropped on a disconnect.
 
 `check_connection(config)` connects once and raises `CannotConnect` or `InvalidAuth` (for a
-config flow). TLS contexts load files: `build_ssl_context(config)` is synchronous and
-`start()` / `check_connection()` run it in a worker thread.
+config flow); `forget_session(config)` makes the broker drop the persistent session (for when
+the config entry is removed). TLS contexts load files: `build_ssl_context(config)` is
+synchronous and `start()` / `check_connection()` run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -146,18 +147,13 @@ def _client(
     )
 
 
-async def check_connection(config: TransportConfig) -> None:
-    """Connect once with a throw-away clean session; raise `CannotConnect` or `InvalidAuth`."""
+async def _connect_once(config: TransportConfig, identifier: str) -> None:
+    """Connect with a clean session and disconnect; map failures to our two errors."""
     try:
         context = await asyncio.to_thread(build_ssl_context, config)
     except (OSError, ssl.SSLError, ValueError) as err:
         raise CannotConnect(f"Cannot load the TLS files: {err}") from err
-    client = _client(
-        config,
-        context,
-        identifier=f"{config.client_id}-check-{uuid.uuid4().hex[:8]}",
-        clean_session=True,
-    )
+    client = _client(config, context, identifier=identifier, clean_session=True)
     try:
         async with asyncio.timeout(config.timeout + 5):
             async with client:
@@ -168,6 +164,21 @@ async def check_connection(config: TransportConfig) -> None:
         raise CannotConnect(f"Cannot connect to {config.host}:{config.port}: {err}") from err
     except (OSError, ssl.SSLError, TimeoutError) as err:
         raise CannotConnect(f"Cannot connect to {config.host}:{config.port}: {err}") from err
+
+
+async def check_connection(config: TransportConfig) -> None:
+    """Connect once with a throw-away clean session; raise `CannotConnect` or `InvalidAuth`."""
+    await _connect_once(config, f"{config.client_id}-check-{uuid.uuid4().hex[:8]}")
+
+
+async def forget_session(config: TransportConfig) -> None:
+    """Make the broker drop the persistent session of `config.client_id` (entry removed).
+
+    Connecting once with a clean session under the same client id discards the stored
+    subscriptions and queued messages. Raises `CannotConnect` / `InvalidAuth` like
+    `check_connection`. Call it only after the transport was stopped.
+    """
+    await _connect_once(config, config.client_id)
 
 
 class MqttTransport:
@@ -423,4 +434,5 @@ __all__ = [
     "build_ssl_context",
     "check_connection",
     "exponential_backoff",
+    "forget_session",
 ]
