@@ -46,7 +46,10 @@ _LOGGER = logging.getLogger(__package__)
 
 type PrepaidConfigEntry = ConfigEntry[PrepaidRuntime]
 
-FLUSH_INTERVAL_S = 1.0
+# Charges are committed once a minute: one journal entry per meter and minute (not a write
+# per reading), the meter's cursor in the same transaction. Top-ups are durable at once.
+COMMIT_INTERVAL_S = 60.0
+PUBLISH_INTERVAL_S = 2.0
 TICK_INTERVAL_S = 60.0
 STORE_VERSION = 1
 EVENT_PREFIX = "prepaid_meter_"
@@ -166,8 +169,17 @@ class PrepaidRuntime:
             async_track_time_interval(
                 self.hass,
                 self._async_flush_interval,
-                _seconds(FLUSH_INTERVAL_S),
-                name="prepaid_meter flush",
+                _seconds(COMMIT_INTERVAL_S),
+                name="prepaid_meter commit",
+                cancel_on_shutdown=True,
+            )
+        )
+        self._unsubs.append(
+            async_track_time_interval(
+                self.hass,
+                self._async_publish_interval,
+                _seconds(PUBLISH_INTERVAL_S),
+                name="prepaid_meter publish",
                 cancel_on_shutdown=True,
             )
         )
@@ -438,6 +450,9 @@ class PrepaidRuntime:
 
     async def _async_flush_interval(self, _now: Any) -> None:
         await self.async_flush()
+
+    async def _async_publish_interval(self, _now: Any) -> None:
+        await self._publish_accounts()
 
     async def async_flush(self) -> None:
         """Commit pending charges (executor), apply the result and publish account topics."""

@@ -351,3 +351,35 @@ def test_seq_restart_with_clock_forward_is_accepted(ledger: Ledger, clock: Clock
     community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(20)))
     assert community.households["b3-u2-501"].electricity == Decimal("-4.883")
     assert community.meters["000000000001"].rejected == {"seq_restart": 1}
+
+
+def test_readings_between_commits_make_one_charge_entry(ledger: Ledger, clock: Clock) -> None:
+    """Six readings in one commit window: one journal entry, keyed by the last seq."""
+    community = _community(ledger, clock)
+    _assign(community)
+    for seq in range(1, 8):
+        community.handle_reading(R("000000000001", seq, NOON - 70 + seq * 10, Decimal(100 + seq)))
+    _flush(community)
+    charges = [
+        e for e in ledger.entries("b3-u2-501", SubAccount.ELECTRICITY) if e.kind == EntryKind.CHARGE
+    ]
+    assert [(e.key, e.amount) for e in charges] == [("charge:000000000001:7", Decimal("-2.9298"))]
+    assert charges[0].meta["first_seq"] == 2
+    cursor = ledger.cursor("000000000001")
+    assert cursor is not None
+    assert cursor.seq == 7
+
+
+def test_failed_commit_keeps_the_batch(ledger: Ledger, clock: Clock) -> None:
+    """A commit that fails is put back and written with the next batch, nothing lost."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(100)))
+    community.handle_reading(R("000000000001", 2, NOON - 50, Decimal(101)))
+    batch = community.take_batch()
+    community.restore_batch(batch)  # as the coordinator does when commit raises
+    community.handle_reading(R("000000000001", 3, NOON - 40, Decimal(102)))
+    _flush(community)
+    assert ledger.balance("b3-u2-501", SubAccount.ELECTRICITY) == Decimal("-0.9766")
+    assert community.households["b3-u2-501"].electricity == Decimal("-0.9766")
+    assert ledger.check_invariant() == []

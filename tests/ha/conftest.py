@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from unittest.mock import PropertyMock, patch
 import uuid
 
 from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.prepaid_meter.const import (
     CONF_COMMUNITY_ID,
@@ -74,3 +77,20 @@ async def meter(mosquitto: Mosquitto, community_id: str) -> AsyncIterator[TestMe
     """Return a connected test meter of this community."""
     async with TestMeter(mosquitto.host, mosquitto.port, community_id, METER_ID) as test_meter:
         yield test_meter
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Iterator[None]:
+    """Enable every entity, including those disabled by default (for snapshots)."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Serialize Home Assistant objects the way core's snapshots do (no volatile fields)."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)

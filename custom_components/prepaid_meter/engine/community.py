@@ -175,10 +175,39 @@ class HouseholdState:
 
 
 @dataclass(slots=True)
-class Batch:
-    """Charges, cursors and usage taken from memory, to be committed in one transaction."""
+class PendingCharge:
+    """A meter's charges since the last commit, journaled as one entry."""
 
-    postings: list[Posting] = field(default_factory=list)
+    account_id: str
+    amount: Decimal
+    first_seq: int
+    last_seq: int
+    ts: int
+
+    def posting(self, meter_id: str) -> Posting:
+        """Return the journal entry; its key names the last reading it covers."""
+        return Posting(
+            key=f"charge:{meter_id}:{self.last_seq}",
+            account_id=self.account_id,
+            sub=SubAccount.ELECTRICITY,
+            kind=EntryKind.CHARGE,
+            amount=-self.amount,
+            ts=self.ts,
+            meta={"meter_id": meter_id, "first_seq": self.first_seq, "last_seq": self.last_seq},
+        )
+
+
+@dataclass(slots=True)
+class Batch:
+    """Charges, cursors and usage taken from memory, to be committed in one transaction.
+
+    A meter's readings between two commits make one charge entry (not a write per reading):
+    its key `charge:<meter>:<last seq>` is written with the meter's cursor, so a reading is
+    either in a committed charge and behind the cursor, or in neither; after a crash the
+    next reading's delta from the cursor bills the energy of the lost window.
+    """
+
+    charges: dict[str, PendingCharge] = field(default_factory=dict)
     cursors: dict[str, Cursor] = field(default_factory=dict)
     usage: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
     closing: set[tuple[str, str]] = field(default_factory=set)
@@ -186,7 +215,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         """Return whether there is anything to write."""
-        return bool(self.postings or self.cursors or self.usage or self.closing)
+        return bool(self.charges or self.cursors or self.usage or self.closing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,17 +457,16 @@ class Community:
                 meter.cycle_cost += piece.amount
         if amount:
             seq = reading.seq if reading.seq is not None else reading.ts
-            batch.postings.append(
-                Posting(
-                    key=f"charge:{meter.meter_id}:{seq}",
-                    account_id=household.account_id,
-                    sub=SubAccount.ELECTRICITY,
-                    kind=EntryKind.CHARGE,
-                    amount=-amount,
-                    ts=reading.ts,
-                    meta={"meter_id": meter.meter_id, "seq": seq},
+            pending = batch.charges.get(meter.meter_id)
+            if pending is None or pending.account_id != household.account_id:
+                if pending is not None:  # reassigned within one batch: keep both
+                    batch.charges[f"{meter.meter_id}@{pending.last_seq}"] = pending
+                batch.charges[meter.meter_id] = PendingCharge(
+                    household.account_id, amount, seq, seq, reading.ts
                 )
-            )
+            else:
+                pending.amount += amount
+                pending.last_seq, pending.ts = seq, reading.ts
             household.pending += -amount
             batch.pending[household.account_id] = (
                 batch.pending.get(household.account_id, _ZERO) - amount
@@ -750,9 +778,12 @@ class Community:
             UsageDelta(account, cycle, tier, period, kwh, amount)
             for (account, cycle, tier, period), (kwh, amount) in batch.usage.items()
         ]
-        results = self.ledger.commit_batch(batch.postings, list(batch.cursors.values()), usage)
+        postings = [
+            charge.posting(meter_id.partition("@")[0]) for meter_id, charge in batch.charges.items()
+        ]
+        results = self.ledger.commit_batch(postings, list(batch.cursors.values()), usage)
         balances: dict[tuple[str, SubAccount], tuple[int, Decimal]] = {}
-        for posting, result in zip(batch.postings, results, strict=True):
+        for posting, result in zip(postings, results, strict=True):
             _newest(balances, posting.account_id, posting.sub, result)
         events: list[Event] = []
         for account_id, cycle in sorted(batch.closing):
@@ -812,7 +843,15 @@ class Community:
         for key, (kwh, amount) in batch.usage.items():
             old = current.usage.get(key, (_ZERO, _ZERO))
             current.usage[key] = (old[0] + kwh, old[1] + amount)
-        current.postings[:0] = batch.postings
+        for meter_id, charge in batch.charges.items():
+            later = current.charges.get(meter_id)
+            if later is None:
+                current.charges[meter_id] = charge
+            elif later.account_id == charge.account_id:
+                later.amount += charge.amount
+                later.first_seq = charge.first_seq
+            else:
+                current.charges[f"{meter_id}@{charge.last_seq}"] = charge
         for meter_id, cursor in batch.cursors.items():
             current.cursors.setdefault(meter_id, cursor)
         current.closing |= batch.closing
