@@ -11,7 +11,8 @@
 - `await subscribe(topic)` adds a subscription (kept across reconnects);
 - `handler(topic, payload)` is called for every message, in order, one at a time; it may be a
   plain function or a coroutine function; its exceptions are logged, never fatal;
-- `on_connected()` / `on_disconnected(reason)` are called once per change of state.
+- `on_connected()` / `on_disconnected(reason)` are called once per change of state (the
+  transport itself logs these at debug level only: the caller logs once for the user).
 
 Session: MQTT 3.1.1 with `clean_session=False` and the stable `client_id` of the config, and
 QoS 1 subscriptions, so the broker keeps the subscriptions and queues QoS 1 messages while the
@@ -376,7 +377,7 @@ class MqttTransport:
             return
         if up:
             self._connected.set()
-            _LOGGER.info("Connected to the MQTT broker %s:%s", self.config.host, self.config.port)
+            _LOGGER.debug("Connected to the MQTT broker %s:%s", self.config.host, self.config.port)
             callback: Callable[[], None] | None = self._on_connected
             if callback is not None:
                 self._safe_call(callback)
@@ -385,7 +386,7 @@ class MqttTransport:
         if reason == "stopped":
             _LOGGER.debug("Disconnected from the MQTT broker (stopped)")
         else:
-            _LOGGER.info(
+            _LOGGER.debug(
                 "Lost the MQTT broker %s:%s (%s); reconnecting in the background",
                 self.config.host,
                 self.config.port,
