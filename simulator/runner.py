@@ -465,15 +465,34 @@ class Community:
     async def _status_loop(self) -> None:
         cfg = self.config
         print(
-            f"[{cfg.community}] {cfg.meters} meters on {len(self.links)} connections to "
+            f"[{cfg.community}] {cfg.meters} meters on {len(self.links)} MQTT connection(s) to "
             f"{cfg.broker.url}, seed {cfg.seed}, interval {cfg.interval:g}s, speed {cfg.speed:g}x",
             file=sys.stderr,
             flush=True,
         )
+        ahead = self.runs_ahead_after()
+        if ahead is not None and (cfg.duration is None or ahead < cfg.duration):
+            print(
+                f"[{cfg.community}] note: after {ahead:.0f} s the readings' ts will be more than "
+                "10 minutes ahead of the real clock, and PROTOCOL.md has the platform reject "
+                "those; with --speed, give a --start in the past",
+                file=sys.stderr,
+                flush=True,
+            )
         self.stats.rate()
         while True:
             await asyncio.sleep(cfg.status_every)
             print(self.snapshot().line(), file=sys.stderr, flush=True)
+
+    def runs_ahead_after(self, margin: float = 600.0) -> float | None:
+        """Return the real seconds (from the start) after which simulated time is more than
+        `margin` ahead of the real clock, or None if it never gets there."""
+        lead = self.start - time.time() - margin  # how far ahead it is at the start
+        if lead > 0:
+            return 0.0
+        if self.config.speed <= 1:
+            return None
+        return -lead / (self.config.speed - 1)
 
     def snapshot(self) -> Snapshot:
         """Return the figures of the status line."""
