@@ -352,6 +352,15 @@ class PrepaidRuntime:
                 )
                 self._store.async_delay_save(self._store_data, 1)
                 community_changed = True
+            elif kind == "reconcile" and event.meter_id is not None:
+                # The meter reports the other state and the tracker does not know what we
+                # want (e.g. a wish lost in a crash): tell it, once; it retries from there.
+                status = self.commands.status(event.meter_id)
+                if status is None or status.desired != event.data["state"]:
+                    meter = self.community.meters[event.meter_id]
+                    self.commands.set_desired(
+                        event.meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
+                    )
             elif kind == "display" and event.meter_id is not None:
                 self.hass.async_create_task(self._send_display(event))
             elif kind == "account" and event.account_id is not None:

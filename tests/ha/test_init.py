@@ -321,3 +321,17 @@ async def test_bad_payloads_never_crash(
     await meter.reading(now - 60, "101.000")
     await wait_until(hass, lambda: state(hass, entry, "balance") == "-0.49")
     assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_meter_reporting_the_other_state_is_told_again(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A meter whose relay is off while the platform wants it on gets the command again."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    meter.relay = "off"  # e.g. tripped locally, or a restore lost before a crash
+    now = int(time.time())
+    await meter.reading(now - 60, "100.000")
+    await meter.wait_for(lambda: meter.relay == "on")
+    assert [c["state"] for c in meter.commands if c.get("op") == "relay"] == ["on"]
