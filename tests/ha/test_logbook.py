@@ -1,0 +1,54 @@
+"""Logbook descriptions of the integration's events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from homeassistant.core import Event, HomeAssistant
+
+from custom_components.prepaid_meter.coordinator import BUS_EVENTS, EVENT_PREFIX
+from custom_components.prepaid_meter.logbook import async_describe_events
+
+
+async def test_every_event_is_described(hass: HomeAssistant) -> None:
+    """Each bus event gets a name (the household) and a message saying what happened."""
+    described: dict[str, Callable[[Event], dict[str, str]]] = {}
+
+    def collect(domain: str, event_type: str, describe: Callable[[Event], dict[str, str]]) -> None:
+        assert domain == "prepaid_meter"
+        described[event_type] = describe
+
+    async_describe_events(hass, collect)
+    assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS}
+    cut = described["prepaid_meter_supply_cut"](
+        Event(
+            "prepaid_meter_supply_cut",
+            {
+                "household": "Bldg 3 / 501",
+                "reason": "credit_exhausted",
+                "actor": "system",
+                "balance": "-10.50",
+            },
+        )
+    )
+    assert cut == {
+        "name": "Bldg 3 / 501",
+        "message": "supply cut (credit_exhausted, by system), balance -10.50",
+    }
+    top_up = described["prepaid_meter_top_up"](
+        Event(
+            "prepaid_meter_top_up",
+            {
+                "meter_id": "000012345678",
+                "amount": "50",
+                "channel": "wechat",
+                "duplicate": True,
+                "balance": "40.00",
+            },
+        )
+    )
+    assert top_up["name"] == "000012345678"
+    assert "credited once" in top_up["message"]
+    for kind in BUS_EVENTS:
+        entry = described[EVENT_PREFIX + kind](Event(EVENT_PREFIX + kind, {"household": "H"}))
+        assert entry["message"]
