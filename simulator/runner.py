@@ -421,7 +421,7 @@ class Community:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*link_tasks, return_exceptions=True)
-            if not self.config.quiet:
+            if tasks and not self.config.quiet:
                 print(self.snapshot().line() + " | stopped", file=sys.stderr, flush=True)
             self._running = False
             self._finished.set()
