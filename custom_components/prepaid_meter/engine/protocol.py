@@ -691,7 +691,7 @@ class MeterGate:
     clock: Callable[[], float] = time.time
     max_future_s: int = MAX_FUTURE_S
     issues: Issues = field(default_factory=Issues)
-    _cursors: dict[str, GateCursor] = field(default_factory=dict)
+    _cursors: dict[str, GateCursor] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def rejections(self) -> Counter[tuple[str, str]]:
