@@ -7,6 +7,7 @@ Assistant test plugin) patches `socket.socket` before fixtures run.
 from __future__ import annotations
 
 import _socket
+import os
 from pathlib import Path
 import shutil
 import subprocess
@@ -67,6 +68,10 @@ class Mosquitto:
             "max_inflight_messages 100",
             f"log_dest file {workdir / 'mosquitto.log'}",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to the `mosquitto` user, which cannot write
+            # pytest's 0700 temporary folders: keep root so persistence and logs work.
+            lines.append("user root")
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/"]
         if passwords:
@@ -107,7 +112,8 @@ class Mosquitto:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                log = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
+                log_file = self.workdir / "mosquitto.log"
+                log = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
                 raise RuntimeError(f"mosquitto exited at start: {log}")
             if _accepting(self.port):
                 return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-import os
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,7 @@ def persistent_broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     test's (root-owned, 0700) directory: no database, no log, and so no session survives a
     restart. `user root` keeps it able to write there.
     """
-    broker = mosquitto_factory(persistence=True)
-    if os.geteuid() == 0:
-        broker.config.write_text(broker.config.read_text() + "user root\n")
-        broker.restart()
-    return broker
+    return mosquitto_factory(persistence=True)
 
 
 @pytest.fixture
@@ -35,8 +30,6 @@ def password_broker(tmp_path: Path, socket_enabled: None) -> Iterator[Mosquitto]
     the password file in the test's private directory and does not start.
     """
     broker = Mosquitto(tmp_path / "auth", persistence=False, passwords={"meterbox": "s3cret"})
-    if os.geteuid() == 0:
-        broker.config.write_text(broker.config.read_text() + "user root\n")
     broker.start()
     yield broker
     broker.stop()

@@ -408,7 +408,7 @@ async def test_tls_with_a_private_ca_and_a_client_certificate(
     broker.config.write_text(
         broker.config.read_text()
         + f"cafile {pki['ca']}\ncertfile {pki['server_cert']}\nkeyfile {pki['server_key']}\n"
-        + "require_certificate true\nuser root\n"
+        + "require_certificate true\n"
     )
     await asyncio.to_thread(broker.restart)
     config = TransportConfig(
