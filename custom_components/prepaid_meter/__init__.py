@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME, Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.exceptions import (
+    ConfigEntryAuthFailed,
+    ConfigEntryError,
+    ConfigEntryNotReady,
+)
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
@@ -28,9 +34,17 @@ from .engine.ledger import LedgerError
 from .engine.policy import PolicyConfig, PolicyError
 from .engine.profiles import NativeProfile
 from .engine.tariff import Tariff, TariffError, load_preset, load_tariff, preset_names
-from .engine.transport import CannotConnect, InvalidAuth, TransportConfig, check_connection
+from .engine.transport import (
+    CannotConnect,
+    InvalidAuth,
+    TransportConfig,
+    TransportError,
+    check_connection,
+    forget_session,
+)
 from .services import async_setup_services
 
+_LOGGER = logging.getLogger(__name__)
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
@@ -83,8 +97,6 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
     try:
         await check_connection(config)
     except InvalidAuth as err:
-        from homeassistant.exceptions import ConfigEntryAuthFailed  # noqa: PLC0415
-
         raise ConfigEntryAuthFailed(
             translation_domain=DOMAIN, translation_key="invalid_auth"
         ) from err
@@ -148,13 +160,18 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> 
     return unloaded
 
 
+async def async_remove_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> None:
+    """Ask the broker to drop the entry's persistent session (its ledger file stays)."""
+    try:
+        await forget_session(transport_config(hass, dict(entry.data), entry.entry_id))
+    except TransportError:
+        _LOGGER.info("The broker was not reachable to drop the session of %s", entry.title)
+
+
 async def async_remove_config_entry_device(
-    hass: HomeAssistant, entry: PrepaidConfigEntry, device: object
+    hass: HomeAssistant, entry: PrepaidConfigEntry, device: DeviceEntry
 ) -> bool:
     """Allow removing a meter's device; the ledger keeps its money history."""
-    from homeassistant.helpers.device_registry import DeviceEntry  # noqa: PLC0415
-
-    assert isinstance(device, DeviceEntry)
     runtime = entry.runtime_data
     for domain, identifier in device.identifiers:
         if domain == DOMAIN and identifier == runtime.community_identifier:
