@@ -21,6 +21,11 @@ def simulator(*args: str) -> list[str]:
     return [sys.executable, "-m", "simulator", *args]
 
 
+def await_forget(broker: Mosquitto, args: list[str]) -> None:
+    """Clear the retained messages a CLI run left on the shared broker."""
+    asyncio.run(wire.forget_retained(broker.host, broker.port, parse_args(args)))
+
+
 @pytest.mark.mqtt
 def test_cli_runs_for_duration_and_exits_zero(mosquitto: Mosquitto) -> None:
     """--duration 2: status lines on stderr, exit 0."""
@@ -36,6 +41,7 @@ def test_cli_runs_for_duration_and_exits_zero(mosquitto: Mosquitto) -> None:
         timeout=30,
         check=False,
     )
+    await_forget(mosquitto, ["--broker", mosquitto.url, *args.split()])
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert "5 meters" in lines[0] and "seed 4" in lines[0]
@@ -47,10 +53,9 @@ def test_cli_runs_for_duration_and_exits_zero(mosquitto: Mosquitto) -> None:
 async def test_sigterm_says_offline_and_exits_zero(mosquitto: Mosquitto) -> None:
     """SIGTERM: meters publish availability offline, disconnect, exit status 0."""
     async with wire.record(mosquitto.host, mosquitto.port, "prepaid/term/+/availability") as rec:
+        args = ["--broker", mosquitto.url, "--community", "term", "--meters", "3", "--quiet"]
         proc = await asyncio.create_subprocess_exec(
-            *simulator(
-                "--broker", mosquitto.url, "--community", "term", "--meters", "3", "--quiet"
-            ),
+            *simulator(*args),
             cwd=ROOT,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -63,6 +68,7 @@ async def test_sigterm_says_offline_and_exits_zero(mosquitto: Mosquitto) -> None
             _, stderr = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 0, stderr
         await rec.wait_for(lambda: [p for _, p, _ in rec.messages].count(b"offline") == 3)
+    await wire.forget_retained(mosquitto.host, mosquitto.port, parse_args(args))
 
 
 def test_bad_arguments_are_one_clear_message() -> None:

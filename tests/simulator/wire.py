@@ -13,6 +13,8 @@ from typing import Any
 
 import aiomqtt
 
+from simulator import SimConfig, build_meters
+
 EVENTS = {
     "cover_open",
     "magnetic_tamper",
@@ -131,3 +133,12 @@ async def record(host: str, port: int, *topics: str) -> AsyncIterator[Recorder]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def forget_retained(host: str, port: int, config: SimConfig) -> None:
+    """Clear the retained messages a community's meters left (tests share one broker)."""
+    topics = {m.topic for meter in build_meters(config) for m in meter.announce() if m.retain}
+    topics |= {meter.will().topic for meter in build_meters(config)}
+    async with aiomqtt.Client(host, port) as client:
+        for topic in sorted(topics):
+            await client.publish(topic, b"", qos=1, retain=True)
