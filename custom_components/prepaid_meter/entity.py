@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity, EntityDescription
 
@@ -40,6 +41,7 @@ class PrepaidMeterEntity(Entity):
         self.entity_description = description
         self._attr_unique_id = f"{runtime.community_identifier}_{meter_id}_{description.key}"
         self._attr_device_info = meter_device_info(runtime, meter_id)
+        self._shown: tuple[object, ...] | None = None
 
     @property
     def meter(self) -> MeterState:
@@ -55,8 +57,17 @@ class PrepaidMeterEntity(Entity):
         """Listen to this meter's updates only."""
         await super().async_added_to_hass()
         self.async_on_remove(
-            self.runtime.async_add_meter_listener(self.meter_id, self.async_write_ha_state)
+            self.runtime.async_add_meter_listener(self.meter_id, self._handle_meter_update)
         )
+
+    @callback
+    def _handle_meter_update(self) -> None:
+        """Write the state only when what it shows changed (thousands of meters report)."""
+        shown = (self.available, self.state, self.extra_state_attributes)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self.async_write_ha_state()
 
 
 class PrepaidCommunityEntity(Entity):

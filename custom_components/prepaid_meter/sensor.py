@@ -137,6 +137,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.CURRENT,
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
+        entity_registry_enabled_default=False,
         value_fn=_meter_value("current_a"),
     ),
     MeterSensorDescription(
@@ -178,6 +179,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         translation_key="last_reading",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=_last_reading,
     ),
 )
