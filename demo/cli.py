@@ -1,0 +1,246 @@
+"""The demo's command line: `python -m demo run` and `python -m demo setup`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+import json
+from pathlib import Path
+import shutil
+import signal
+import sys
+import time
+from types import FrameType
+
+from demo.config import (
+    DEMO_OPTIONS,
+    DEMO_SCENARIOS,
+    METERS,
+    PASSWORD,
+    ROOT,
+    SEED,
+    USERNAME,
+    DemoSettings,
+    Prepared,
+    prepare,
+)
+from demo.processes import (
+    Child,
+    free_port,
+    mosquitto_binary,
+    port_free,
+    start_hass,
+    start_mosquitto,
+    start_simulator,
+    wait_for_hass,
+)
+
+DEMO_DIR = ROOT / ".demo"
+CST = timezone(timedelta(hours=8))
+
+
+def _start(text: str) -> int:
+    """Read --start: UNIX seconds, or an ISO date-time (no zone: UTC+8)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not UNIX seconds or ISO") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=CST)
+    return int(when.timestamp())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of `python -m demo`."""
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    setup = sub.add_parser("setup", help="write a ready Home Assistant config folder")
+    setup.add_argument("--config-dir", type=Path, required=True)
+    setup.add_argument("--http-port", type=int, default=8123)
+    setup.add_argument("--http-host", default="127.0.0.1")
+    setup.add_argument("--broker-host", default="127.0.0.1")
+    setup.add_argument("--broker-port", type=int, default=1883)
+    setup.add_argument("--meters", type=int, default=METERS)
+    setup.add_argument("--seed", type=int, default=SEED)
+    setup.add_argument(
+        "--start",
+        type=_start,
+        default=None,
+        help="the simulator's --start (UNIX seconds or ISO; default 7 days ago)",
+    )
+    setup.add_argument("--no-scenarios", action="store_true", help="only ordinary homes")
+    setup.add_argument(
+        "--options", type=json.loads, default=None, help="the entry's policy options as JSON"
+    )
+    setup.add_argument("--minimal", action="store_true", help="only http and api (tests)")
+    setup.add_argument("--recorder", action="store_true", help="with --minimal: keep a recorder")
+
+    run = sub.add_parser("run", help="start broker, Home Assistant and the simulator")
+    run.add_argument("--dir", type=Path, default=DEMO_DIR, help="state folder (default .demo)")
+    run.add_argument("--http-port", type=int, default=8123)
+    run.add_argument(
+        "--http-host", default="127.0.0.1", help="0.0.0.0 to reach the demo from other machines"
+    )
+    run.add_argument(
+        "--broker-port", type=int, default=None, help="default 1883 if free, else a free port"
+    )
+    run.add_argument("--speed", type=float, default=60.0, help="simulated seconds per second")
+    run.add_argument("--interval", type=float, default=10.0, help="real seconds between readings")
+    run.add_argument("--fresh", action="store_true", help="delete the state folder first")
+    run.add_argument(
+        "--start-timeout", type=float, default=900.0, help="seconds to wait for Home Assistant"
+    )
+    return parser
+
+
+def _settings_from_setup(args: argparse.Namespace) -> DemoSettings:
+    extra = {}
+    if args.start is not None:
+        extra["start"] = args.start
+    return DemoSettings(
+        config_dir=args.config_dir.resolve(),
+        http_port=args.http_port,
+        http_host=args.http_host,
+        broker_host=args.broker_host,
+        broker_port=args.broker_port,
+        meters=args.meters,
+        seed=args.seed,
+        scenarios=() if args.no_scenarios else DEMO_SCENARIOS,
+        options=dict(DEMO_OPTIONS) if args.options is None else args.options,
+        minimal=args.minimal,
+        recorder=args.recorder,
+        **extra,
+    )
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Write the config folder and print a JSON summary."""
+    prepared = prepare(_settings_from_setup(args))
+    print(
+        json.dumps({**prepared.to_json(), "token_file": str(prepared.config_dir / ".demo_token")})
+    )
+    return 0
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _banner(prepared: Prepared, broker_port: int, state: Path, speed: float) -> str:
+    cut = sum(1 for m in prepared.meters if m.top_up < 10 and not m.supply_protected)
+    return "\n".join(
+        [
+            "",
+            "  Prepaid meter demo is running",
+            f"    Home Assistant   {prepared.url}",
+            f"    login            {prepared.username} / {prepared.password}",
+            f"    MQTT broker      mqtt://127.0.0.1:{broker_port}  (topics prepaid/demo/#)",
+            f"    community        {len(prepared.meters)} simulated meters, each assigned to a "
+            f"household; {cut} start with little or no credit",
+            f"    simulated time   {speed:g}x: a reading every 10 s covers "
+            f"{10 * speed / 60:g} minutes",
+            f"    logs             {state}/hass.log, {state}/simulator.log",
+            f"    API token        {prepared.config_dir}/.demo_token",
+            "",
+            "  Press Ctrl-C to stop everything.",
+            "",
+        ]
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run broker, Home Assistant and simulator until Ctrl-C; stop them in order."""
+    state: Path = args.dir.resolve()
+    if args.fresh and state.exists():
+        shutil.rmtree(state)
+    if mosquitto_binary() is None:
+        print("demo: mosquitto is not installed (scripts/demo installs it)", file=sys.stderr)
+        return 1
+    if not port_free(args.http_port, args.http_host):
+        print(
+            f"demo: port {args.http_port} is in use (is another Home Assistant running?); "
+            "choose another with --http-port",
+            file=sys.stderr,
+        )
+        return 1
+    broker_port = args.broker_port
+    if broker_port is None:
+        broker_port = 1883 if port_free(1883) else free_port()
+    elif not port_free(broker_port):
+        print(f"demo: port {broker_port} is in use; choose another", file=sys.stderr)
+        return 1
+
+    children: list[Child] = []
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    status = 0
+    try:
+        print(f"==> MQTT broker on 127.0.0.1:{broker_port}", flush=True)
+        children.append(start_mosquitto(state / "mosquitto", broker_port))
+        print(f"==> preparing {state / 'config'}", flush=True)
+        settings = DemoSettings(
+            config_dir=state / "config",
+            http_port=args.http_port,
+            http_host=args.http_host,
+            broker_port=broker_port,
+        )
+        prepared = prepare(settings)
+        print("==> starting Home Assistant", flush=True)
+        hass = start_hass(settings.config_dir, state / "hass.log")
+        children.append(hass)
+        took = wait_for_hass(hass, prepared.url, prepared.token, args.start_timeout, progress=True)
+        print(f"    Home Assistant is up ({took:.0f} s)", flush=True)
+        print("==> starting the simulator", flush=True)
+        children.append(
+            start_simulator(
+                settings.simulator_args(speed=args.speed, interval=args.interval),
+                state / "simulator.log",
+            )
+        )
+        print(_banner(prepared, broker_port, state, args.speed), flush=True)
+        while True:
+            for child in children:
+                if not child.running():
+                    print(
+                        f"demo: {child.name} stopped unexpectedly (exit "
+                        f"{child.proc.returncode}); its log:\n{child.tail(1500)}",
+                        file=sys.stderr,
+                    )
+                    status = 1
+                    raise _Stop(child.name)
+            time.sleep(1)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    except RuntimeError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        if children:
+            print("\n==> stopping", flush=True)
+        for child in reversed(children):
+            code = child.stop()
+            print(f"    {child.name} stopped (exit {code})", flush=True)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `python -m demo`."""
+    args = build_parser().parse_args(argv)
+    if args.command == "setup":
+        return cmd_setup(args)
+    return cmd_run(args)
+
+
+__all__ = ["PASSWORD", "USERNAME", "main"]

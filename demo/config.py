@@ -1,0 +1,483 @@
+"""Write a ready-to-run Home Assistant configuration folder for the demo, tests and benchmarks.
+
+Everything Home Assistant owns is written through Home Assistant's own code: the owner user,
+its password and a long-lived access token through `homeassistant.auth` (the same calls the
+onboarding view and `hass --script auth` make), onboarding and the config entry through
+`homeassistant.helpers.storage.Store`. The community's ledger is seeded through the engine's
+`Community.assign_meter` / `Community.top_up`, the same calls the integration's actions make.
+
+Running `prepare` again on the same folder is safe: the user, token and config entry are kept
+(the entry's broker address is updated), and the ledger is re-seeded from scratch, because the
+simulator starts its meters' registers and sequence numbers afresh on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+import json
+import os
+from pathlib import Path
+import time
+from types import MappingProxyType
+from typing import Any, Final
+
+from homeassistant.auth import auth_manager_from_config
+from homeassistant.auth.const import GROUP_ID_ADMIN
+from homeassistant.auth.models import TOKEN_TYPE_LONG_LIVED_ACCESS_TOKEN, User
+from homeassistant.auth.providers import homeassistant as hass_auth
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.storage import Store
+from homeassistant.util import ulid as ulid_util
+
+from custom_components.prepaid_meter.config_flow import PrepaidMeterConfigFlow
+from custom_components.prepaid_meter.const import (
+    CONF_COMMUNITY_ID,
+    CONF_COMMUNITY_NAME,
+    CONF_CURRENCY,
+    CONF_PREFIX,
+    CONF_TARIFF,
+    DOMAIN,
+)
+from custom_components.prepaid_meter.engine.community import Community
+from custom_components.prepaid_meter.engine.ledger import Ledger
+from custom_components.prepaid_meter.engine.policy import PolicyConfig
+from custom_components.prepaid_meter.engine.tariff import load_preset
+from simulator import SimConfig, build_meters
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+COMMUNITY: Final = "demo"
+COMMUNITY_NAME: Final = "Demo community"
+TARIFF: Final = "beijing_monthly"
+CURRENCY: Final = "CNY"
+PREFIX: Final = "prepaid"
+SEED: Final = 7
+METERS: Final = 30
+USERNAME: Final = "demo"
+PASSWORD: Final = "demo-prepaid"  # noqa: S105 - the demo's published login
+DEMO_SCENARIOS: Final = (
+    ("elderly-inactive", 2),
+    ("overload", 2),
+    ("theft", 2),
+    ("offline", 2),
+    ("reset", 1),
+    ("garbage", 1),
+    ("vacant", 2),
+)
+#: The demo's prepaid policy: supply is cut on any day (also at weekends, so the demo shows a
+#: cut whenever it runs), never between 22:00 and 07:00, with 2 CNY of emergency credit.
+DEMO_OPTIONS: Final[Mapping[str, Any]] = {
+    "warn_level_1": "20",
+    "warn_level_2": "5",
+    "emergency_credit": "2",
+    "friendly_start": "22:00:00",
+    "friendly_end": "07:00:00",
+    "friendly_weekends": False,
+}
+#: Opening top-ups of the ordinary households, by meter index: some run out within minutes
+#: at the demo's speed, others last the whole demo.
+DEMO_TOP_UPS: Final = (0, 1, 3, 8, 15, 30, 50, 80, 120, 200, 300)
+TOKEN_FILE: Final = ".demo_token"  # noqa: S105 - a file name
+SUMMARY_FILE: Final = "demo.json"
+CLIENT_NAME: Final = "prepaid_meter demo"
+
+
+@dataclass(frozen=True)
+class DemoMeter:
+    """One simulated meter and the household it is assigned to."""
+
+    meter_id: str
+    scenario: str
+    account_id: str
+    label: str
+    top_up: Decimal
+    supply_protected: bool
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What `prepare` writes. The defaults are the demo's."""
+
+    config_dir: Path
+    http_port: int = 8123
+    http_host: str = "127.0.0.1"
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    meters: int = METERS
+    seed: int = SEED
+    scenarios: tuple[tuple[str, int], ...] = DEMO_SCENARIOS
+    #: The simulator's `--start` (UNIX seconds): households are opened and topped up just
+    #: before it, so the first readings are billed.
+    start: int = field(default_factory=lambda: int(time.time()) - 7 * 86_400)
+    options: Mapping[str, Any] = field(default_factory=lambda: dict(DEMO_OPTIONS))
+    #: Opening top-up per meter id; meters not listed get the demo's plan.
+    top_ups: Mapping[str, Decimal] = field(default_factory=dict)
+    #: Only `http:` and `api:` (plus what Home Assistant always loads): no recorder, history,
+    #: logbook or energy. For tests and benchmarks.
+    minimal: bool = False
+    #: With `minimal`, still keep a recorder (the benchmark measures both ways).
+    recorder: bool = False
+    seed_ledger: bool = True
+    username: str = USERNAME
+    password: str = PASSWORD
+    log_level: str = "warning"
+
+    def sim_config(self) -> SimConfig:
+        """Return the simulator settings whose meter ids this configuration expects."""
+        return SimConfig(
+            community=COMMUNITY,
+            meters=self.meters,
+            prefix=PREFIX,
+            seed=self.seed,
+            scenarios=self.scenarios,
+        )
+
+    def simulator_args(self, *, speed: float = 60.0, interval: float = 10.0) -> list[str]:
+        """Return the simulator's command line arguments (after `python -m simulator`)."""
+        args = [
+            "--broker",
+            f"mqtt://{self.broker_host}:{self.broker_port}",
+            "--community",
+            COMMUNITY,
+            "--prefix",
+            PREFIX,
+            "--meters",
+            str(self.meters),
+            "--seed",
+            str(self.seed),
+            "--interval",
+            str(interval),
+            "--speed",
+            str(speed),
+            "--start",
+            datetime.fromtimestamp(self.start, UTC).isoformat(),
+        ]
+        for name, count in self.scenarios:
+            args += ["--scenario", f"{name}:{count}"]
+        return args
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` made: where Home Assistant listens, how to log in, which meters."""
+
+    config_dir: Path
+    url: str
+    token: str
+    entry_id: str
+    username: str
+    password: str
+    meters: tuple[DemoMeter, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-friendly summary (without the token)."""
+        return {
+            "config_dir": str(self.config_dir),
+            "url": self.url,
+            "entry_id": self.entry_id,
+            "username": self.username,
+            "meters": [
+                {
+                    "meter_id": m.meter_id,
+                    "scenario": m.scenario,
+                    "account_id": m.account_id,
+                    "label": m.label,
+                    "top_up": str(m.top_up),
+                    "supply_protected": m.supply_protected,
+                }
+                for m in self.meters
+            ],
+        }
+
+
+def plan_meters(settings: DemoSettings) -> list[DemoMeter]:
+    """Return the simulator's meters (same ids for the same seed) and their households."""
+    planned = []
+    for meter in build_meters(settings.sim_config()):
+        index = meter.index
+        building, room = divmod(index, 12)
+        label = f"Block {building + 1} Room {(room // 4 + 1) * 100 + room % 4 + 1}"
+        protected = meter.scenario == "elderly-inactive"
+        default = Decimal(50) if protected else Decimal(DEMO_TOP_UPS[index % len(DEMO_TOP_UPS)])
+        planned.append(
+            DemoMeter(
+                meter_id=meter.meter_id,
+                scenario=meter.scenario,
+                account_id=f"{COMMUNITY}-{index + 1:04d}",
+                label=label,
+                top_up=settings.top_ups.get(meter.meter_id, default),
+                supply_protected=protected,
+            )
+        )
+    return planned
+
+
+def ledger_file(config_dir: Path) -> Path:
+    """Return the community's ledger in the config folder (as the integration names it)."""
+    return config_dir / f"{DOMAIN}_{COMMUNITY}.sqlite3"
+
+
+def configuration_yaml(settings: DemoSettings) -> str:
+    """Return `configuration.yaml`: core settings, the HTTP port and a small component set."""
+    lines = [
+        "# Written by `python -m demo setup` (scripts/demo); safe to edit, rewritten on setup.",
+        "homeassistant:",
+        "  name: Prepaid meter demo",
+        "  latitude: 39.9042",
+        "  longitude: 116.4074",
+        "  elevation: 44",
+        "  unit_system: metric",
+        "  time_zone: Asia/Shanghai",
+        f"  currency: {CURRENCY}",
+        "  country: CN",
+        "  language: en",
+        "",
+        "http:",
+        f"  server_host: {settings.http_host}",
+        f"  server_port: {settings.http_port}",
+        "",
+        "api:",
+        "",
+        "logger:",
+        f"  default: {settings.log_level}",
+        "  logs:",
+        "    custom_components.prepaid_meter: info",
+        "    homeassistant.components.http.ban: warning",
+        "",
+    ]
+    if settings.minimal:
+        if settings.recorder:
+            lines += ["recorder:", "  commit_interval: 5", ""]
+        return "\n".join(lines)
+    lines += [
+        "frontend:",
+        "config:",
+        "recorder:",
+        "  purge_keep_days: 3",
+        "  commit_interval: 5",
+        "history:",
+        "logbook:",
+        "energy:",
+        "blueprint:",
+        "automation: !include automations.yaml",
+        "script: !include scripts.yaml",
+        "person:",
+        "repairs:",
+        "search:",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target` (replacing an older link, never a real folder)."""
+    if link.is_symlink():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    elif link.exists():
+        return  # a real folder the user made: leave it alone
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def write_files(settings: DemoSettings) -> None:
+    """Write configuration.yaml and link the integration and the repository's blueprints."""
+    config_dir = settings.config_dir
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "configuration.yaml").write_text(configuration_yaml(settings))
+    for name in ("automations.yaml", "scripts.yaml"):
+        path = config_dir / name
+        if not path.exists():
+            path.write_text("[]\n" if name == "automations.yaml" else "{}\n")
+    _link(config_dir / "custom_components", ROOT / "custom_components")
+    # Link each blueprint namespace, never the whole folder: Home Assistant copies its own
+    # blueprints into blueprints/<domain>/homeassistant/, which must not land in the repository.
+    blueprints = ROOT / "blueprints"
+    if blueprints.is_dir():
+        for domain in sorted(p for p in blueprints.iterdir() if p.is_dir()):
+            for namespace in sorted(p for p in domain.iterdir() if p.is_dir()):
+                _link(config_dir / "blueprints" / domain.name / namespace.name, namespace)
+
+
+def seed_ledger(settings: DemoSettings, meters: Sequence[DemoMeter]) -> None:
+    """Create the ledger afresh: one household per meter, assigned, with its opening top-up."""
+    path = ledger_file(settings.config_dir)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    tariff = load_preset(TARIFF)
+    policy = PolicyConfig.from_options({"timezone": str(tariff.tz), **settings.options})
+    opened = float(settings.start - 60)
+    ledger = Ledger(path)
+    try:
+        community = Community(ledger, tariff, policy, clock=lambda: opened)
+        for meter in meters:
+            community.assign_meter(
+                meter.meter_id,
+                meter.account_id,
+                meter.label,
+                supply_protected=meter.supply_protected or None,
+            )
+            if meter.top_up > 0:
+                community.top_up(
+                    meter.account_id,
+                    meter.top_up,
+                    f"opening-{meter.account_id}",
+                    "demo",
+                    actor="operator:demo",
+                )
+    finally:
+        ledger.close()
+
+
+def stored_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return policy options as the options flow stores them (normalised by `PolicyConfig`)."""
+    stored = PolicyConfig.from_options(options).to_options()
+    stored.pop("timezone", None)  # the tariff's zone applies; the flow does not store one
+    return stored
+
+
+async def _async_prepare_storage(
+    settings: DemoSettings, stored_token: str | None
+) -> tuple[str, str]:
+    """Write auth, onboarding and the config entry with Home Assistant's code.
+
+    Returns (entry_id, token).
+    """
+    config_dir = settings.config_dir
+    hass = HomeAssistant(str(config_dir))
+    hass.auth = await auth_manager_from_config(hass, [{"type": "homeassistant"}], [])
+    provider = hass.auth.auth_providers[0]
+    assert isinstance(provider, hass_auth.HassAuthProvider)
+    await provider.async_initialize()
+    user = await _async_owner(hass, provider, settings.username, settings.password)
+    token = await _async_token(hass, user, stored_token)
+
+    onboarding: Store[dict[str, Any]] = Store(hass, 4, "onboarding", private=True)
+    await onboarding.async_save({"done": ["user", "core_config", "analytics", "integration"]})
+
+    entries_store: Store[dict[str, Any]] = Store(hass, 1, "core.config_entries", minor_version=5)
+    stored = await entries_store.async_load() or {"entries": []}
+    entries: list[dict[str, Any]] = list(stored.get("entries", []))
+    data = {
+        CONF_HOST: settings.broker_host,
+        CONF_PORT: settings.broker_port,
+        CONF_PREFIX: PREFIX,
+        CONF_COMMUNITY_ID: COMMUNITY,
+        CONF_COMMUNITY_NAME: COMMUNITY_NAME,
+        CONF_CURRENCY: CURRENCY,
+        CONF_TARIFF: TARIFF,
+    }
+    options = stored_options(settings.options)
+    unique_id = f"{settings.broker_host}:{settings.broker_port}/{COMMUNITY}"  # as the flow does
+    existing = next((e for e in entries if e.get("domain") == DOMAIN), None)
+    if existing is None:
+        entry = ConfigEntry(
+            data=data,
+            discovery_keys=MappingProxyType({}),
+            domain=DOMAIN,
+            minor_version=PrepaidMeterConfigFlow.MINOR_VERSION,
+            options=options,
+            source="user",
+            subentries_data=None,
+            title=COMMUNITY_NAME,
+            unique_id=unique_id,
+            version=PrepaidMeterConfigFlow.VERSION,
+        )
+        entries.append(entry.as_dict())
+        entry_id = entry.entry_id
+    else:
+        existing["data"] = {**existing.get("data", {}), **data}
+        existing["options"] = options
+        existing["unique_id"] = unique_id
+        existing["modified_at"] = datetime.now(UTC).isoformat()
+        entry_id = str(existing["entry_id"])
+    await entries_store.async_save({"entries": entries})
+    # Stopping runs the final write, which saves the stores that save with a delay (auth).
+    await hass.async_stop(force=True)
+    return entry_id, token
+
+
+async def _async_owner(
+    hass: HomeAssistant, provider: hass_auth.HassAuthProvider, username: str, password: str
+) -> User:
+    """Return the demo's owner user, creating it (and its password) the first time."""
+    assert provider.data is not None
+    credentials = await provider.async_get_or_create_credentials({"username": username})
+    if not credentials.is_new:
+        user = await hass.auth.async_get_user_by_credentials(credentials)
+        if user is not None:
+            provider.data.change_password(username, password)
+            await provider.data.async_save()
+            return user
+    user = await hass.auth.async_create_user("Demo operator", group_ids=[GROUP_ID_ADMIN])
+    try:
+        await provider.async_add_auth(username, password)
+    except hass_auth.InvalidUser:  # a login without a user: give it its password again
+        provider.data.change_password(username, password)
+        await provider.data.async_save()
+    credentials = await provider.async_get_or_create_credentials({"username": username})
+    await hass.auth.async_link_user(user, credentials)
+    return user
+
+
+async def _async_token(hass: HomeAssistant, user: User, stored: str | None) -> str:
+    """Return the demo's long-lived access token: the stored one if valid, else a new one."""
+    if stored and hass.auth.async_validate_access_token(stored) is not None:
+        return stored
+    refresh = await hass.auth.async_create_refresh_token(
+        user,
+        client_name=f"{CLIENT_NAME} {ulid_util.ulid_now()[-6:]}",
+        token_type=TOKEN_TYPE_LONG_LIVED_ACCESS_TOKEN,
+        access_token_expiration=timedelta(days=3650),
+    )
+    return hass.auth.async_create_access_token(refresh)
+
+
+def prepare(settings: DemoSettings) -> Prepared:
+    """Write (or refresh) the configuration folder; return how to reach it."""
+    settings.config_dir.mkdir(parents=True, exist_ok=True)
+    write_files(settings)
+    meters = plan_meters(settings)
+    if settings.seed_ledger:
+        seed_ledger(settings, meters)
+    token_file = settings.config_dir / TOKEN_FILE
+    stored_token = token_file.read_text().strip() if token_file.exists() else None
+    entry_id, token = asyncio.run(_async_prepare_storage(settings, stored_token))
+    if token != stored_token:
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+    if settings.seed_ledger:
+        # The relay wishes of an earlier run belong to the ledger that was just replaced.
+        relays = settings.config_dir / ".storage" / f"{DOMAIN}.{entry_id}.relays"
+        relays.unlink(missing_ok=True)
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host  # noqa: S104
+    prepared = Prepared(
+        config_dir=settings.config_dir,
+        url=f"http://{host}:{settings.http_port}",
+        token=token,
+        entry_id=entry_id,
+        username=settings.username,
+        password=settings.password,
+        meters=tuple(meters),
+    )
+    summary = settings.config_dir / SUMMARY_FILE
+    summary.write_text(json.dumps(prepared.to_json(), indent=2) + "\n")
+    return prepared
+
+
+def read_token(config_dir: Path) -> str:
+    """Return the token `prepare` stored in a config folder."""
+    return (config_dir / TOKEN_FILE).read_text().strip()
+
+
+def environment() -> dict[str, str]:
+    """Return the environment for child processes: the repository importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
