@@ -14,10 +14,12 @@ import time
 from types import FrameType
 
 from demo.config import (
+    COMMUNITY,
     DEMO_OPTIONS,
     DEMO_SCENARIOS,
     METERS,
     PASSWORD,
+    PREFIX,
     ROOT,
     SEED,
     USERNAME,
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--http-host", default="127.0.0.1")
     setup.add_argument("--broker-host", default="127.0.0.1")
     setup.add_argument("--broker-port", type=int, default=1883)
+    setup.add_argument("--community", default=COMMUNITY)
+    setup.add_argument("--prefix", default=PREFIX)
     setup.add_argument("--meters", type=int, default=METERS)
     setup.add_argument("--seed", type=int, default=SEED)
     setup.add_argument(
@@ -109,6 +113,8 @@ def _settings_from_setup(args: argparse.Namespace) -> DemoSettings:
         http_host=args.http_host,
         broker_host=args.broker_host,
         broker_port=args.broker_port,
+        community=args.community,
+        prefix=args.prefix,
         meters=args.meters,
         seed=args.seed,
         scenarios=() if args.no_scenarios else DEMO_SCENARIOS,

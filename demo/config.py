@@ -108,6 +108,8 @@ class DemoSettings:
     http_host: str = "127.0.0.1"
     broker_host: str = "127.0.0.1"
     broker_port: int = 1883
+    community: str = COMMUNITY
+    prefix: str = PREFIX
     meters: int = METERS
     seed: int = SEED
     scenarios: tuple[tuple[str, int], ...] = DEMO_SCENARIOS
@@ -130,9 +132,9 @@ class DemoSettings:
     def sim_config(self) -> SimConfig:
         """Return the simulator settings whose meter ids this configuration expects."""
         return SimConfig(
-            community=COMMUNITY,
+            community=self.community,
             meters=self.meters,
-            prefix=PREFIX,
+            prefix=self.prefix,
             seed=self.seed,
             scenarios=self.scenarios,
         )
@@ -143,9 +145,9 @@ class DemoSettings:
             "--broker",
             f"mqtt://{self.broker_host}:{self.broker_port}",
             "--community",
-            COMMUNITY,
+            self.community,
             "--prefix",
-            PREFIX,
+            self.prefix,
             "--meters",
             str(self.meters),
             "--seed",
@@ -208,7 +210,7 @@ def plan_meters(settings: DemoSettings) -> list[DemoMeter]:
             DemoMeter(
                 meter_id=meter.meter_id,
                 scenario=meter.scenario,
-                account_id=f"{COMMUNITY}-{index + 1:04d}",
+                account_id=f"{settings.community}-{index + 1:04d}",
                 label=label,
                 top_up=settings.top_ups.get(meter.meter_id, default),
                 supply_protected=protected,
@@ -217,9 +219,9 @@ def plan_meters(settings: DemoSettings) -> list[DemoMeter]:
     return planned
 
 
-def ledger_file(config_dir: Path) -> Path:
+def ledger_file(config_dir: Path, community: str = COMMUNITY) -> Path:
     """Return the community's ledger in the config folder (as the integration names it)."""
-    return config_dir / f"{DOMAIN}_{COMMUNITY}.sqlite3"
+    return config_dir / f"{DOMAIN}_{community}.sqlite3"
 
 
 def configuration_yaml(settings: DemoSettings) -> str:
@@ -307,7 +309,7 @@ def write_files(settings: DemoSettings) -> None:
 
 def seed_ledger(settings: DemoSettings, meters: Sequence[DemoMeter]) -> None:
     """Create the ledger afresh: one household per meter, assigned, with its opening top-up."""
-    path = ledger_file(settings.config_dir)
+    path = ledger_file(settings.config_dir, settings.community)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     tariff = load_preset(TARIFF)
@@ -367,14 +369,16 @@ async def _async_prepare_storage(
     data = {
         CONF_HOST: settings.broker_host,
         CONF_PORT: settings.broker_port,
-        CONF_PREFIX: PREFIX,
-        CONF_COMMUNITY_ID: COMMUNITY,
+        CONF_PREFIX: settings.prefix,
+        CONF_COMMUNITY_ID: settings.community,
         CONF_COMMUNITY_NAME: COMMUNITY_NAME,
         CONF_CURRENCY: CURRENCY,
         CONF_TARIFF: TARIFF,
     }
     options = stored_options(settings.options)
-    unique_id = f"{settings.broker_host}:{settings.broker_port}/{COMMUNITY}"  # as the flow does
+    unique_id = (
+        f"{settings.broker_host}:{settings.broker_port}/{settings.community}"  # as the flow does
+    )
     existing = next((e for e in entries if e.get("domain") == DOMAIN), None)
     if existing is None:
         entry = ConfigEntry(

@@ -1,0 +1,180 @@
+"""The demo end to end: `python -m demo setup`, a real Home Assistant, the simulator, MQTT.
+
+Runs in about 15-25 s here: Home Assistant starts in a few seconds once its frontend package is
+installed (the very first start anywhere installs it from PyPI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+import json
+from pathlib import Path
+import subprocess
+import sys
+import time
+from typing import Any
+import urllib.error
+import urllib.request
+
+import pytest
+
+from demo.config import ROOT, environment, read_token
+from demo.processes import Child, api_get, free_port, start_hass, start_simulator, wait_for_hass
+from tests.broker import Mosquitto
+
+METERS = 4
+PREFIX = "demotest"  # the session broker is shared: keep to our own topics
+HASS_START_TIMEOUT = 75.0
+STATES_TIMEOUT = 45.0
+
+
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Child processes to stop at the end of the test, last started first."""
+    started: list[Child] = []
+    yield started
+    for child in reversed(started):
+        child.stop(timeout=20)
+
+
+def test_demo_setup_runs_home_assistant_with_live_balances(
+    tmp_path: Path, mosquitto: Mosquitto, children: list[Child]
+) -> None:
+    """The setup script's config folder starts, logs in, and shows billed balances."""
+    config_dir = tmp_path / "config"
+    http_port = free_port()
+    setup = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "setup",
+            "--config-dir",
+            str(config_dir),
+            "--http-port",
+            str(http_port),
+            "--broker-host",
+            mosquitto.host,
+            "--broker-port",
+            str(mosquitto.port),
+            "--prefix",
+            PREFIX,
+            "--meters",
+            str(METERS),
+            "--no-scenarios",
+            "--minimal",
+        ],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert setup.returncode == 0, setup.stderr
+    summary = json.loads(setup.stdout)
+    meters = summary["meters"]
+    assert len(meters) == METERS
+    # A second setup on the same folder keeps the user, token and entry.
+    token = read_token(config_dir)
+    again = subprocess.run(
+        [sys.executable, "-m", "demo", *setup.args[3:]],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert read_token(config_dir) == token
+    assert json.loads(again.stdout)["entry_id"] == summary["entry_id"]
+
+    url = summary["url"]
+    hass = start_hass(config_dir, tmp_path / "hass.log")
+    children.append(hass)
+    wait_for_hass(hass, url, token, HASS_START_TIMEOUT)
+
+    # The demo login works through Home Assistant's own login flow.
+    flow = _post(
+        f"{url}/auth/login_flow",
+        {"client_id": f"{url}/", "handler": ["homeassistant", None], "redirect_uri": f"{url}/"},
+    )
+    login = _post(
+        f"{url}/auth/login_flow/{flow['flow_id']}",
+        {"client_id": f"{url}/", "username": "demo", "password": "demo-prepaid"},
+    )
+    assert login["type"] == "create_entry"
+
+    start = int(time.time()) - 86_400
+    sim_args = [
+        "--broker",
+        mosquitto.url,
+        "--community",
+        "demo",
+        "--prefix",
+        PREFIX,
+        "--meters",
+        str(METERS),
+        "--seed",
+        "7",
+        "--interval",
+        "1",
+        "--speed",
+        "600",
+        "--start",
+        str(time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start))),
+        "--quiet",
+    ]
+    children.append(start_simulator(sim_args, tmp_path / "simulator.log"))
+
+    labels = {m["label"]: Decimal(m["top_up"]) for m in meters}
+    balances: dict[str, Decimal] = {}
+    deadline = time.monotonic() + STATES_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            states = api_get(url, token, "/api/states")
+        except (urllib.error.URLError, OSError):
+            states = []
+        balances = {}
+        for state in states:
+            entity_id = str(state["entity_id"])
+            name = str(state["attributes"].get("friendly_name", ""))
+            label = next((lb for lb in labels if name.startswith(lb)), None)
+            value = _decimal(str(state["state"]))
+            if (
+                label is not None
+                and entity_id.startswith("sensor.")
+                and entity_id.endswith("_balance")
+                and value is not None
+            ):
+                balances[label] = value
+        moved = [lb for lb, value in balances.items() if value < labels[lb]]
+        if len(balances) == METERS and moved:
+            break
+        time.sleep(1)
+    assert set(balances) == set(labels), (
+        f"balance sensors seen: {balances}\n{hass.tail()}\n"
+        f"{(tmp_path / 'simulator.log').read_text()[-1500:]}"
+    )
+    # Readings were billed: some household's balance is below its opening top-up.
+    assert any(value < labels[label] for label, value in balances.items()), balances
