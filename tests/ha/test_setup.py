@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 import contextlib
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import aiomqtt
 from homeassistant.config_entries import (
@@ -27,6 +28,8 @@ from custom_components.prepaid_meter import (
     config_flow,  # noqa: F401
 )
 from custom_components.prepaid_meter.const import CONF_TARIFF, DOMAIN
+from custom_components.prepaid_meter.engine.community import Community
+from custom_components.prepaid_meter.engine.ledger import Ledger
 from tests.broker import Mosquitto, free_port
 from tests.ha.conftest import METER_ID
 from tests.ha.meter import TestMeter
@@ -355,3 +358,42 @@ async def test_remove_entry_with_broker_down(
     await hass.async_block_till_done()
     assert hass.config_entries.async_get_entry(entry.entry_id) is None
     assert "not reachable to drop the session" in caplog.text
+
+
+async def test_failure_while_starting_stops_what_started(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    """An error while loading the community: setup fails, the ledger is closed, nothing runs."""
+    closed: list[bool] = []
+    real_close = Ledger.close
+
+    def close(ledger: Ledger) -> None:
+        closed.append(True)
+        real_close(ledger)
+
+    with (
+        patch.object(Community, "load", side_effect=RuntimeError("corrupt row")),
+        patch.object(Ledger, "close", close),
+    ):
+        assert not await _setup(hass, config_entry, tmp_path)
+    assert config_entry.state is ConfigEntryState.SETUP_ERROR
+    assert closed == [True]
+    assert not [
+        t for t in asyncio.all_tasks() if not t.done() and t.get_name().startswith("prepaid_meter")
+    ]
+
+
+async def test_options_change_reloads_with_the_new_policy(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """New options reload the entry so the new supply rules apply at once."""
+    entry = init_integration
+    first = entry.runtime_data
+    assert first.community.policy.warn_level_1 == 20
+    hass.config_entries.async_update_entry(entry, options={**entry.options, "warn_level_1": "35"})
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data is not first
+    assert entry.runtime_data.community.policy.warn_level_1 == 35
+    async with asyncio.timeout(10):
+        await entry.runtime_data.transport.wait_connected()
