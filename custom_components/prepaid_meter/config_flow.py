@@ -1,13 +1,478 @@
-"""Placeholder until the real config flow lands (owned by the config-flow work)."""
+"""Config flow: a community's MQTT broker, its id and tariff; reconfigure, reauth and policy.
+
+Every step that stores broker settings connects to the broker first (with the settings the
+integration will use at setup) and loads the tariff, so a saved entry is one that works.
+The unique id is `<host>:<port>/<community_id>`: one entry per broker and community.
+"""
 
 from __future__ import annotations
 
-from homeassistant.config_entries import ConfigFlow
+from collections.abc import Mapping
+from decimal import Decimal
+import logging
+from pathlib import Path
+import re
+from typing import Any
 
-from .const import DOMAIN
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.data_entry_flow import section
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+    TimeSelector,
+)
+import voluptuous as vol
+
+from . import resolve_tariff, transport_config
+from .const import (
+    CONF_AUTO_RESTORE,
+    CONF_CA_FILE,
+    CONF_CLIENT_CERT,
+    CONF_CLIENT_KEY,
+    CONF_COMMUNITY_ID,
+    CONF_COMMUNITY_NAME,
+    CONF_CURRENCY,
+    CONF_EMERGENCY_CREDIT,
+    CONF_FRIENDLY_END,
+    CONF_FRIENDLY_START,
+    CONF_FRIENDLY_WEEKENDS,
+    CONF_HOLIDAYS,
+    CONF_PREFIX,
+    CONF_RECLOSE_THRESHOLD,
+    CONF_TARIFF,
+    CONF_TLS,
+    CONF_WARN_LEVEL_1,
+    CONF_WARN_LEVEL_2,
+    DEFAULT_CURRENCY,
+    DEFAULT_PORT,
+    DEFAULT_PREFIX,
+    DOMAIN,
+    POLICY_OPTIONS,
+    PRESET_TARIFFS,
+    SECTION_TLS,
+)
+from .engine.policy import PolicyConfig, PolicyError
+from .engine.protocol import COMMUNITY_RE
+from .engine.tariff import TariffError
+from .engine.transport import CannotConnect, InvalidAuth, check_connection
+
+_LOGGER = logging.getLogger(__name__)
+
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+PREFIX_MAX_LENGTH = 100
+TLS_FILES = (CONF_CA_FILE, CONF_CLIENT_CERT, CONF_CLIENT_KEY)
+# Error keys the policy may report; anything newer is shown as the generic `invalid_option`.
+POLICY_ERRORS = frozenset(
+    {
+        "invalid_amount",
+        "invalid_time",
+        "invalid_date",
+        "invalid_bool",
+        "invalid_timezone",
+        "negative_amount",
+        "warn_levels_order",
+        "reclose_below_cut",
+        "invalid_options",
+    }
+)
+# Every placeholder an error text may use, so the form never shows a raw `{name}`.
+NO_PLACEHOLDERS: dict[str, str] = {"error": "", "path": "", "tariff_currency": ""}
+
+_TEXT = TextSelector()
+_PASSWORD = TextSelector(
+    TextSelectorConfig(type=TextSelectorType.PASSWORD, autocomplete="current-password")
+)
+_PORT = vol.All(
+    NumberSelector(NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)),
+    vol.Coerce(int),
+)
+
+
+def _tariff_selector() -> SelectSelector:
+    """Pick a shipped preset, or type a YAML file path relative to the config folder."""
+    return SelectSelector(
+        SelectSelectorConfig(
+            options=list(PRESET_TARIFFS),
+            custom_value=True,
+            mode=SelectSelectorMode.DROPDOWN,
+            translation_key=CONF_TARIFF,
+        )
+    )
+
+
+def _tls_section() -> section:
+    """Build the TLS section anew each time (suggested values are written into it)."""
+    return section(
+        vol.Schema(
+            {
+                vol.Required(CONF_TLS, default=False): BooleanSelector(),
+                vol.Optional(CONF_CA_FILE): _TEXT,
+                vol.Optional(CONF_CLIENT_CERT): _TEXT,
+                vol.Optional(CONF_CLIENT_KEY): _TEXT,
+            }
+        ),
+        {"collapsed": True},
+    )
+
+
+def _broker_fields() -> dict[vol.Marker, Any]:
+    return {
+        vol.Required(CONF_HOST): TextSelector(TextSelectorConfig(autocomplete="off")),
+        vol.Required(CONF_PORT, default=DEFAULT_PORT): _PORT,
+        vol.Optional(CONF_USERNAME): TextSelector(TextSelectorConfig(autocomplete="username")),
+        vol.Optional(CONF_PASSWORD): _PASSWORD,
+    }
+
+
+def user_schema() -> vol.Schema:
+    """Return the form of a new community."""
+    return vol.Schema(
+        {
+            **_broker_fields(),
+            vol.Required(CONF_PREFIX, default=DEFAULT_PREFIX): _TEXT,
+            vol.Required(CONF_COMMUNITY_ID): _TEXT,
+            vol.Required(CONF_COMMUNITY_NAME): _TEXT,
+            vol.Required(CONF_CURRENCY, default=DEFAULT_CURRENCY): _TEXT,
+            vol.Required(CONF_TARIFF): _tariff_selector(),
+            vol.Required(SECTION_TLS): _tls_section(),
+        }
+    )
+
+
+def reconfigure_schema() -> vol.Schema:
+    """Return the form that changes the broker, its credentials and the tariff."""
+    return vol.Schema(
+        {
+            **_broker_fields(),
+            vol.Required(CONF_COMMUNITY_ID): _TEXT,
+            vol.Required(CONF_TARIFF): _tariff_selector(),
+            vol.Required(SECTION_TLS): _tls_section(),
+        }
+    )
+
+
+def _form_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return entry data shaped like the form (the TLS fields inside their section)."""
+    values = {key: value for key, value in data.items() if key != CONF_TLS and key not in TLS_FILES}
+    values[SECTION_TLS] = {key: data[key] for key in (CONF_TLS, *TLS_FILES) if key in data}
+    return values
+
+
+def _entry_data(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return form input as entry data: flat, trimmed, empty optional fields left out."""
+    data: dict[str, Any] = {}
+    for key, value in user_input.items():
+        if key == SECTION_TLS:
+            continue
+        # A password is taken as typed: spaces may be part of it.
+        text = value.strip() if isinstance(value, str) and key != CONF_PASSWORD else value
+        if key in (CONF_USERNAME, CONF_PASSWORD) and not text:
+            continue
+        data[key] = text
+    if CONF_CURRENCY in data:
+        data[CONF_CURRENCY] = str(data[CONF_CURRENCY]).upper()
+    tls: Mapping[str, Any] = user_input.get(SECTION_TLS) or {}
+    data[CONF_TLS] = bool(tls.get(CONF_TLS, False))
+    for key in TLS_FILES:
+        if path := str(tls.get(key) or "").strip():
+            data[key] = path
+    return data
+
+
+def _valid_prefix(prefix: str) -> bool:
+    """A topic prefix: one or more `/`-separated levels, no wildcards, nothing empty."""
+    return (
+        0 < len(prefix) <= PREFIX_MAX_LENGTH
+        and all(prefix.split("/"))
+        and not any(char in prefix for char in "+#\0")
+    )
+
+
+def _check_fields(data: Mapping[str, Any]) -> dict[str, str]:
+    """Return the errors that need neither the disk nor the network."""
+    errors: dict[str, str] = {}
+    if not COMMUNITY_RE.fullmatch(str(data[CONF_COMMUNITY_ID])):
+        errors[CONF_COMMUNITY_ID] = "invalid_community_id"
+    if CONF_PREFIX in data and not _valid_prefix(str(data[CONF_PREFIX])):
+        errors[CONF_PREFIX] = "invalid_prefix"
+    if CONF_CURRENCY in data and not CURRENCY_RE.fullmatch(str(data[CONF_CURRENCY])):
+        errors[CONF_CURRENCY] = "invalid_currency"
+    if not data[CONF_TLS] and any(key in data for key in TLS_FILES):
+        errors["base"] = "tls_files_without_tls"
+    elif CONF_CLIENT_KEY in data and CONF_CLIENT_CERT not in data:
+        errors["base"] = "client_key_without_cert"
+    return errors
+
+
+def _missing_file(hass: HomeAssistant, data: Mapping[str, Any]) -> str | None:
+    """Return the first TLS file that does not exist (blocking: run it in an executor)."""
+    for key in TLS_FILES:
+        if key in data and not Path(hass.config.path(str(data[key]))).is_file():
+            return str(data[key])
+    return None
+
+
+async def validate_input(
+    hass: HomeAssistant, data: Mapping[str, Any], placeholders: dict[str, str]
+) -> dict[str, str]:
+    """Check the files and the tariff, then connect; return the form errors (none if it works).
+
+    Fills `placeholders` with what the error texts need.
+    """
+    if path := await hass.async_add_executor_job(_missing_file, hass, data):
+        placeholders["path"] = path
+        return {"base": "file_not_found"}
+    errors: dict[str, str] = {}
+    try:
+        tariff = await hass.async_add_executor_job(resolve_tariff, hass, str(data[CONF_TARIFF]))
+    except TariffError as err:
+        placeholders["error"] = str(err)
+        errors[CONF_TARIFF] = "invalid_tariff"
+    else:
+        currency = data.get(CONF_CURRENCY)
+        if currency is not None and currency != tariff.currency:
+            placeholders["tariff_currency"] = tariff.currency
+            errors[CONF_TARIFF] = "currency_mismatch"
+    if errors:
+        return errors
+    try:
+        await check_connection(transport_config(hass, dict(data), "config_flow"))
+    except InvalidAuth:
+        return {"base": "invalid_auth"}
+    except CannotConnect as err:
+        placeholders["error"] = str(err)
+        return {"base": "cannot_connect"}
+    except Exception:
+        _LOGGER.exception("Unexpected error while connecting to the broker")
+        return {"base": "unknown"}
+    return {}
+
+
+def unique_id_of(data: Mapping[str, Any]) -> str:
+    """Return the unique id of a community on a broker."""
+    return f"{data[CONF_HOST]}:{data[CONF_PORT]}/{data[CONF_COMMUNITY_ID]}"
 
 
 class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Config flow placeholder."""
+    """Set up one community: its broker, its id and its tariff."""
 
     VERSION = 1
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> PrepaidMeterOptionsFlow:
+        """Return the prepaid policy options flow."""
+        return PrepaidMeterOptionsFlow()
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the broker and the community; save once the broker accepts us."""
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            data = _entry_data(user_input)
+            errors = _check_fields(data)
+            if not errors:
+                await self.async_set_unique_id(unique_id_of(data), raise_on_progress=False)
+                self._abort_if_unique_id_configured()
+                if self._community_in_use(str(data[CONF_COMMUNITY_ID])):
+                    errors[CONF_COMMUNITY_ID] = "community_in_use"
+                else:
+                    errors = await validate_input(self.hass, data, placeholders)
+            if not errors:
+                return self.async_create_entry(title=str(data[CONF_COMMUNITY_NAME]), data=data)
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    def _community_in_use(self, community_id: str) -> bool:
+        """Whether another entry (another broker) has this community: they'd share a ledger."""
+        return any(
+            entry.data.get(CONF_COMMUNITY_ID) == community_id
+            for entry in self._async_current_entries(include_ignore=False)
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the broker, the credentials or the tariff of a community."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            # The form holds the whole broker part: what it leaves empty is no longer set.
+            replaced = (CONF_USERNAME, CONF_PASSWORD, CONF_TLS, *TLS_FILES)
+            keep = {k: v for k, v in entry.data.items() if k not in replaced}
+            data = {**keep, **_entry_data(user_input)}
+            if data[CONF_COMMUNITY_ID] != entry.data[CONF_COMMUNITY_ID]:
+                return self.async_abort(reason="unique_id_mismatch")
+            errors = _check_fields(data)
+            unique_id = unique_id_of(data)
+            if not errors and unique_id != entry.unique_id:
+                await self.async_set_unique_id(unique_id, raise_on_progress=False)
+                self._abort_if_unique_id_configured()
+            if not errors:
+                errors = await validate_input(self.hass, data, placeholders)
+            if not errors:
+                return self.async_update_reload_and_abort(entry, unique_id=unique_id, data=data)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                reconfigure_schema(), user_input or _form_values(entry.data)
+            ),
+            errors=errors,
+            description_placeholders={**placeholders, "community": entry.title},
+        )
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """Start when the broker refused the stored credentials."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for a new user name and password; save once the broker accepts them."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            keep = {k: v for k, v in entry.data.items() if k not in (CONF_USERNAME, CONF_PASSWORD)}
+            data = {**keep, **_entry_data(user_input)}
+            try:
+                await check_connection(transport_config(self.hass, data, "config_flow"))
+            except InvalidAuth:
+                errors["base"] = "invalid_auth"
+            except CannotConnect as err:
+                placeholders["error"] = str(err)
+                errors["base"] = "cannot_connect"
+            except Exception:
+                _LOGGER.exception("Unexpected error while connecting to the broker")
+                errors["base"] = "unknown"
+            else:
+                return self.async_update_reload_and_abort(entry, data=data)
+        schema = vol.Schema(
+            {
+                vol.Optional(CONF_USERNAME): TextSelector(
+                    TextSelectorConfig(autocomplete="username")
+                ),
+                vol.Optional(CONF_PASSWORD): _PASSWORD,
+            }
+        )
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=self.add_suggested_values_to_schema(
+                schema, user_input or {CONF_USERNAME: entry.data.get(CONF_USERNAME)}
+            ),
+            errors=errors,
+            description_placeholders={
+                **placeholders,
+                "community": entry.title,
+                "broker": f"{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}",
+            },
+        )
+
+
+def _amount_selector(currency: str, *, minimum: float) -> NumberSelector:
+    return NumberSelector(
+        NumberSelectorConfig(
+            min=minimum,
+            max=100000,
+            step=0.01,
+            unit_of_measurement=currency,
+            mode=NumberSelectorMode.BOX,
+        )
+    )
+
+
+def options_schema(currency: str) -> vol.Schema:
+    """Return the prepaid policy form."""
+    return vol.Schema(
+        {
+            vol.Required(CONF_WARN_LEVEL_1): _amount_selector(currency, minimum=0),
+            vol.Required(CONF_WARN_LEVEL_2): _amount_selector(currency, minimum=0),
+            vol.Required(CONF_EMERGENCY_CREDIT): _amount_selector(currency, minimum=0),
+            vol.Required(CONF_FRIENDLY_START): TimeSelector(),
+            vol.Required(CONF_FRIENDLY_END): TimeSelector(),
+            vol.Required(CONF_FRIENDLY_WEEKENDS): BooleanSelector(),
+            vol.Optional(CONF_HOLIDAYS, default=list): TextSelector(
+                TextSelectorConfig(type=TextSelectorType.DATE, multiple=True)
+            ),
+            vol.Required(CONF_RECLOSE_THRESHOLD): _amount_selector(currency, minimum=-100000),
+            vol.Required(CONF_AUTO_RESTORE): BooleanSelector(),
+        }
+    )
+
+
+def _form_number(value: Any) -> int | float:
+    """Show a stored decimal string in a number field (the form speaks JSON numbers)."""
+    amount = Decimal(str(value))
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def policy_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the stored policy (defaults where unset) as the form's suggested values."""
+    values = {**PolicyConfig().to_options(), **options}
+    for key in (
+        CONF_WARN_LEVEL_1,
+        CONF_WARN_LEVEL_2,
+        CONF_EMERGENCY_CREDIT,
+        CONF_RECLOSE_THRESHOLD,
+    ):
+        values[key] = _form_number(values[key])
+    return {key: values[key] for key in POLICY_OPTIONS}
+
+
+class PrepaidMeterOptionsFlow(OptionsFlow):
+    """Edit the prepaid policy: warnings, emergency credit, friendly hours, restore."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show the policy; save it once `PolicyConfig.from_options` accepts it."""
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {"value": ""}
+        if user_input is not None:
+            # The number fields send floats: whole amounts are stored as "10", not "10.0".
+            values = {
+                key: int(value) if isinstance(value, float) and value.is_integer() else value
+                for key, value in user_input.items()
+            }
+            try:
+                policy = PolicyConfig.from_options(values)
+            except PolicyError as err:
+                key = (
+                    err.translation_key
+                    if err.translation_key in POLICY_ERRORS
+                    else "invalid_option"
+                )
+                errors[err.field if err.field in POLICY_OPTIONS else "base"] = key
+                placeholders["value"] = err.placeholders.get("value", "")
+            else:
+                stored = policy.to_options()
+                policy_options = {key: stored[key] for key in POLICY_OPTIONS}
+                return self.async_create_entry(data={**self.config_entry.options, **policy_options})
+        currency = str(self.config_entry.data.get(CONF_CURRENCY, DEFAULT_CURRENCY))
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                options_schema(currency),
+                user_input or policy_form_values(self.config_entry.options),
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )

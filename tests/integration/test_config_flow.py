@@ -1,0 +1,596 @@
+"""The config flow on real brokers: create, every error, reconfigure, reauth and the policy."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from unittest.mock import AsyncMock, patch
+
+from homeassistant.config_entries import SOURCE_USER
+from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+import pytest
+
+from custom_components.prepaid_meter.config_flow import policy_form_values
+from custom_components.prepaid_meter.const import (
+    CONF_AUTO_RESTORE,
+    CONF_CA_FILE,
+    CONF_CLIENT_CERT,
+    CONF_CLIENT_KEY,
+    CONF_COMMUNITY_ID,
+    CONF_COMMUNITY_NAME,
+    CONF_CURRENCY,
+    CONF_EMERGENCY_CREDIT,
+    CONF_FRIENDLY_END,
+    CONF_FRIENDLY_START,
+    CONF_FRIENDLY_WEEKENDS,
+    CONF_HOLIDAYS,
+    CONF_PREFIX,
+    CONF_RECLOSE_THRESHOLD,
+    CONF_TARIFF,
+    CONF_TLS,
+    CONF_WARN_LEVEL_1,
+    CONF_WARN_LEVEL_2,
+    DOMAIN,
+    POLICY_OPTIONS,
+    PRESET_TARIFFS,
+    SECTION_TLS,
+)
+from custom_components.prepaid_meter.engine.policy import PolicyConfig, PolicyError
+from custom_components.prepaid_meter.engine.tariff import preset_names
+from tests.broker import Mosquitto, free_port
+from tests.integration.conftest import entry_for, form_input
+
+pytestmark = pytest.mark.usefixtures("mock_setup_entry")
+
+EUR_TARIFF = """
+name: A euro tariff
+currency: EUR
+timezone: Europe/Berlin
+cycle: {period: month, starts: "01 00:00"}
+tiers:
+  - {price: "0.30"}
+"""
+
+
+async def start(hass: HomeAssistant) -> str:
+    """Open the user form and return its flow id."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert result["errors"] == {}
+    return str(result["flow_id"])
+
+
+async def submit(hass: HomeAssistant, flow_id: str, user_input: dict[str, Any]) -> Any:
+    """Send one form."""
+    return await hass.config_entries.flow.async_configure(flow_id, user_input)
+
+
+def test_presets_are_the_shipped_files() -> None:
+    """The tariff selector lists exactly the preset files that ship."""
+    assert sorted(PRESET_TARIFFS) == sorted(preset_names())
+
+
+async def test_user_creates_entry_after_connecting(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str, mock_setup_entry: AsyncMock
+) -> None:
+    """A reachable broker and a valid community make one entry, stored flat and trimmed."""
+    flow_id = await start(hass)
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(
+            f" {mosquitto.host} ",
+            mosquitto.port,
+            community_id,
+            **{CONF_USERNAME: "  ", CONF_PASSWORD: "", CONF_CURRENCY: "cny"},
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Lotus Garden"
+    assert result["data"] == {
+        CONF_HOST: mosquitto.host,
+        CONF_PORT: mosquitto.port,
+        CONF_PREFIX: "prepaid",
+        CONF_COMMUNITY_ID: community_id,
+        CONF_COMMUNITY_NAME: "Lotus Garden",
+        CONF_CURRENCY: "CNY",
+        CONF_TARIFF: "beijing_monthly",
+        CONF_TLS: False,
+    }
+    assert isinstance(result["data"][CONF_PORT], int)
+    assert result["result"].unique_id == f"{mosquitto.host}:{mosquitto.port}/{community_id}"
+    assert len(mock_setup_entry.mock_calls) == 1
+
+
+async def test_user_with_a_tariff_file(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str, config_dir: Path
+) -> None:
+    """A tariff typed as a path is loaded from the config folder before the entry is saved."""
+    (config_dir / "tariffs").mkdir()
+    (config_dir / "tariffs" / "eur.yaml").write_text(EUR_TARIFF)
+    flow_id = await start(hass)
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(
+            mosquitto.host,
+            mosquitto.port,
+            community_id,
+            **{CONF_TARIFF: "tariffs/eur.yaml", CONF_CURRENCY: "EUR"},
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_TARIFF] == "tariffs/eur.yaml"
+
+
+async def test_user_cannot_connect_then_recovers(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str
+) -> None:
+    """A closed port shows cannot_connect with the reason; the right port then works."""
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input(mosquitto.host, free_port(), community_id))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert "Cannot connect to" in result["description_placeholders"]["error"]
+    result = await submit(hass, flow_id, form_input(mosquitto.host, mosquitto.port, community_id))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_invalid_auth_then_recovers(
+    hass: HomeAssistant, mosquitto_factory: Any, community_id: str
+) -> None:
+    """A broker with passwords refuses a wrong one (invalid_auth) and accepts the right one."""
+    broker = mosquitto_factory(persistence=False, passwords={"user": "pw"})
+    flow_id = await start(hass)
+    for credentials in ({}, {CONF_USERNAME: "user", CONF_PASSWORD: "wrong"}):
+        result = await submit(
+            hass, flow_id, form_input(broker.host, broker.port, community_id, **credentials)
+        )
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {"base": "invalid_auth"}
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(
+            broker.host,
+            broker.port,
+            community_id,
+            **{CONF_USERNAME: "user", CONF_PASSWORD: " pw"[1:]},
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_USERNAME] == "user"
+    assert result["data"][CONF_PASSWORD] == "pw"
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        ({CONF_COMMUNITY_ID: "Lotus Garden"}, {CONF_COMMUNITY_ID: "invalid_community_id"}),
+        ({CONF_COMMUNITY_ID: "x" * 33}, {CONF_COMMUNITY_ID: "invalid_community_id"}),
+        ({CONF_PREFIX: "a/+/b"}, {CONF_PREFIX: "invalid_prefix"}),
+        ({CONF_PREFIX: "prepaid/"}, {CONF_PREFIX: "invalid_prefix"}),
+        ({CONF_PREFIX: "a//b"}, {CONF_PREFIX: "invalid_prefix"}),
+        ({CONF_PREFIX: " "}, {CONF_PREFIX: "invalid_prefix"}),
+        ({CONF_PREFIX: "p" * 101}, {CONF_PREFIX: "invalid_prefix"}),
+        ({CONF_CURRENCY: "yuan"}, {CONF_CURRENCY: "invalid_currency"}),
+        (
+            {CONF_COMMUNITY_ID: "Bad", CONF_CURRENCY: "RMB1"},
+            {CONF_COMMUNITY_ID: "invalid_community_id", CONF_CURRENCY: "invalid_currency"},
+        ),
+        (
+            {SECTION_TLS: {CONF_TLS: False, CONF_CA_FILE: "ca.pem"}},
+            {"base": "tls_files_without_tls"},
+        ),
+        (
+            {SECTION_TLS: {CONF_TLS: True, CONF_CLIENT_KEY: "client.key"}},
+            {"base": "client_key_without_cert"},
+        ),
+    ],
+)
+async def test_user_field_errors(
+    hass: HomeAssistant, community_id: str, changes: dict[str, Any], errors: dict[str, str]
+) -> None:
+    """Fields that cannot work are named before anything is read or connected."""
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input("127.0.0.1", 1883, community_id, **changes))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == errors
+
+
+@pytest.mark.parametrize(
+    ("files", "changes", "errors", "placeholder"),
+    [
+        ({}, {CONF_TARIFF: "tariffs/missing.yaml"}, {CONF_TARIFF: "invalid_tariff"}, "error"),
+        (
+            {"bad.yaml": "name: [unclosed"},
+            {CONF_TARIFF: "bad.yaml"},
+            {CONF_TARIFF: "invalid_tariff"},
+            "error",
+        ),
+        (
+            {"eur.yaml": EUR_TARIFF},
+            {CONF_TARIFF: "eur.yaml"},
+            {CONF_TARIFF: "currency_mismatch"},
+            "tariff_currency",
+        ),
+        (
+            {},
+            {SECTION_TLS: {CONF_TLS: True, CONF_CA_FILE: "certs/ca.pem"}},
+            {"base": "file_not_found"},
+            "path",
+        ),
+        (
+            {"client.pem": "not a certificate"},
+            {SECTION_TLS: {CONF_TLS: True, CONF_CLIENT_CERT: "client.pem"}},
+            {"base": "cannot_connect"},
+            "error",
+        ),
+    ],
+)
+async def test_user_file_errors(
+    hass: HomeAssistant,
+    config_dir: Path,
+    community_id: str,
+    files: dict[str, str],
+    changes: dict[str, Any],
+    errors: dict[str, str],
+    placeholder: str,
+) -> None:
+    """Missing or unusable tariff and TLS files are reported with what was wrong."""
+    for name, text in files.items():
+        (config_dir / name).write_text(text)
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input("127.0.0.1", 1883, community_id, **changes))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == errors
+    assert result["description_placeholders"][placeholder]
+
+
+async def test_user_unexpected_error(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str
+) -> None:
+    """An error nobody foresaw is logged and shown as unknown; the form stays usable."""
+    flow_id = await start(hass)
+    with patch(
+        "custom_components.prepaid_meter.config_flow.check_connection",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await submit(
+            hass, flow_id, form_input(mosquitto.host, mosquitto.port, community_id)
+        )
+    assert result["errors"] == {"base": "unknown"}
+    result = await submit(hass, flow_id, form_input(mosquitto.host, mosquitto.port, community_id))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_already_configured(hass: HomeAssistant, community_id: str) -> None:
+    """The same community on the same broker is set up once."""
+    entry_for("127.0.0.1", 1883, community_id).add_to_hass(hass)
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input("127.0.0.1", 1883, community_id))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_user_community_on_another_broker(hass: HomeAssistant, community_id: str) -> None:
+    """A community id set up on another broker is refused: both would write one ledger."""
+    entry_for("10.0.0.1", 1883, community_id).add_to_hass(hass)
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input("127.0.0.1", 1883, community_id))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_COMMUNITY_ID: "community_in_use"}
+
+
+# ------------------------------------------------------------------ reconfigure
+
+
+async def test_reconfigure_moves_broker_and_changes_tariff(
+    hass: HomeAssistant, mosquitto: Mosquitto, mosquitto_factory: Any, community_id: str
+) -> None:
+    """Moving to another broker with credentials and TLS off updates data and unique id."""
+    entry = entry_for(mosquitto.host, mosquitto.port, community_id, username="old", password="x")
+    entry.add_to_hass(hass)
+    broker = mosquitto_factory(persistence=False, passwords={"user": "pw"})
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reconfigure"
+    assert result["description_placeholders"]["community"] == "Lotus Garden"
+    new = {
+        CONF_HOST: broker.host,
+        CONF_PORT: broker.port,
+        CONF_USERNAME: "user",
+        CONF_PASSWORD: "wrong",
+        CONF_COMMUNITY_ID: community_id,
+        CONF_TARIFF: "shanghai_yearly_tou",
+        SECTION_TLS: {CONF_TLS: False},
+    }
+    result = await submit(hass, result["flow_id"], new)
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await submit(hass, result["flow_id"], {**new, CONF_PASSWORD: "pw"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.unique_id == f"{broker.host}:{broker.port}/{community_id}"
+    assert entry.data == {
+        CONF_HOST: broker.host,
+        CONF_PORT: broker.port,
+        CONF_USERNAME: "user",
+        CONF_PASSWORD: "pw",
+        CONF_PREFIX: "prepaid",
+        CONF_COMMUNITY_ID: community_id,
+        CONF_COMMUNITY_NAME: "Lotus Garden",
+        CONF_CURRENCY: "CNY",
+        CONF_TARIFF: "shanghai_yearly_tou",
+        CONF_TLS: False,
+    }
+
+
+async def test_reconfigure_clears_credentials_and_tls_files(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str, config_dir: Path
+) -> None:
+    """What the form leaves empty is no longer stored (credentials, TLS files)."""
+    (config_dir / "ca.pem").write_text("")
+    entry = entry_for(
+        mosquitto.host,
+        mosquitto.port,
+        community_id,
+        username="user",
+        password="pw",
+        **{CONF_TLS: True, CONF_CA_FILE: "ca.pem"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await submit(
+        hass,
+        result["flow_id"],
+        {
+            CONF_HOST: mosquitto.host,
+            CONF_PORT: mosquitto.port,
+            CONF_COMMUNITY_ID: community_id,
+            CONF_TARIFF: "beijing_monthly",
+            SECTION_TLS: {CONF_TLS: False},
+        },
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.unique_id == f"{mosquitto.host}:{mosquitto.port}/{community_id}"
+    assert CONF_USERNAME not in entry.data
+    assert CONF_PASSWORD not in entry.data
+    assert CONF_CA_FILE not in entry.data
+    assert entry.data[CONF_TLS] is False
+
+
+async def test_reconfigure_errors(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str
+) -> None:
+    """A broker that is down or a bad tariff keeps the form open with the error."""
+    entry = entry_for(mosquitto.host, mosquitto.port, community_id)
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    base = {
+        CONF_HOST: mosquitto.host,
+        CONF_PORT: mosquitto.port,
+        CONF_COMMUNITY_ID: community_id,
+        CONF_TARIFF: "beijing_monthly",
+        SECTION_TLS: {CONF_TLS: False},
+    }
+    result = await submit(hass, result["flow_id"], {**base, CONF_PORT: free_port()})
+    assert result["errors"] == {"base": "cannot_connect"}
+    result = await submit(hass, result["flow_id"], {**base, CONF_TARIFF: "nowhere.yaml"})
+    assert result["errors"] == {CONF_TARIFF: "invalid_tariff"}
+    result = await submit(
+        hass, result["flow_id"], {**base, SECTION_TLS: {CONF_TLS: False, CONF_CA_FILE: "a"}}
+    )
+    assert result["errors"] == {"base": "tls_files_without_tls"}
+    assert entry.data[CONF_TARIFF] == "beijing_monthly"
+
+
+async def test_reconfigure_refuses_another_community(
+    hass: HomeAssistant, community_id: str
+) -> None:
+    """The community id is the entry's identity: changing it aborts."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await submit(
+        hass,
+        result["flow_id"],
+        {
+            CONF_HOST: "127.0.0.1",
+            CONF_PORT: 1883,
+            CONF_COMMUNITY_ID: "another",
+            CONF_TARIFF: "beijing_monthly",
+            SECTION_TLS: {CONF_TLS: False},
+        },
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "unique_id_mismatch"
+    assert entry.unique_id == f"127.0.0.1:1883/{community_id}"
+
+
+async def test_reconfigure_onto_an_existing_entry(hass: HomeAssistant, community_id: str) -> None:
+    """Moving onto a broker where this community already has an entry aborts."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    entry_for("127.0.0.1", 1884, community_id).add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await submit(
+        hass,
+        result["flow_id"],
+        {
+            CONF_HOST: "127.0.0.1",
+            CONF_PORT: 1884,
+            CONF_COMMUNITY_ID: community_id,
+            CONF_TARIFF: "beijing_monthly",
+            SECTION_TLS: {CONF_TLS: False},
+        },
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert entry.data[CONF_PORT] == 1883
+
+
+# ------------------------------------------------------------------ reauth
+
+
+async def test_reauth(hass: HomeAssistant, mosquitto_factory: Any, community_id: str) -> None:
+    """New credentials are tried on the broker; only accepted ones are stored."""
+    broker = mosquitto_factory(persistence=False, passwords={"user": "pw"})
+    entry = entry_for(broker.host, broker.port, community_id, username="user", password="old")
+    entry.add_to_hass(hass)
+    result = await entry.start_reauth_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reauth_confirm"
+    assert result["description_placeholders"]["broker"] == f"{broker.host}:{broker.port}"
+    result = await submit(
+        hass, result["flow_id"], {CONF_USERNAME: "user", CONF_PASSWORD: "still wrong"}
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await submit(hass, result["flow_id"], {CONF_USERNAME: "user", CONF_PASSWORD: "pw"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert entry.data[CONF_PASSWORD] == "pw"
+    assert entry.data[CONF_TARIFF] == "beijing_monthly"
+
+
+async def test_reauth_errors(
+    hass: HomeAssistant, mosquitto_factory: Any, community_id: str
+) -> None:
+    """A broker that went away, or an unforeseen error, keeps the form open."""
+    broker = mosquitto_factory(persistence=False, passwords={"user": "pw"})
+    entry = entry_for(broker.host, broker.port, community_id, username="user", password="old")
+    entry.add_to_hass(hass)
+    result = await entry.start_reauth_flow(hass)
+    flow_id = result["flow_id"]
+    broker.stop()
+    result = await submit(hass, flow_id, {CONF_USERNAME: "user", CONF_PASSWORD: "pw"})
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert result["description_placeholders"]["error"]
+    with patch(
+        "custom_components.prepaid_meter.config_flow.check_connection",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await submit(hass, flow_id, {CONF_USERNAME: "user", CONF_PASSWORD: "pw"})
+    assert result["errors"] == {"base": "unknown"}
+    assert entry.data[CONF_PASSWORD] == "old"
+
+
+# ------------------------------------------------------------------ options
+
+
+def policy_input(**changes: Any) -> dict[str, Any]:
+    """Return what the policy form sends."""
+    data: dict[str, Any] = {
+        CONF_WARN_LEVEL_1: 30,
+        CONF_WARN_LEVEL_2: 5.5,
+        CONF_EMERGENCY_CREDIT: 10,
+        CONF_FRIENDLY_START: "18:00:00",
+        CONF_FRIENDLY_END: "09:30:00",
+        CONF_FRIENDLY_WEEKENDS: False,
+        CONF_HOLIDAYS: ["2025-10-01", "2025-10-02"],
+        CONF_RECLOSE_THRESHOLD: -2.5,
+        CONF_AUTO_RESTORE: True,
+    }
+    data.update(changes)
+    return data
+
+
+async def test_options_store_the_policy_exactly(hass: HomeAssistant, community_id: str) -> None:
+    """The policy is stored as exact decimal strings that PolicyConfig reads back."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, options={"unrelated": "kept"})
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+    result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {
+        "unrelated": "kept",
+        CONF_WARN_LEVEL_1: "30",
+        CONF_WARN_LEVEL_2: "5.5",
+        CONF_EMERGENCY_CREDIT: "10",
+        CONF_FRIENDLY_START: "18:00:00",
+        CONF_FRIENDLY_END: "09:30:00",
+        CONF_FRIENDLY_WEEKENDS: False,
+        CONF_HOLIDAYS: ["2025-10-01", "2025-10-02"],
+        CONF_RECLOSE_THRESHOLD: "-2.5",
+        CONF_AUTO_RESTORE: True,
+    }
+    assert "timezone" not in entry.options
+    policy = PolicyConfig.from_options(entry.options)
+    assert policy.warn_level_2 == Decimal("5.5")
+    assert policy.reclose_threshold == Decimal("-2.5")
+    assert policy.friendly_end == time(9, 30)
+    assert policy.holidays == {date(2025, 10, 1), date(2025, 10, 2)}
+
+
+async def test_options_form_shows_stored_policy(hass: HomeAssistant, community_id: str) -> None:
+    """The form suggests what is stored, defaults where nothing is, numbers as numbers."""
+    assert policy_form_values({}) == {
+        CONF_WARN_LEVEL_1: 20,
+        CONF_WARN_LEVEL_2: 5,
+        CONF_EMERGENCY_CREDIT: 10,
+        CONF_FRIENDLY_START: "18:00:00",
+        CONF_FRIENDLY_END: "10:00:00",
+        CONF_FRIENDLY_WEEKENDS: True,
+        CONF_HOLIDAYS: [],
+        CONF_RECLOSE_THRESHOLD: 0,
+        CONF_AUTO_RESTORE: False,
+    }
+    values = policy_form_values({CONF_WARN_LEVEL_2: "5.50", "other": 1})
+    assert values[CONF_WARN_LEVEL_2] == 5.5
+    assert set(values) == set(POLICY_OPTIONS)
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["data_schema"] is not None
+    schema = result["data_schema"].schema
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested == policy_form_values({})
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        ({CONF_WARN_LEVEL_2: 40}, {CONF_WARN_LEVEL_2: "warn_levels_order"}),
+        ({CONF_RECLOSE_THRESHOLD: -11}, {CONF_RECLOSE_THRESHOLD: "reclose_below_cut"}),
+        ({CONF_HOLIDAYS: ["2025-10-01", "1 October"]}, {CONF_HOLIDAYS: "invalid_date"}),
+    ],
+)
+async def test_options_errors(
+    hass: HomeAssistant, community_id: str, changes: dict[str, Any], errors: dict[str, str]
+) -> None:
+    """Rules that contradict each other are shown under the field; nothing is stored."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], policy_input(**changes)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == errors
+    assert entry.options == {}
+    result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_options_error_the_form_does_not_know(hass: HomeAssistant, community_id: str) -> None:
+    """A policy error without a field, or with a key the form lacks, is a generic one."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    error = PolicyError("new rule broken", translation_key="some_new_rule", field="timezone")
+    with patch.object(PolicyConfig, "from_options", side_effect=error):
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"], policy_input()
+        )
+    assert result["errors"] == {"base": "invalid_option"}
