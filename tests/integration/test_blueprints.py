@@ -1,0 +1,286 @@
+"""The automation blueprints: valid for Home Assistant, and they notify on the right events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+import shutil
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.automation.config import AUTOMATION_BLUEPRINT_SCHEMA
+from homeassistant.components.blueprint.models import Blueprint
+from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.setup import async_setup_component
+from homeassistant.util import yaml as yaml_util
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+    async_mock_service,
+)
+
+from custom_components.prepaid_meter.const import DOMAIN
+from custom_components.prepaid_meter.coordinator import BUS_EVENTS, EVENT_PREFIX
+
+FOLDER = Path(__file__).parents[2] / "blueprints" / "automation" / DOMAIN
+INPUTS = {
+    "low_balance.yaml": {
+        "community",
+        "min_level",
+        "notify_action",
+        "title",
+        "message",
+        "extra_actions",
+    },
+    "elderly_inactivity.yaml": {
+        "power_sensor",
+        "threshold",
+        "hours",
+        "notify_action",
+        "title",
+        "message",
+        "extra_actions",
+    },
+    "alarms.yaml": {
+        "community",
+        "alarm_types",
+        "notify_supply_cut",
+        "notify_action",
+        "extra_actions",
+    },
+}
+
+
+def load(name: str) -> Blueprint:
+    """Load one blueprint the way Home Assistant does."""
+    data = yaml_util.load_yaml_dict(str(FOLDER / name))
+    return Blueprint(
+        data, path=name, expected_domain="automation", schema=AUTOMATION_BLUEPRINT_SCHEMA
+    )
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_blueprint_is_valid(name: str) -> None:
+    """Each file passes the automation blueprint schema and declares the expected inputs."""
+    blueprint = load(name)
+    assert blueprint.domain == "automation"
+    assert set(blueprint.inputs) == INPUTS[name]
+    assert blueprint.validate() is None  # the running Home Assistant is new enough
+    for key, spec in blueprint.inputs.items():
+        assert spec["name"], key
+        assert "selector" in spec, key
+
+
+def test_every_folder_file_is_tested() -> None:
+    """No blueprint ships without a test."""
+    assert {p.name for p in FOLDER.glob("*.yaml")} == set(INPUTS)
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_blueprints_listen_to_events_the_integration_fires(name: str) -> None:
+    """Event triggers name events the integration really fires."""
+    triggers = load(name).data["triggers"]
+    events = {t["event_type"] for t in triggers if t["trigger"] == "event"}
+    assert events
+    assert events <= {EVENT_PREFIX + kind for kind in BUS_EVENTS}
+
+
+async def setup_automation(hass: HomeAssistant, name: str, inputs: dict[str, Any]) -> None:
+    """Install the blueprint in the config folder and set up one automation from it."""
+    target = Path(hass.config.path("blueprints", "automation", DOMAIN))
+
+    def install() -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FOLDER / name, target / name)
+
+    await hass.async_add_executor_job(install)
+    assert await async_setup_component(
+        hass,
+        "automation",
+        {"automation": {"use_blueprint": {"path": f"{DOMAIN}/{name}", "input": inputs}}},
+    )
+    await hass.async_block_till_done()
+    automations = hass.states.async_all("automation")
+    assert [state.state for state in automations] == ["on"]
+
+
+@pytest.fixture
+def config_folder(hass: HomeAssistant, tmp_path: Path) -> Path:
+    """Give Home Assistant a config folder of this test's own."""
+    hass.config.config_dir = str(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_low_balance_notifies(hass: HomeAssistant) -> None:
+    """The chosen community's second warning is sent with household and balance."""
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "office")
+    await setup_automation(
+        hass,
+        "low_balance.yaml",
+        {"community": "entry-a", "min_level": "2", "notify_action": "notify.office"},
+    )
+    base = {"config_entry_id": "entry-a", "household": "3-501", "meter_id": "000012345678"}
+    hass.bus.async_fire("prepaid_meter_low_balance", {**base, "balance": "18.20", "level": 1})
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance", {**base, "config_entry_id": "entry-b", "level": 2}
+    )
+    hass.bus.async_fire("prepaid_meter_low_balance", {**base, "balance": "4.10", "level": 2})
+    await hass.async_block_till_done()
+    assert len(calls) == 1
+    assert calls[0].data == {
+        "title": "Low electricity balance",
+        "message": "3-501: the electricity balance is 4.10 - please top up soon.",
+    }
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_low_balance_every_community_and_own_message(hass: HomeAssistant) -> None:
+    """Without a community every one counts; a message of one's own, in Chinese, works."""
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "office")
+    await setup_automation(
+        hass,
+        "low_balance.yaml",
+        {
+            "notify_action": "notify.office",
+            "title": "余额不足",
+            "message": "{{ household }} 电费余额 {{ event.balance }} 元，请及时充值",  # noqa: RUF001
+        },
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance",
+        {"config_entry_id": "x", "household": None, "meter_id": "000012345678", "balance": "9.00"},
+    )
+    await hass.async_block_till_done()
+    assert len(calls) == 0  # no level: not a warning
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance",
+        {"config_entry_id": "x", "household": None, "meter_id": "000012345678", "balance": "9.00",
+         "level": 1},
+    )  # fmt: skip
+    await hass.async_block_till_done()
+    assert [call.data for call in calls] == [
+        {"title": "余额不足", "message": "000012345678 电费余额 9.00 元，请及时充值"}  # noqa: RUF001
+    ]
+
+
+async def test_inactivity_from_power_and_from_event(
+    hass: HomeAssistant, config_folder: Path, freezer: FrozenDateTimeFactory
+) -> None:
+    """Hours of near-zero power, or the meter's inactivity event, alert the caregiver."""
+    entry = MockConfigEntry(domain=DOMAIN)
+    entry.add_to_hass(hass)
+    device = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, "prepaid/lotus/000012345678")},
+        name="Household 3-501",
+    )
+    power = er.async_get(hass).async_get_or_create(
+        "sensor",
+        DOMAIN,
+        "lotus_000012345678_power",
+        device_id=device.id,
+        suggested_object_id="household_3_501_power",
+    )
+    hass.states.async_set(power.entity_id, "850", {"device_class": "power"})
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "caregiver")
+    await setup_automation(
+        hass,
+        "elderly_inactivity.yaml",
+        {"power_sensor": power.entity_id, "threshold": 30, "hours": 6,
+         "notify_action": "notify.caregiver"},
+    )  # fmt: skip
+
+    hass.states.async_set(power.entity_id, "12", {"device_class": "power"})
+    await hass.async_block_till_done()
+    freezer.tick(timedelta(hours=5))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert calls == []
+    freezer.tick(timedelta(hours=1, seconds=1))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert len(calls) == 1
+    assert (
+        calls[0]
+        .data["message"]
+        .startswith("Household 3-501 has used almost no electricity for 6 hours.")
+    )
+
+    hass.bus.async_fire("prepaid_meter_inactivity", {"device_id": "another-device", "hours": 30.0})
+    hass.bus.async_fire(
+        "prepaid_meter_inactivity",
+        {"device_id": device.id, "household": "3-501", "hours": 24.5},
+    )
+    await hass.async_block_till_done()
+    assert len(calls) == 2
+    assert calls[1].data["message"].startswith("3-501 has used almost no electricity for 24.5")
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_alarms_and_cuts(hass: HomeAssistant) -> None:
+    """Chosen alarm types are sent with their details; cuts only when asked for."""
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "operators")
+    await setup_automation(
+        hass,
+        "alarms.yaml",
+        {
+            "alarm_types": ["overload", "tamper"],
+            "notify_supply_cut": False,
+            "notify_action": "notify.operators",
+        },
+    )
+    base = {"config_entry_id": "e", "meter_id": "000012345678", "household": "3-501"}
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {**base, "type": "overload", "current_a": 71.5, "rated_current_a": 60},
+    )
+    hass.bus.async_fire("prepaid_meter_alarm", {**base, "type": "theft_suspected"})
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {**base, "household": None, "type": "tamper", "events": ["cover_open", "magnetic_tamper"]},
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_supply_cut",
+        {**base, "reason": "credit_exhausted", "actor": "system", "balance": "-10.01"},
+    )
+    await hass.async_block_till_done()
+    assert [call.data for call in calls] == [
+        {
+            "title": "Meter alarm: 3-501",
+            "message": "3-501 (meter 000012345678): overload, current 71.5 A of 60 A rated.",
+        },
+        {
+            "title": "Meter alarm: meter 000012345678",
+            "message": "meter 000012345678 (meter 000012345678): tamper "
+            "(cover_open, magnetic_tamper).",
+        },
+    ]
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_supply_cut_notification(hass: HomeAssistant) -> None:
+    """With cuts wanted (the default), a cut says why, by whom and the balance."""
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "operators")
+    await setup_automation(hass, "alarms.yaml", {"notify_action": "notify.operators"})
+    hass.bus.async_fire(
+        "prepaid_meter_supply_cut",
+        {
+            "config_entry_id": "e",
+            "meter_id": "000012345678",
+            "household": "3-501",
+            "reason": "credit_exhausted",
+            "actor": "system",
+            "balance": "-10.01",
+        },
+    )
+    await hass.async_block_till_done()
+    assert [call.data for call in calls] == [
+        {
+            "title": "Supply cut: 3-501",
+            "message": "3-501 (meter 000012345678): supply cut, reason credit_exhausted, by "
+            "system, balance -10.01.",
+        }
+    ]
