@@ -303,6 +303,8 @@ class PrepaidRuntime:
     def _handle(self, parsed: Reading | Announce | Availability | Ack | RelayReport) -> None:
         meter_id = parsed.meter_id
         self.commands.observe(parsed)
+        if isinstance(parsed, Ack | RelayReport) and meter_id not in self.community.meters:
+            return  # an answer from a meter we never heard of: nothing to show
         if isinstance(parsed, Reading):
             events = self.community.handle_reading(parsed)
         elif isinstance(parsed, Announce):

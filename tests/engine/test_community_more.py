@@ -162,13 +162,6 @@ def test_bad_energy_and_unknown_relay_words(ledger: Ledger, clock: Clock) -> Non
     assert meter.energy_kwh == Decimal(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "community._handle_reading compares energy_kwh < 0 before is_finite(): a NaN register "
-        "raises InvalidOperation, so it is logged as a crash instead of counted as bad_energy"
-    ),
-)
 def test_nan_energy_is_rejected_as_bad_energy(
     ledger: Ledger, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -302,13 +295,6 @@ def test_tick_resets_todays_top_ups_at_local_midnight(ledger: Ledger, clock: Clo
     assert _community(ledger, clock).top_ups_today == Decimal(12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "community.apply_top_up adds to top_ups_today without rolling the day: a top-up made "
-        "after local midnight but before the next tick() is counted, then wiped by the tick"
-    ),
-)
 def test_top_up_just_after_midnight_counts_for_the_new_day(ledger: Ledger, clock: Clock) -> None:
     """A top-up at 00:01, before the minute tick, is part of the new day's total."""
     clock.now = BEFORE_MIDNIGHT
@@ -606,14 +592,6 @@ def test_failed_cycle_close_is_logged(
     assert ledger.check_invariant() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "community.commit drops a cycle whose close_cycle raised LedgerError: the log says "
-        "'it will be retried' but the closing is not kept for a later batch, so the cycle "
-        "is never settled and its statement never stored"
-    ),
-)
 def test_failed_cycle_close_is_retried(ledger: Ledger, clock: Clock) -> None:
     """After a failed settlement the next commit settles the cycle."""
     clock.now = APRIL + 3600

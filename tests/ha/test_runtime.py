@@ -241,14 +241,6 @@ async def test_refused_ack_leaves_the_reported_state(
     assert state(hass, entry, "supply_on") == "off"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "coordinator._handle discovers every meter id that sends anything: an ack from a meter "
-        "the community does not know creates a ghost device with entities, and their state "
-        "update raises KeyError (logged as 'Unexpected error handling a message')"
-    ),
-)
 async def test_ack_from_an_unknown_meter_creates_nothing(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,

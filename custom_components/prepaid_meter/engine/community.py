@@ -226,6 +226,7 @@ class LedgerResult:
     results: Sequence[PostResult] = ()
     events: Sequence[Event] = ()
     batch: Batch | None = None
+    unsettled: frozenset[tuple[str, str]] = frozenset()
 
 
 def usage_period(period: str, price: Decimal) -> str:
@@ -377,7 +378,7 @@ class Community:
             self._reject(meter, "seq_restart", f"seq {reading.seq} after {meter.seq}")
         if meter.ts is not None and reading.ts < meter.ts:
             return self._reject(meter, "old_ts", f"ts {reading.ts} < last {meter.ts}")
-        if reading.energy_kwh < 0 or not reading.energy_kwh.is_finite():
+        if not reading.energy_kwh.is_finite() or reading.energy_kwh < 0:
             return self._reject(meter, "bad_energy", str(reading.energy_kwh))
 
         events: list[Event] = []
@@ -672,15 +673,19 @@ class Community:
     def tick(self) -> list[Event]:
         """Re-evaluate deferred cuts (friendly hours end) and reset daily counters."""
         events: list[Event] = []
-        today = self._today()
-        if today != self._top_up_day:
-            self._top_up_day = today
-            self.top_ups_today = _ZERO
+        self._roll_day()
         for meter in self.meters.values():
             household = self.households.get(meter.account_id) if meter.account_id else None
             if household is not None and meter.desired_relay == "on":
                 events += self._decide(meter, household)
         return events
+
+    def _roll_day(self) -> None:
+        """Start today's top-up total at local midnight."""
+        today = self._today()
+        if today != self._top_up_day:
+            self._top_up_day = today
+            self.top_ups_today = _ZERO
 
     def _today(self) -> date:
         return datetime.fromtimestamp(self.clock(), self.tariff.tz).date()
@@ -786,18 +791,27 @@ class Community:
         for posting, result in zip(postings, results, strict=True):
             _newest(balances, posting.account_id, posting.sub, result)
         events: list[Event] = []
+        unsettled: set[tuple[str, str]] = set()
         for account_id, cycle in sorted(batch.closing):
-            settled, statement = self._close_cycle(account_id, cycle)
+            try:
+                settled, total = self._close_cycle(account_id, cycle)
+            except LedgerError:
+                _LOGGER.exception(
+                    "Cycle %s of %s could not be settled; retried with the next commit",
+                    cycle,
+                    account_id,
+                )
+                unsettled.add((account_id, cycle))
+                continue
             if settled is not None:
                 _newest(balances, account_id, SubAccount.ELECTRICITY, settled)
                 events.append(
-                    Event(
-                        "cycle_closed", None, account_id, {"cycle": cycle, "total": str(statement)}
-                    )
+                    Event("cycle_closed", None, account_id, {"cycle": cycle, "total": str(total)})
                 )
-        return LedgerResult(balances, results, events, batch)
+        return LedgerResult(balances, results, events, batch, frozenset(unsettled))
 
     def _close_cycle(self, account_id: str, cycle: str) -> tuple[PostResult | None, Decimal]:
+        """Store the cycle's statement and settle its charges to it; LedgerError on failure."""
         rows = self.ledger.usage(account_id, cycle)
         if not rows:
             return None, _ZERO
@@ -807,20 +821,16 @@ class Community:
             lines.append((row.tier, period, row.kwh, price))
         statement = statement_for(cycle, lines, self.tariff.periods)
         body = json.dumps(statement.to_json(), ensure_ascii=False)
-        try:
-            return self.ledger.close_cycle(
-                account_id, cycle, statement.total, body, int(self.clock())
-            ), statement.total
-        except LedgerError:
-            _LOGGER.exception(
-                "Cycle %s of %s could not be settled; it will be retried", cycle, account_id
-            )
-            return None, statement.total
+        result = self.ledger.close_cycle(
+            account_id, cycle, statement.total, body, int(self.clock())
+        )
+        return result, statement.total
 
     def apply_results(self, result: LedgerResult) -> list[Event]:
         """Take what a ledger call wrote into the live state (event loop)."""
         events: list[Event] = list(result.events)
         touched: set[str] = set()
+        self._batch.closing |= result.unsettled
         if result.batch is not None:
             for account_id, amount in result.batch.pending.items():
                 household = self.households.get(account_id)
@@ -957,6 +967,7 @@ class Community:
     def apply_top_up(self, result: LedgerResult) -> list[Event]:
         """Apply a top-up in the loop: balances, today's total, warnings re-armed, auto restore."""
         events = self.apply_results(result)
+        self._roll_day()
         for post in result.results:
             if not post.duplicate:
                 for event in result.events:
