@@ -42,7 +42,7 @@ from custom_components.prepaid_meter.const import (
 from custom_components.prepaid_meter.engine.policy import PolicyConfig, PolicyError
 from custom_components.prepaid_meter.engine.tariff import preset_names
 from tests.broker import Mosquitto, free_port
-from tests.integration.conftest import entry_for, form_input
+from tests.integration.conftest import TlsBroker, entry_for, form_input
 
 pytestmark = pytest.mark.usefixtures("mock_setup_entry")
 
@@ -166,6 +166,31 @@ async def test_user_invalid_auth_then_recovers(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_USERNAME] == "user"
     assert result["data"][CONF_PASSWORD] == "pw"
+
+
+async def test_user_tls_with_client_certificate(
+    hass: HomeAssistant, tls_broker: TlsBroker, community_id: str
+) -> None:
+    """TLS files are found relative to the config folder; the broker needs all three."""
+    broker, files = tls_broker.broker, tls_broker.config_files
+    flow_id = await start(hass)
+    # Without its CA file the broker's certificate is not trusted. (Leaving the client
+    # certificate out is refused too, but only after the 10 s connect timeout.)
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(broker.host, broker.port, community_id, tls_settings={CONF_TLS: True}),
+    )
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert "CERTIFICATE_VERIFY_FAILED" in result["description_placeholders"]["error"]
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(broker.host, broker.port, community_id, tls_settings={CONF_TLS: True, **files}),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_TLS] is True
+    assert {key: result["data"][key] for key in files} == files
 
 
 @pytest.mark.parametrize(
