@@ -9,7 +9,7 @@ from typing import Any
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import translation
+from homeassistant.helpers import service, translation
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.setup import async_setup_component
 from homeassistant.util import yaml as yaml_util
@@ -202,6 +202,14 @@ def test_every_exception_and_issue_key_is_translated() -> None:
         if use.placeholders is not None:
             needed = {name for text in messages for name in PLACEHOLDER.findall(text)}
             assert needed <= use.placeholders, use
+
+
+async def test_home_assistant_reads_services_yaml(hass: HomeAssistant) -> None:
+    """Home Assistant's own loader accepts services.yaml and finds every field."""
+    assert await async_setup_component(hass, DOMAIN, {})
+    descriptions = await service.async_get_all_descriptions(hass)
+    for name, (schema, _handler, _supports) in services.SERVICES.items():
+        assert set(descriptions[DOMAIN][name]["fields"]) == {str(key) for key in schema.schema}
 
 
 @pytest.mark.parametrize("language", ["en", "zh-Hans"])
