@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 import contextlib
 from pathlib import Path
-from typing import Any
 from unittest.mock import patch
 
 import aiomqtt
-from homeassistant.config_entries import (
-    SOURCE_REAUTH,
-    ConfigEntryState,
-    ConfigFlow,
-    ConfigFlowResult,
-)
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_config_flow
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-# Imported first so the integration's own flow is registered before the test replaces it.
-from custom_components.prepaid_meter import (
-    async_remove_config_entry_device,
-    config_flow,  # noqa: F401
-)
+from custom_components.prepaid_meter import async_remove_config_entry_device
 from custom_components.prepaid_meter.const import CONF_TARIFF, DOMAIN
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import Ledger
@@ -44,22 +34,6 @@ tiers:
   - {up_to: 100, price: "0.5"}
   - {price: "0.8"}
 """
-
-
-class _ReauthFlow(ConfigFlow):
-    """A stand-in flow with a reauth step (the real flow is tested on its own)."""
-
-    VERSION = 1
-
-    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
-        """Go on to the confirmation form, as a real reauth step would."""
-        return await self.async_step_reauth_confirm()
-
-    async def async_step_reauth_confirm(
-        self, user_input: Mapping[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Ask for new credentials."""
-        return self.async_show_form(step_id="reauth_confirm")
 
 
 def _entry(config_entry: MockConfigEntry, **changes: object) -> MockConfigEntry:
@@ -116,14 +90,14 @@ async def test_bad_credentials_start_reauth(
         host=broker.host,
         **{CONF_PORT: broker.port, CONF_USERNAME: "u", CONF_PASSWORD: "wrong"},
     )
-    with mock_config_flow(DOMAIN, _ReauthFlow):
-        assert not await _setup(hass, entry, tmp_path)
+    assert not await _setup(hass, entry, tmp_path)
     assert entry.state is ConfigEntryState.SETUP_ERROR
     assert entry.error_reason_translation_key == "invalid_auth"
     flows = hass.config_entries.flow.async_progress_by_handler(
         DOMAIN, match_context={"source": SOURCE_REAUTH}
     )
     assert [flow["context"]["entry_id"] for flow in flows] == [entry.entry_id]
+    assert flows[0]["step_id"] == "reauth_confirm"
 
 
 async def test_right_credentials_load(
