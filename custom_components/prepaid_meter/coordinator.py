@@ -228,9 +228,9 @@ class PrepaidRuntime:
     def async_on_new_meter(self, add: Callable[[str], None]) -> None:
         """Call `add(meter_id)` for every meter now and for each one discovered later."""
         self._new_meter_callbacks.append(add)
-        for meter_id in sorted(self.community.meters):
-            if meter_id in self._added:
-                add(meter_id)
+        for meter_id in sorted(self.community.meters):  # known from the ledger or heard since
+            self._added.add(meter_id)
+            add(meter_id)
 
     @callback
     def _discover(self, meter_id: str) -> None:

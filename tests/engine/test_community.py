@@ -383,3 +383,15 @@ def test_failed_commit_keeps_the_batch(ledger: Ledger, clock: Clock) -> None:
     assert ledger.balance("b3-u2-501", SubAccount.ELECTRICITY) == Decimal("-0.9766")
     assert community.households["b3-u2-501"].electricity == Decimal("-0.9766")
     assert ledger.check_invariant() == []
+
+
+def test_overcurrent_event_with_normal_current_alarms_once(ledger: Ledger, clock: Clock) -> None:
+    """A meter repeating its overcurrent event while its current reads normal: one alarm."""
+    community = _community(ledger, clock)
+    _assign(community)
+    events: list[Event] = []
+    for seq in range(1, 5):
+        events += community.handle_reading(
+            R("000000000001", seq, NOON - 100 + seq * 10, Decimal(seq), events=("overcurrent",))
+        )
+    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["overload"]

@@ -403,14 +403,6 @@ def test_dst_whole_day_totals() -> None:
     assert autumn == {"night": Decimal(7), "day": Decimal(18)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "tariff.Timeline.segment_at resolves a window edge that falls inside a DST gap or fold "
-        "with fold=0: spring 03:00-03:30 CEST is billed as night; autumn's repeated "
-        "02:00-02:30 CET is billed as day"
-    ),
-)
 @pytest.mark.parametrize(
     ("month", "day", "hours", "night_hours"),
     [(3, 29, 5, Decimal(2)), (10, 25, 7, Decimal(3))],

@@ -336,14 +336,6 @@ async def test_switch_turn_off_names_who_and_why(
     assert info.value.translation_key == "not_admin"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "coordinator.async_on_new_meter adds only meters already discovered over MQTT since "
-        "start: a meter the ledger knows but that sends nothing (no retained announce left on "
-        "the broker) gets no live entities after a restart or reload"
-    ),
-)
 async def test_known_meter_has_entities_after_reload_without_messages(
     hass: HomeAssistant, init_integration: MockConfigEntry, mosquitto: Mosquitto
 ) -> None:

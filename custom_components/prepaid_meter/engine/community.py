@@ -482,8 +482,8 @@ class Community:
         events: list[Event] = []
         base = {"household": household.label if household else None}
         current = reading.current_a
-        if current is not None and current > meter.rated_current_a:
-            meter.overload_count += 1
+        measured_over = current is not None and current > meter.rated_current_a
+        if measured_over or "overcurrent" in reading.events:
             if not meter.overload_alarm:
                 meter.overload_alarm = True
                 events.append(
@@ -499,10 +499,13 @@ class Community:
                         },
                     )
                 )
-            severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
-            if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
-                events += self._protective_cut(meter, household, "overload")
-        elif current is not None:
+            if measured_over:
+                meter.overload_count += 1
+                assert current is not None
+                severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
+                if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
+                    events += self._protective_cut(meter, household, "overload")
+        elif current is not None:  # measured and normal, and the meter says nothing
             meter.overload_count = 0
             meter.overload_alarm = False
         if "arc_fault" in reading.events:
@@ -510,11 +513,6 @@ class Community:
                 Event("alarm", meter.meter_id, meter.account_id, {**base, "type": "arc_fault"})
             )
             events += self._protective_cut(meter, household, "arc_fault")
-        if "overcurrent" in reading.events and not meter.overload_alarm:
-            meter.overload_alarm = True
-            events.append(
-                Event("alarm", meter.meter_id, meter.account_id, {**base, "type": "overload"})
-            )
 
         neutral = reading.neutral_current_a
         if current is not None and neutral is not None:

@@ -185,13 +185,17 @@ class Timeline:
         minute = local.hour * 60 + local.minute
         w_start, w_end, period = version.period_at(minute)
         day = local.date()
-        window_start = datetime.combine(day, time(0), tariff.tz) + timedelta(minutes=w_start)
-        window_end = datetime.combine(day, time(0), tariff.tz) + timedelta(minutes=w_end)
-        # Wall-clock arithmetic on aware datetimes ignores DST; re-resolve through UTC.
-        seg_start = max(seg_start, to_us(window_start.replace(tzinfo=tariff.tz)))
-        seg_end = min(seg_end, to_us(window_end.replace(tzinfo=tariff.tz)))
-        if seg_end <= us:  # a DST jump can land the wall-clock edge behind us; always progress
+        midnight = datetime.combine(day, time(0), tariff.tz)
+        # Wall-clock edges, resolved on the side of a repeated hour that `local` is on.
+        window_start = (midnight + timedelta(minutes=w_start)).replace(fold=local.fold)
+        window_end = (midnight + timedelta(minutes=w_end)).replace(fold=local.fold)
+        seg_start = max(seg_start, to_us(window_start))
+        seg_end = min(seg_end, to_us(window_end))
+        if seg_end <= us:  # an edge inside a skipped hour can resolve behind us
             seg_end = us + 60_000_000
+        # A segment never spans a change of UTC offset (daylight saving time): past it the
+        # wall clock, and so the period, may differ from what the window says.
+        seg_end = _next_offset_change(us, seg_end, tariff.tz, local.utcoffset())
         seg_start = min(seg_start, us)
         segment = Segment(
             seg_start,
@@ -204,6 +208,24 @@ class Timeline:
         )
         self._last = segment
         return segment
+
+
+def _next_offset_change(start_us: int, end_us: int, tz: ZoneInfo, offset: timedelta | None) -> int:
+    """Return the first instant in (start, end) where the zone's UTC offset changes, or end."""
+
+    def offset_at(us: int) -> timedelta | None:
+        return from_us(us).astimezone(tz).utcoffset()
+
+    if offset_at(end_us - 1) == offset:
+        return end_us
+    low, high = start_us // 1_000_000, (end_us - 1) // 1_000_000 + 1  # whole seconds
+    while high - low > 1:
+        middle = (low + high) // 2
+        if offset_at(middle * 1_000_000) == offset:
+            low = middle
+        else:
+            high = middle
+    return max(min(high * 1_000_000, end_us), start_us + 1)
 
 
 # --- parsing -------------------------------------------------------------------------------
