@@ -26,6 +26,7 @@ DEFAULT_CURRENCY: Final = "CNY"
 # Tariff presets shipped under engine/presets/ (the file stems); a test keeps them in step.
 PRESET_TARIFFS: Final = (
     "beijing_monthly",
+    "zhejiang_yearly",
     "zhejiang_yearly_tou",
     "shanghai_yearly_tou",
     "flat",
