@@ -16,11 +16,6 @@ from tests.broker import Mosquitto
 pytest_plugins = ["pytest_homeassistant_custom_component"]
 
 
-@pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: Any) -> None:
-    """Let Home Assistant load custom_components/prepaid_meter in every test."""
-
-
 @pytest.fixture(scope="session")
 def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """Return one broker for the whole session (tests keep to their own topics)."""

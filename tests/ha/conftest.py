@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import PropertyMock, patch
 import uuid
 
@@ -94,3 +95,12 @@ def entity_registry_enabled_by_default() -> Iterator[None]:
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     """Serialize Home Assistant objects the way core's snapshots do (no volatile fields)."""
     return snapshot.use_extension(HomeAssistantSnapshotExtension)
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: Any) -> None:
+    """Let Home Assistant load custom_components/prepaid_meter in every test here.
+
+    Only the Home Assistant test folders take this (and so a `hass`): the engine, transport
+    and simulator tests run on plain pytest-asyncio, without Home Assistant's loop checks.
+    """

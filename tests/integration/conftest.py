@@ -211,3 +211,12 @@ def tls_broker(tmp_path: Path, config_dir: Path, socket_enabled: None) -> Iterat
         },
     )
     broker.stop()
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: Any) -> None:
+    """Let Home Assistant load custom_components/prepaid_meter in every test here.
+
+    Only the Home Assistant test folders take this (and so a `hass`): the engine, transport
+    and simulator tests run on plain pytest-asyncio, without Home Assistant's loop checks.
+    """
