@@ -165,33 +165,20 @@ class PrepaidRuntime:
             )
         self._thresholds = {k: Decimal(v) for k, v in stored.get("thresholds", {}).items()}
         await self.transport.start()
-        self._unsubs.append(
-            async_track_time_interval(
-                self.hass,
-                self._async_flush_interval,
-                _seconds(COMMIT_INTERVAL_S),
-                name="prepaid_meter commit",
-                cancel_on_shutdown=True,
+        for action, seconds, name in (
+            (self._async_flush_interval, COMMIT_INTERVAL_S, "commit"),
+            (self._async_publish_interval, PUBLISH_INTERVAL_S, "publish"),
+            (self._async_tick, TICK_INTERVAL_S, "tick"),
+        ):
+            self._unsubs.append(
+                async_track_time_interval(
+                    self.hass,
+                    action,
+                    timedelta(seconds=seconds),
+                    name=f"prepaid_meter {name}",
+                    cancel_on_shutdown=True,
+                )
             )
-        )
-        self._unsubs.append(
-            async_track_time_interval(
-                self.hass,
-                self._async_publish_interval,
-                _seconds(PUBLISH_INTERVAL_S),
-                name="prepaid_meter publish",
-                cancel_on_shutdown=True,
-            )
-        )
-        self._unsubs.append(
-            async_track_time_interval(
-                self.hass,
-                self._async_tick,
-                _seconds(TICK_INTERVAL_S),
-                name="prepaid_meter tick",
-                cancel_on_shutdown=True,
-            )
-        )
         await self._async_refresh_rates()
 
     async def async_stop(self) -> None:
@@ -663,10 +650,6 @@ class PrepaidRuntime:
             ],
             "totals": {k: str(v) for k, v in self.community.totals().items()},
         }
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
 
 
 def ledger_path(hass: HomeAssistant, community_id: str) -> Path:
