@@ -65,6 +65,12 @@ BUS_EVENTS = frozenset(
     }
 )
 BROKER_ISSUE_AFTER_S = 300
+# Measurements (energy, power, balance, cycle figures) of a large community are written to
+# Home Assistant's state machine at most this often per meter; a small one's at once. Relay,
+# low-balance and online states are always written at once, and every money and relay
+# decision is taken by the engine on each reading, whatever this says.
+MEASUREMENT_INTERVAL_S = 60.0
+MEASUREMENT_THROTTLE_ABOVE = 100
 
 
 @dataclass(slots=True)
@@ -114,6 +120,8 @@ class PrepaidRuntime:
         self.fee_collection_rate: float | None = None
         self._disconnected_at: float | None = None
         self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
+        self._measurement_listeners: dict[str, list[CALLBACK_TYPE]] = {}
+        self._measured: set[str] = set()
         self._community_listeners: list[CALLBACK_TYPE] = []
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
@@ -169,6 +177,7 @@ class PrepaidRuntime:
             (self._async_flush_interval, COMMIT_INTERVAL_S, "commit"),
             (self._async_publish_interval, PUBLISH_INTERVAL_S, "publish"),
             (self._async_tick, TICK_INTERVAL_S, "tick"),
+            (self._async_write_measurements, MEASUREMENT_INTERVAL_S, "measurements"),
         ):
             self._unsubs.append(
                 async_track_time_interval(
@@ -195,9 +204,16 @@ class PrepaidRuntime:
     # ------------------------------------------------------------------ listeners
 
     @callback
-    def async_add_meter_listener(self, meter_id: str, listener: CALLBACK_TYPE) -> CALLBACK_TYPE:
-        """Call `listener` when this meter changes; return the remover."""
-        listeners = self._meter_listeners.setdefault(meter_id, [])
+    def async_add_meter_listener(
+        self, meter_id: str, listener: CALLBACK_TYPE, *, measurement: bool = False
+    ) -> CALLBACK_TYPE:
+        """Call `listener` when this meter changes; return the remover.
+
+        A `measurement` listener of a community larger than MEASUREMENT_THROTTLE_ABOVE meters
+        is called at most every MEASUREMENT_INTERVAL_S seconds.
+        """
+        registry = self._measurement_listeners if measurement else self._meter_listeners
+        listeners = registry.setdefault(meter_id, [])
         listeners.append(listener)
 
         def remove() -> None:
@@ -227,10 +243,27 @@ class PrepaidRuntime:
         for add in self._new_meter_callbacks:
             add(meter_id)
 
+    @property
+    def throttled(self) -> bool:
+        """Return whether measurements are written on a timer (a large community)."""
+        return len(self.community.meters) > MEASUREMENT_THROTTLE_ABOVE
+
     @callback
     def _notify_meter(self, meter_id: str) -> None:
         for listener in tuple(self._meter_listeners.get(meter_id, ())):
             listener()
+        if self.throttled:
+            self._measured.add(meter_id)
+            return
+        for listener in tuple(self._measurement_listeners.get(meter_id, ())):
+            listener()
+
+    async def _async_write_measurements(self, _now: Any = None) -> None:
+        """Write the measurements of every meter that changed since the last time."""
+        measured, self._measured = self._measured, set()
+        for meter_id in measured:
+            for listener in tuple(self._measurement_listeners.get(meter_id, ())):
+                listener()
 
     @callback
     def _notify_community(self) -> None:

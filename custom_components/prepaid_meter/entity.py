@@ -31,6 +31,8 @@ class PrepaidMeterEntity(Entity):
 
     _attr_has_entity_name = True
     _attr_should_poll = False
+    # Measurements may be written on a timer in a large community (see coordinator).
+    _measurement = False
 
     def __init__(
         self, runtime: PrepaidRuntime, meter_id: str, description: EntityDescription
@@ -57,7 +59,9 @@ class PrepaidMeterEntity(Entity):
         """Listen to this meter's updates only."""
         await super().async_added_to_hass()
         self.async_on_remove(
-            self.runtime.async_add_meter_listener(self.meter_id, self._handle_meter_update)
+            self.runtime.async_add_meter_listener(
+                self.meter_id, self._handle_meter_update, measurement=self._measurement
+            )
         )
 
     @callback

@@ -265,6 +265,7 @@ class PrepaidMeterSensor(PrepaidMeterEntity, SensorEntity):
     """A sensor of one meter."""
 
     entity_description: MeterSensorDescription
+    _measurement = True
 
     def __init__(
         self, runtime: PrepaidRuntime, meter_id: str, description: MeterSensorDescription

@@ -50,7 +50,7 @@ def config_entry(mosquitto: Mosquitto, community_id: str) -> MockConfigEntry:
             CONF_COMMUNITY_ID: community_id,
             CONF_COMMUNITY_NAME: "Test community",
             CONF_CURRENCY: "CNY",
-            CONF_TARIFF: "beijing_monthly",
+            CONF_TARIFF: "flat",  # one price: amounts do not depend on the day tests run
         },
         options={"friendly_start": "00:00", "friendly_end": "00:00", "friendly_weekends": False},
     )

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 import time
 from typing import Any
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
 
 from custom_components.prepaid_meter.const import DOMAIN
 from tests.ha.conftest import METER_ID
@@ -335,3 +342,30 @@ async def test_meter_reporting_the_other_state_is_told_again(
     await meter.reading(now - 60, "100.000")
     await meter.wait_for(lambda: meter.relay == "on")
     assert [c["state"] for c in meter.commands if c.get("op") == "relay"] == ["on"]
+
+
+async def test_large_community_writes_measurements_on_a_timer(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Above the threshold, a reading's measurements reach the state machine on the timer;
+    the money decision itself is immediate."""
+
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="10", transaction_id="t1")
+    await wait_until(hass, lambda: state(hass, entry, "balance") == "10.00")
+    community = entry.runtime_data.community
+    with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
+        now = int(time.time())
+        await meter.reading(now - 120, "100.000")
+        # 50 kWh, tiers prorated to the 3 days the account is open in November (24/40 kWh):
+        # far below minus the emergency credit.
+        await meter.reading(now - 60, "150.000")
+        await wait_until(hass, lambda: community.meters[METER_ID].seq == 2)
+        balance = community.households["b3-501"].electricity
+        assert balance < -10
+        assert state(hass, entry, "supply") == "off"  # relay state: at once
+        assert state(hass, entry, "balance") == "10.00"  # measurement: not yet
+        async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=61))
+        await hass.async_block_till_done()
+        assert state(hass, entry, "balance") == str(balance.quantize(Decimal("0.01")))
