@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 import json
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +179,92 @@ def test_demo_setup_runs_home_assistant_with_live_balances(
     )
     # Readings were billed: some household's balance is below its opening top-up.
     assert any(value < labels[label] for label, value in balances.items()), balances
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Return the pids whose command line mentions `text` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if text in cmdline and ") Z" not in stat:  # zombies have exited already
+            found.append(int(entry.name))
+    return found
+
+
+def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, socket_enabled: None
+) -> None:
+    """`python -m demo run` (what scripts/demo starts): banner, live balances, clean Ctrl-C."""
+    state = tmp_path / "demo"
+    http_port, broker_port = free_port(), free_port()
+    out_file = tmp_path / "demo.out"
+    with out_file.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "demo",
+                "run",
+                "--dir",
+                str(state),
+                "--http-port",
+                str(http_port),
+                "--broker-port",
+                str(broker_port),
+                "--speed",
+                "600",
+                "--interval",
+                "1",
+            ],
+            cwd=ROOT,
+            env=environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + HASS_START_TIMEOUT
+        while "Press Ctrl-C" not in out_file.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out_file.read_text()
+            time.sleep(0.5)
+        banner = out_file.read_text()
+        assert "Press Ctrl-C" in banner, banner
+        url = f"http://127.0.0.1:{http_port}"
+        assert url in banner and "demo / demo-prepaid" in banner
+        token = read_token(state / "config")
+        summary = json.loads((state / "config" / "demo.json").read_text())
+        assert len(summary["meters"]) == 30
+        assert {m["scenario"] for m in summary["meters"]} >= {"theft", "offline", "vacant"}
+        labels = {m["label"] for m in summary["meters"]}
+        numeric: set[str] = set()
+        deadline = time.monotonic() + STATES_TIMEOUT
+        while time.monotonic() < deadline:
+            states = api_get(url, token, "/api/states")
+            numeric = {
+                str(s["attributes"].get("friendly_name", "")).removesuffix(" Balance")
+                for s in states
+                if str(s["entity_id"]).endswith("_balance")
+                and _decimal(str(s["state"])) is not None
+            } & labels
+            if len(numeric) >= 25:  # garbage and offline meters may lag behind
+                break
+            time.sleep(1)
+        assert len(numeric) >= 25, (numeric, (state / "hass.log").read_text()[-2000:])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    output = out_file.read_text()
+    assert proc.returncode == 0, output
+    for name in ("simulator", "Home Assistant", "mosquitto"):
+        assert f"{name} stopped" in output, output
+    assert _processes_mentioning(str(state)) == []
