@@ -155,6 +155,7 @@ def _banner(prepared: Prepared, broker_port: int, state: Path, speed: float) -> 
             f"household; {cut} start with little or no credit",
             f"    simulated time   {speed:g}x: a reading every 10 s covers "
             f"{10 * speed / 60:g} minutes",
+            "    policy           1 CNY emergency credit, no friendly hours (entry options)",
             f"    logs             {state}/hass.log, {state}/simulator.log",
             f"    API token        {prepared.config_dir}/.demo_token",
             "",

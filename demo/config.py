@@ -6,9 +6,10 @@ onboarding view and `hass --script auth` make), onboarding and the config entry 
 `homeassistant.helpers.storage.Store`. The community's ledger is seeded through the engine's
 `Community.assign_meter` / `Community.top_up`, the same calls the integration's actions make.
 
-Running `prepare` again on the same folder is safe: the user, token and config entry are kept
-(the entry's broker address is updated), and the ledger is re-seeded from scratch, because the
-simulator starts its meters' registers and sequence numbers afresh on every run.
+Running `prepare` again on the same folder is safe: the user, token, config entry, dashboards
+and automations are kept (the entry's broker address is updated), while the ledger and the
+recorder's history start from scratch, because the simulator starts its meters' registers and
+sequence numbers afresh on every run.
 """
 
 from __future__ import annotations
@@ -69,14 +70,15 @@ DEMO_SCENARIOS: Final = (
     ("garbage", 1),
     ("vacant", 2),
 )
-#: The demo's prepaid policy: supply is cut on any day (also at weekends, so the demo shows a
-#: cut whenever it runs), never between 22:00 and 07:00, with 2 CNY of emergency credit.
+#: The demo's prepaid policy: no friendly hours (start == end is an empty window, weekends are
+#: not friendly), so the demo shows a cut whatever the time in Shanghai; 1 CNY of emergency
+#: credit. Change it in Home Assistant under the entry's options.
 DEMO_OPTIONS: Final[Mapping[str, Any]] = {
     "warn_level_1": "20",
     "warn_level_2": "5",
-    "emergency_credit": "2",
-    "friendly_start": "22:00:00",
-    "friendly_end": "07:00:00",
+    "emergency_credit": "1",
+    "friendly_start": "00:00:00",
+    "friendly_end": "00:00:00",
     "friendly_weekends": False,
 }
 #: Opening top-ups of the ordinary households, by meter index: some run out within minutes
@@ -457,6 +459,10 @@ def prepare(settings: DemoSettings) -> Prepared:
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
     if settings.seed_ledger:
+        # The recorder's history of an earlier run would show every energy register going
+        # back (the simulator starts its registers afresh): start the history afresh too.
+        for database in settings.config_dir.glob("home-assistant_v2.db*"):
+            database.unlink()
         # The relay wishes of an earlier run belong to the ledger that was just replaced.
         relays = settings.config_dir / ".storage" / f"{DOMAIN}.{entry_id}.relays"
         relays.unlink(missing_ok=True)
