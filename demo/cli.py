@@ -142,8 +142,13 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _banner(prepared: Prepared, broker_port: int, state: Path, speed: float) -> str:
+def _banner(
+    prepared: Prepared, broker_port: int, state: Path, speed: float, behind_s: float
+) -> str:
     cut = sum(1 for m in prepared.meters if m.top_up < 10 and not m.supply_protected)
+    # Simulated time starts in the past and runs `speed` times faster than the clock; the
+    # platform rejects readings more than 10 minutes ahead of its clock (PROTOCOL.md).
+    lasts_h = (behind_s + 600) / max(speed - 1, 1e-9) / 3600
     return "\n".join(
         [
             "",
@@ -155,6 +160,8 @@ def _banner(prepared: Prepared, broker_port: int, state: Path, speed: float) -> 
             f"household; {cut} start with little or no credit",
             f"    simulated time   {speed:g}x: a reading every 10 s covers "
             f"{10 * speed / 60:g} minutes",
+            f"                     it starts {behind_s / 86_400:.0f} days ago and reaches "
+            f"the present after about {lasts_h:.1f} h (then restart the demo)",
             "    policy           1 CNY emergency credit, no friendly hours (entry options)",
             f"    logs             {state}/hass.log, {state}/simulator.log",
             f"    API token        {prepared.config_dir}/.demo_token",
@@ -215,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 state / "simulator.log",
             )
         )
-        print(_banner(prepared, broker_port, state, args.speed), flush=True)
+        behind = time.time() - settings.start
+        print(_banner(prepared, broker_port, state, args.speed, behind), flush=True)
         while True:
             for child in children:
                 if not child.running():
