@@ -122,6 +122,8 @@ class PrepaidRuntime:
         self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measurement_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measured: set[str] = set()
+        self._community_dirty = False
+        self.totals: dict[str, Any] = community.totals()
         self._community_listeners: list[CALLBACK_TYPE] = []
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
@@ -267,6 +269,9 @@ class PrepaidRuntime:
 
     @callback
     def _notify_community(self) -> None:
+        """Recompute the community figures once, then let each community entity write."""
+        self._community_dirty = False
+        self.totals = self.community.totals()
         for listener in tuple(self._community_listeners):
             listener()
 
@@ -401,7 +406,9 @@ class PrepaidRuntime:
             if kind in BUS_EVENTS:
                 self.hass.bus.async_fire(EVENT_PREFIX + kind, self._event_data(event))
         if community_changed:
-            self._notify_community()
+            # Readings change the totals all the time: written with the next publish (2 s),
+            # not once per reading (each would walk every household).
+            self._community_dirty = True
 
     def _event_data(self, event: Event) -> dict[str, Any]:
         meter_id = event.meter_id
@@ -483,6 +490,8 @@ class PrepaidRuntime:
         await self.async_flush()
 
     async def _async_publish_interval(self, _now: Any) -> None:
+        if self._community_dirty:
+            self._notify_community()
         await self._publish_accounts()
 
     async def async_flush(self) -> None:
@@ -497,6 +506,8 @@ class PrepaidRuntime:
                     self.community.restore_batch(batch)
                     return
                 self._dispatch(self.community.apply_results(result))
+            if self._community_dirty:
+                self._notify_community()
             await self._publish_accounts()
         if (
             self._disconnected_at is not None

@@ -187,7 +187,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
 
 def _arrears(sub: SubAccount) -> Callable[[PrepaidRuntime], SensorValue]:
     def value(runtime: PrepaidRuntime) -> SensorValue:
-        arrears: dict[SubAccount, int] = runtime.community.totals()["arrears"]
+        arrears: dict[SubAccount, int] = runtime.totals["arrears"]
         return arrears[sub]
 
     return value
@@ -201,7 +201,7 @@ COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         currency_unit="{currency}",
         suggested_display_precision=2,
-        value_fn=lambda rt: rt.community.totals()["total_balance"].quantize(CENT),
+        value_fn=lambda rt: rt.totals["total_balance"].quantize(CENT),
     ),
     *(
         CommunitySensorDescription(
@@ -216,7 +216,7 @@ COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
         key="supplies_cut",
         translation_key="supplies_cut",
         state_class=SensorStateClass.MEASUREMENT,
-        value_fn=lambda rt: rt.community.totals()["supplies_cut"],
+        value_fn=lambda rt: rt.totals["supplies_cut"],
     ),
     CommunitySensorDescription(
         key="top_ups_today",

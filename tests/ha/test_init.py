@@ -365,3 +365,25 @@ async def test_large_community_writes_measurements_on_a_timer(
         await entry.runtime_data._async_write_measurements()
         await hass.async_block_till_done()
         assert state(hass, entry, "balance") == str(balance.quantize(Decimal("0.01")))
+
+
+async def test_community_totals_written_once_per_publish_not_per_reading(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Readings mark the community figures dirty; the 2-second publish job writes them once."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    await hass.async_block_till_done()
+    calls: list[int] = []
+    remove = runtime.async_add_community_listener(lambda: calls.append(1))
+    now = int(time.time())
+    for seq, kwh in enumerate(("100.000", "101.000", "102.000", "103.000"), start=1):
+        await meter.reading(now - 300 + seq * 10, kwh)
+    await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 4)
+    assert calls == []
+    await runtime._async_publish_interval(None)
+    assert calls == [1]
+    assert runtime.totals["total_balance"] == runtime.community.households["b3-501"].electricity
+    remove()
