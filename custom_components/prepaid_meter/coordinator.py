@@ -71,6 +71,9 @@ BROKER_ISSUE_AFTER_S = 300
 # decision is taken by the engine on each reading, whatever this says.
 MEASUREMENT_INTERVAL_S = 60.0
 MEASUREMENT_THROTTLE_ABOVE = 100
+# The minute's writes are spread over this many slices, oldest change first, so that no
+# single job stalls the event loop with every meter's states at once.
+MEASUREMENT_SLICES = 12
 
 
 @dataclass(slots=True)
@@ -121,7 +124,7 @@ class PrepaidRuntime:
         self._disconnected_at: float | None = None
         self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measurement_listeners: dict[str, list[CALLBACK_TYPE]] = {}
-        self._measured: set[str] = set()
+        self._measured: dict[str, None] = {}  # meters whose measurements changed, oldest first
         self._community_dirty = False
         self.totals: dict[str, Any] = community.totals()
         self._community_listeners: list[CALLBACK_TYPE] = []
@@ -179,7 +182,11 @@ class PrepaidRuntime:
             (self._async_flush_interval, COMMIT_INTERVAL_S, "commit"),
             (self._async_publish_interval, PUBLISH_INTERVAL_S, "publish"),
             (self._async_tick, TICK_INTERVAL_S, "tick"),
-            (self._async_write_measurements, MEASUREMENT_INTERVAL_S, "measurements"),
+            (
+                self._async_write_measurements,
+                MEASUREMENT_INTERVAL_S / MEASUREMENT_SLICES,
+                "measurements",
+            ),
         ):
             self._unsubs.append(
                 async_track_time_interval(
@@ -254,16 +261,29 @@ class PrepaidRuntime:
     def _notify_meter(self, meter_id: str) -> None:
         for listener in tuple(self._meter_listeners.get(meter_id, ())):
             listener()
+        self._notify_measurements(meter_id)
+
+    @callback
+    def _notify_measurements(self, meter_id: str) -> None:
         if self.throttled:
-            self._measured.add(meter_id)
+            self._measured.setdefault(meter_id)
             return
         for listener in tuple(self._measurement_listeners.get(meter_id, ())):
             listener()
 
-    async def _async_write_measurements(self, _now: Any = None) -> None:
-        """Write the measurements of every meter that changed since the last time."""
-        measured, self._measured = self._measured, set()
-        for meter_id in measured:
+    async def _async_write_measurements(
+        self, _now: Any = None, *, everything: bool = False
+    ) -> None:
+        """Write the measurements of the meters that changed longest ago (one slice).
+
+        Run every MEASUREMENT_INTERVAL_S / MEASUREMENT_SLICES seconds, each meter that keeps
+        changing is written about once per MEASUREMENT_INTERVAL_S.
+        """
+        count = len(self._measured)
+        if not everything:
+            count = min(count, -(-len(self.community.meters) // MEASUREMENT_SLICES))
+        for meter_id in list(self._measured)[:count]:
+            del self._measured[meter_id]
             for listener in tuple(self._measurement_listeners.get(meter_id, ())):
                 listener()
 
@@ -555,8 +575,8 @@ class PrepaidRuntime:
     async def _async_tick(self, _now: Any) -> None:
         self._dispatch(self.community.tick())
         await self._async_refresh_rates()
-        for meter_id in self.community.meters:
-            self._notify_meter(meter_id)
+        for meter_id in self.community.meters:  # days left and price move with the clock
+            self._notify_measurements(meter_id)
 
     async def _async_refresh_rates(self) -> None:
         """Recompute the fee collection rate of this month from the ledger (executor)."""

@@ -362,7 +362,7 @@ async def test_large_community_writes_measurements_on_a_timer(
         assert state(hass, entry, "supply") == "off"  # relay state: at once
         assert state(hass, entry, "balance") == "10.00"  # measurement: not yet
         # The minute timer's job (firing the timer itself would also age the MQTT keepalive).
-        await entry.runtime_data._async_write_measurements()
+        await entry.runtime_data._async_write_measurements(everything=True)
         await hass.async_block_till_done()
         assert state(hass, entry, "balance") == str(balance.quantize(Decimal("0.01")))
 
@@ -387,3 +387,20 @@ async def test_community_totals_written_once_per_publish_not_per_reading(
     assert calls == [1]
     assert runtime.totals["total_balance"] == runtime.community.households["b3-501"].electricity
     remove()
+
+
+async def test_measurement_writes_are_sliced_oldest_first(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Each run of the measurement job writes one slice of the changed meters, oldest first."""
+    runtime = init_integration.runtime_data
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
+        for meter_id in ("a", "b", "c"):
+            runtime._notify_measurements(meter_id)
+        runtime._notify_measurements("a")  # changed again: keeps its place
+        assert list(runtime._measured) == ["a", "b", "c"]
+        await runtime._async_write_measurements()  # 1 meter known: slices of 1
+        assert list(runtime._measured) == ["b", "c"]
+        await runtime._async_write_measurements(everything=True)
+        assert list(runtime._measured) == []
