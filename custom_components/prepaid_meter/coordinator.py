@@ -74,6 +74,9 @@ MEASUREMENT_THROTTLE_ABOVE = 100
 # The minute's writes are spread over this many slices, oldest change first, so that no
 # single job stalls the event loop with every meter's states at once.
 MEASUREMENT_SLICES = 12
+# A large community's households get their retained `account` topic at most this often; a
+# relay change is published at once.
+ACCOUNT_INTERVAL_S = 30.0
 
 
 @dataclass(slots=True)
@@ -131,6 +134,8 @@ class PrepaidRuntime:
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
         self._dirty_accounts: set[str] = set()
+        self._urgent_accounts: set[str] = set()
+        self._account_sent: dict[str, float] = {}
         self._thresholds: dict[str, Decimal] = {}
         self._relays: dict[str, RelayRecord] = {}
         self._store: Store[dict[str, Any]] = Store(
@@ -398,6 +403,8 @@ class PrepaidRuntime:
                     event.meter_id, state, str(event.data["reason"]), str(event.data["actor"])
                 )
                 self._store.async_delay_save(self._store_data, 1)
+                if event.account_id is not None:
+                    self._urgent_accounts.add(event.account_id)
                 community_changed = True
             elif kind == "reconcile" and event.meter_id is not None:
                 # The meter reports the other state and the tracker does not know what we
@@ -546,23 +553,31 @@ class PrepaidRuntime:
     async def _publish_accounts(self) -> None:
         if not self._dirty_accounts or not self.connected:
             return
-        accounts, self._dirty_accounts = self._dirty_accounts, set()
+        now = time.monotonic()
+        due = {
+            account_id
+            for account_id in self._dirty_accounts
+            if not self.throttled
+            or account_id in self._urgent_accounts
+            or now - self._account_sent.get(account_id, -ACCOUNT_INTERVAL_S) >= ACCOUNT_INTERVAL_S
+        }
+        self._dirty_accounts -= due
+        self._urgent_accounts -= due
         for meter in list(self.community.meters.values()):
-            if meter.account_id not in accounts:
+            if meter.account_id not in due:
                 continue
             body = self.community.account_payload(meter)
             if body is None:
                 continue
-            tier, _period, price = self.community.price_now(meter)
             payload = account_payload(
                 balance=Decimal(body["balance"]),
                 currency=self.currency,
                 low=bool(body["low"]),
                 relay=meter.desired_relay,
                 cycle=meter.billing.cycle,
-                cycle_kwh=meter.billing.cycle_kwh.quantize(Decimal("0.001")),
-                tier=tier,
-                price=price,
+                cycle_kwh=Decimal(body["cycle_kwh"]),
+                tier=int(body["tier"]),
+                price=Decimal(body["price"]),
                 updated=int(time.time()),
             )
             topic = topic_for(self.prefix, self.community_id, meter.meter_id, "account")
@@ -571,6 +586,7 @@ class PrepaidRuntime:
             except Exception:  # republished on the next change
                 self._dirty_accounts.add(meter.account_id)
                 return
+            self._account_sent[meter.account_id] = now
 
     async def _async_tick(self, _now: Any) -> None:
         self._dispatch(self.community.tick())

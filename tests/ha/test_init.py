@@ -404,3 +404,38 @@ async def test_measurement_writes_are_sliced_oldest_first(
         assert list(runtime._measured) == ["b", "c"]
         await runtime._async_write_measurements(everything=True)
         assert list(runtime._measured) == []
+
+
+async def test_large_community_account_topic_at_most_every_30_s_relay_at_once(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Throttled: a household's account topic waits 30 s between updates, unless the relay moved."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="30", transaction_id="t1")
+    sent: list[str] = []
+
+    async def record(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if topic.endswith("/account"):
+            sent.append(topic)
+
+    with (
+        patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0),
+        patch.object(runtime.transport, "publish", record),
+    ):
+        now = int(time.time())
+        await meter.reading(now - 300, "100.000")
+        await meter.reading(now - 290, "101.000")
+        await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 2)
+        await runtime._publish_accounts()
+        assert len(sent) == 1  # the first change goes out
+        await meter.reading(now - 280, "102.000")
+        await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 3)
+        await runtime._publish_accounts()
+        assert len(sent) == 1  # within 30 s: held back, still dirty
+        await meter.reading(now - 270, "200.000")  # exhausts the credit: relay off
+        await wait_until(hass, lambda: runtime.community.meters[METER_ID].desired_relay == "off")
+        await runtime._publish_accounts()
+        assert len(sent) == 2  # a relay change goes out at once
+        assert sent[-1].endswith(f"/{METER_ID}/account")
