@@ -74,6 +74,10 @@ MEASUREMENT_THROTTLE_ABOVE = 100
 # The minute's writes are spread over this many slices, oldest change first, so that no
 # single job stalls the event loop with every meter's states at once.
 MEASUREMENT_SLICES = 12
+# A long run of state writes gives the event loop back this often, so that a reading that
+# exhausts a credit is handled (and its cut sent) without waiting for the whole slice.
+YIELD_AFTER_S = 0.01
+_GONE = object()
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
 ACCOUNT_INTERVAL_S = 30.0
@@ -287,10 +291,16 @@ class PrepaidRuntime:
         count = len(self._measured)
         if not everything:
             count = min(count, -(-len(self.community.meters) // MEASUREMENT_SLICES))
+        pause_at = time.monotonic() + YIELD_AFTER_S
         for meter_id in list(self._measured)[:count]:
-            del self._measured[meter_id]
+            if self._measured.pop(meter_id, _GONE) is _GONE:
+                continue  # written meanwhile (another run of this job)
             for listener in tuple(self._measurement_listeners.get(meter_id, ())):
                 listener()
+            if time.monotonic() >= pause_at:
+                # Let readings and relay commands through between chunks of state writes.
+                await asyncio.sleep(0)
+                pause_at = time.monotonic() + YIELD_AFTER_S
 
     @callback
     def _notify_community(self) -> None:

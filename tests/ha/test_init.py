@@ -406,6 +406,26 @@ async def test_measurement_writes_are_sliced_oldest_first(
         assert list(runtime._measured) == []
 
 
+async def test_measurement_writes_give_the_event_loop_back_between_chunks(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A long slice of state writes pauses for other work (a cut must not wait for it)."""
+    runtime = init_integration.runtime_data
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    with (
+        patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0),
+        patch("custom_components.prepaid_meter.coordinator.YIELD_AFTER_S", 0),
+    ):
+        for meter_id in ("a", "b", "c"):
+            runtime._notify_measurements(meter_id)
+        job = asyncio.create_task(runtime._async_write_measurements(everything=True))
+        await asyncio.sleep(0)
+        assert list(runtime._measured) == ["b", "c"]  # one meter written, then a pause
+        del runtime._measured["b"]  # written meanwhile by another run: skipped
+        await job
+        assert list(runtime._measured) == []
+
+
 async def test_large_community_account_topic_at_most_every_30_s_relay_at_once(
     hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
 ) -> None:

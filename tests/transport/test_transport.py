@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -461,3 +462,36 @@ async def test_tls_with_a_private_ca_and_a_client_certificate(
     )
     with pytest.raises(CannotConnect):
         await check_connection(missing)
+
+
+async def test_a_backlog_is_handled_in_chunks_that_give_the_event_loop_back() -> None:
+    """Messages waiting after a pause are not handled in one go: others get the loop too."""
+    handled = 0
+
+    def slow_handler(_topic: str, _payload: bytes) -> None:
+        nonlocal handled
+        handled += 1
+        time.sleep(0.002)  # a slow message: 100 of them would hold the loop for 0.2 s
+
+    transport = MqttTransport(
+        TransportConfig(host="127.0.0.1", port=free_port(), client_id="pm-yield-test"),
+        slow_handler,
+        [],
+    )
+    for mid in range(100):
+        transport._inbox.put_nowait(
+            aiomqtt.Message(
+                "prepaid/y/m/telemetry", b"{}", qos=1, retain=False, mid=mid, properties=None
+            )
+        )
+    consume = asyncio.create_task(transport._consume())
+    seen: list[int] = []
+    async with asyncio.timeout(10):
+        while handled < 100:
+            await asyncio.sleep(0)
+            seen.append(handled)
+    consume.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consume
+    assert 0 < seen[0] <= 20  # the first chunk: about 10 ms of messages, not all 100
+    assert len(set(seen)) >= 5  # and the loop came back between the following chunks

@@ -37,6 +37,7 @@ import logging
 import math
 import random
 import ssl
+import time
 import uuid
 
 import aiomqtt
@@ -50,6 +51,8 @@ type Backoff = Callable[[int], float]
 # CONNACK codes that mean the credentials were refused: MQTT 3.1.1 (4, 5) and MQTT 5 / paho
 # ReasonCode values (134 bad user name or password, 135 not authorised).
 _AUTH_CODES = frozenset({4, 5, 134, 135})
+# The message handler gives the event loop back at least this often while messages wait.
+YIELD_AFTER_S = 0.01
 
 
 class TransportError(Exception):
@@ -404,8 +407,19 @@ class MqttTransport:
             _LOGGER.exception("MQTT connection callback failed")
 
     async def _consume(self) -> None:
+        # `Queue.get` does not suspend while messages wait: a backlog (after a pause of the
+        # event loop) would be handled in one go, holding back everything else, the relay
+        # commands its readings cause included. Give the loop back every few milliseconds.
+        pause_at = time.monotonic() + YIELD_AFTER_S
         while True:
-            message = await self._inbox.get()
+            if time.monotonic() >= pause_at:
+                await asyncio.sleep(0)
+                pause_at = time.monotonic() + YIELD_AFTER_S
+            if self._inbox.empty():
+                message = await self._inbox.get()
+                pause_at = time.monotonic() + YIELD_AFTER_S
+            else:
+                message = self._inbox.get_nowait()
             try:
                 self.received += 1
                 result = self._handler(message.topic.value, message.payload)
