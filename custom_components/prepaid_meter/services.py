@@ -185,25 +185,11 @@ async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     }
 
 
-async def _adjust(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
-    account_id = _account_of(runtime, call)
-    result = await runtime.async_ledger_call(
-        runtime.community.post_money,
-        account_id,
-        SubAccount(call.data[ATTR_SUB_ACCOUNT]),
-        EntryKind.ADJUSTMENT,
-        call.data[ATTR_AMOUNT],
-        call.data[ATTR_TRANSACTION_ID],
-        actor=_actor(call),
-        meta={"reason": call.data[ATTR_REASON]},
-    )
-    runtime.apply_money(result, top_up=False)
-    return {"household": account_id, "balance": str(result.results[0].balance_after)}
+def _post_money(
+    kind: EntryKind, meta_field: str
+) -> Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]]:
+    """Return the handler of an action that posts one money entry of `kind` to a household."""
 
-
-def _fee(kind: EntryKind) -> Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]]:
     async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
         await _require_admin(hass, call)
         runtime = _runtime(hass, call)
@@ -216,7 +202,7 @@ def _fee(kind: EntryKind) -> Callable[[HomeAssistant, ServiceCall], Awaitable[Se
             call.data[ATTR_AMOUNT],
             call.data[ATTR_TRANSACTION_ID],
             actor=_actor(call),
-            meta={"period": call.data[ATTR_PERIOD]},
+            meta={meta_field: call.data[meta_field]},
         )
         runtime.apply_money(result, top_up=False)
         return {"household": account_id, "balance": str(result.results[0].balance_after)}
@@ -272,9 +258,13 @@ SERVICES: dict[
     ],
 ] = {
     "top_up": (TOP_UP_SCHEMA, _top_up, SupportsResponse.OPTIONAL),
-    "adjust": (ADJUST_SCHEMA, _adjust, SupportsResponse.OPTIONAL),
-    "charge_fee": (FEE_SCHEMA, _fee(EntryKind.FEE), SupportsResponse.OPTIONAL),
-    "pay_fee": (FEE_SCHEMA, _fee(EntryKind.PAYMENT), SupportsResponse.OPTIONAL),
+    "adjust": (
+        ADJUST_SCHEMA,
+        _post_money(EntryKind.ADJUSTMENT, ATTR_REASON),
+        SupportsResponse.OPTIONAL,
+    ),
+    "charge_fee": (FEE_SCHEMA, _post_money(EntryKind.FEE, ATTR_PERIOD), SupportsResponse.OPTIONAL),
+    "pay_fee": (FEE_SCHEMA, _post_money(EntryKind.PAYMENT, ATTR_PERIOD), SupportsResponse.OPTIONAL),
     "assign_meter": (ASSIGN_SCHEMA, _assign_meter, SupportsResponse.OPTIONAL),
     "restore_supply": (RESTORE_SCHEMA, _restore_supply, SupportsResponse.NONE),
     "get_statement": (STATEMENT_SCHEMA, _get_statement, SupportsResponse.ONLY),
