@@ -24,15 +24,17 @@ from .const import (
     CONF_COMMUNITY_NAME,
     CONF_CURRENCY,
     CONF_PREFIX,
+    CONF_PROFILE,
     CONF_TARIFF,
     CONF_TLS,
+    DEFAULT_PROFILE,
     DOMAIN,
 )
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
 from .engine.community import Community
 from .engine.ledger import LedgerError
 from .engine.policy import PolicyConfig, PolicyError
-from .engine.profiles import NativeProfile
+from .engine.profiles import PROFILE_NAMES, make_profile
 from .engine.tariff import Tariff, TariffError, load_preset, load_tariff, preset_names
 from .engine.transport import (
     CannotConnect,
@@ -117,6 +119,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
             translation_placeholders={"error": str(err)},
         ) from err
     community_id = str(data[CONF_COMMUNITY_ID])
+    profile_name = str(data.get(CONF_PROFILE, DEFAULT_PROFILE))
+    if profile_name not in PROFILE_NAMES:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_profile",
+            translation_placeholders={"profile": profile_name},
+        )
     try:
         ledger = await hass.async_add_executor_job(open_ledger, ledger_path(hass, community_id))
     except LedgerError as err:
@@ -131,7 +140,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
         entry,
         community=Community(ledger, tariff, policy),
         transport_config=config,
-        profile=NativeProfile(community_id, prefix),
+        # Tasmota's `Time` has no zone: it is read in the tariff's (the community's) zone.
+        profile=make_profile(profile_name, community=community_id, prefix=prefix, tz=tariff.tz),
         prefix=prefix,
         community_id=community_id,
         community_name=str(data.get(CONF_COMMUNITY_NAME, community_id)),

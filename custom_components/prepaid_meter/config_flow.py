@@ -53,6 +53,7 @@ from .const import (
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
     CONF_PREFIX,
+    CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
     CONF_TARIFF,
     CONF_TLS,
@@ -61,12 +62,14 @@ from .const import (
     DEFAULT_CURRENCY,
     DEFAULT_PORT,
     DEFAULT_PREFIX,
+    DEFAULT_PROFILE,
     DOMAIN,
     POLICY_OPTIONS,
     PRESET_TARIFFS,
     SECTION_TLS,
 )
 from .engine.policy import PolicyConfig, PolicyError
+from .engine.profiles import PROFILE_NAMES
 from .engine.protocol import COMMUNITY_RE
 from .engine.tariff import TariffError
 from .engine.transport import CannotConnect, InvalidAuth, check_connection
@@ -115,6 +118,17 @@ def _tariff_selector() -> SelectSelector:
     )
 
 
+def _profile_selector() -> SelectSelector:
+    """Pick the device family of the community's meters."""
+    return SelectSelector(
+        SelectSelectorConfig(
+            options=list(PROFILE_NAMES),
+            mode=SelectSelectorMode.DROPDOWN,
+            translation_key=CONF_PROFILE,
+        )
+    )
+
+
 def _tls_section() -> section:
     """Build the TLS section anew each time (suggested values are written into it)."""
     return section(
@@ -149,6 +163,7 @@ def user_schema() -> vol.Schema:
             vol.Required(CONF_COMMUNITY_NAME): _TEXT,
             vol.Required(CONF_CURRENCY, default=DEFAULT_CURRENCY): _TEXT,
             vol.Required(CONF_TARIFF): _tariff_selector(),
+            vol.Required(CONF_PROFILE, default=DEFAULT_PROFILE): _profile_selector(),
             vol.Required(SECTION_TLS): _tls_section(),
         }
     )

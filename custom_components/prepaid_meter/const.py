@@ -12,6 +12,8 @@ CONF_COMMUNITY_ID: Final = "community_id"
 CONF_COMMUNITY_NAME: Final = "community_name"
 CONF_CURRENCY: Final = "currency"
 CONF_TARIFF: Final = "tariff"
+# The device family of the community's meters (engine.profiles.PROFILE_NAMES).
+CONF_PROFILE: Final = "profile"
 CONF_TLS: Final = "tls"
 CONF_CA_FILE: Final = "ca_file"
 CONF_CLIENT_CERT: Final = "client_cert"
@@ -22,6 +24,7 @@ SECTION_TLS: Final = "tls_settings"
 DEFAULT_PREFIX: Final = "prepaid"
 DEFAULT_PORT: Final = 1883
 DEFAULT_CURRENCY: Final = "CNY"
+DEFAULT_PROFILE: Final = "native"
 
 # Tariff presets shipped under engine/presets/ (the file stems); a test keeps them in step.
 PRESET_TARIFFS: Final = (

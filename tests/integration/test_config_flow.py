@@ -11,7 +11,7 @@ from unittest.mock import AsyncMock, patch
 from homeassistant.config_entries import SOURCE_USER
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
 import pytest
 
 from custom_components.prepaid_meter.config_flow import policy_form_values
@@ -29,6 +29,7 @@ from custom_components.prepaid_meter.const import (
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
     CONF_PREFIX,
+    CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
     CONF_TARIFF,
     CONF_TLS,
@@ -100,11 +101,32 @@ async def test_user_creates_entry_after_connecting(
         CONF_COMMUNITY_NAME: "Lotus Garden",
         CONF_CURRENCY: "CNY",
         CONF_TARIFF: "beijing_monthly",
+        CONF_PROFILE: "native",
         CONF_TLS: False,
     }
     assert isinstance(result["data"][CONF_PORT], int)
     assert result["result"].unique_id == f"{mosquitto.host}:{mosquitto.port}/{community_id}"
     assert len(mock_setup_entry.mock_calls) == 1
+
+
+async def test_user_picks_the_meter_type(
+    hass: HomeAssistant, mosquitto: Mosquitto, community_id: str
+) -> None:
+    """The meter type is stored; a type the selector does not offer is refused by the form."""
+    flow_id = await start(hass)
+    with pytest.raises(InvalidData):
+        await submit(
+            hass,
+            flow_id,
+            form_input(mosquitto.host, mosquitto.port, community_id, **{CONF_PROFILE: "zigbee"}),
+        )
+    result = await submit(
+        hass,
+        flow_id,
+        form_input(mosquitto.host, mosquitto.port, community_id, **{CONF_PROFILE: "tasmota"}),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_PROFILE] == "tasmota"
 
 
 async def test_user_with_a_tariff_file(
