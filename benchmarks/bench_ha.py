@@ -263,6 +263,7 @@ async def measure(
     window: float,
     cuts: int,
     recorder: bool,
+    recorder_exclude: tuple[str, ...],
     drain: float,
     tmp: Path,
 ) -> dict[str, Any]:
@@ -293,6 +294,7 @@ async def measure(
             },
             minimal=True,
             recorder=recorder,
+            recorder_exclude=recorder_exclude,
         )
         began = time.monotonic()
         prepared = await asyncio.to_thread(prepare, settings)
@@ -352,6 +354,7 @@ async def measure(
             "meters": meters,
             "interval": interval,
             "recorder": recorder,
+            "recorder_exclude": recorder_exclude,
             "setup_s": setup_s,
             "hass_ready_s": hass_ready_s,
             "entities": entities,
@@ -391,7 +394,12 @@ def report(result: dict[str, Any]) -> None:
     lat = result["latencies"]
     print(
         f"\n== {result['meters']} meters, a reading every {result['interval']:g} s "
-        f"({'with' if result['recorder'] else 'without'} recorder)"
+        f"({'with' if result['recorder'] else 'without'} recorder"
+        + (
+            f", excluding {', '.join(result['recorder_exclude'])})"
+            if result["recorder_exclude"]
+            else ")"
+        )
     )
     print(
         f"setup {result['setup_s']:.1f} s; Home Assistant loaded the entry in "
@@ -446,6 +454,13 @@ def main() -> int:
     parser.add_argument("--cuts", type=int, default=100, help="households with a tiny balance")
     parser.add_argument("--recorder", action="store_true", help="run Home Assistant's recorder")
     parser.add_argument(
+        "--recorder-exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="an entity glob the recorder leaves out (repeatable; implies --recorder)",
+    )
+    parser.add_argument(
         "--drain", type=float, default=120.0, help="seconds to wait for late cuts after the window"
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the folders here")
@@ -468,7 +483,8 @@ def main() -> int:
                         warmup=args.warmup,
                         window=args.window,
                         cuts=min(args.cuts, count),
-                        recorder=args.recorder,
+                        recorder=args.recorder or bool(args.recorder_exclude),
+                        recorder_exclude=tuple(args.recorder_exclude),
                         drain=args.drain,
                         tmp=folder,
                     )

@@ -126,6 +126,8 @@ class DemoSettings:
     minimal: bool = False
     #: With `minimal`, still keep a recorder (the benchmark measures both ways).
     recorder: bool = False
+    #: Entity globs the recorder leaves out (with `recorder`).
+    recorder_exclude: tuple[str, ...] = ()
     seed_ledger: bool = True
     username: str = USERNAME
     password: str = PASSWORD
@@ -256,7 +258,11 @@ def configuration_yaml(settings: DemoSettings) -> str:
     ]
     if settings.minimal:
         if settings.recorder:
-            lines += ["recorder:", "  commit_interval: 5", ""]
+            lines += ["recorder:", "  commit_interval: 5"]
+            if settings.recorder_exclude:
+                lines += ["  exclude:", "    entity_globs:"]
+                lines += [f'      - "{glob}"' for glob in settings.recorder_exclude]
+            lines += [""]
         return "\n".join(lines)
     lines += [
         "frontend:",
