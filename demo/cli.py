@@ -29,9 +29,11 @@ from demo.config import (
 )
 from demo.processes import (
     Child,
+    amqtt_binary,
     free_port,
     mosquitto_binary,
     port_free,
+    start_amqtt,
     start_hass,
     start_mosquitto,
     start_simulator,
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int, default=8123)
     run.add_argument(
         "--http-host", default="127.0.0.1", help="0.0.0.0 to reach the demo from other machines"
+    )
+    run.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="the MQTT broker to start (auto: mosquitto if installed, else amqtt)",
     )
     run.add_argument(
         "--broker-port", type=int, default=None, help="default 1883 if free, else a free port"
@@ -177,8 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     state: Path = args.dir.resolve()
     if args.fresh and state.exists():
         shutil.rmtree(state)
-    if mosquitto_binary() is None:
-        print("demo: mosquitto is not installed (scripts/demo installs it)", file=sys.stderr)
+    broker = args.broker
+    if broker == "auto":
+        broker = "mosquitto" if mosquitto_binary() is not None else "amqtt"
+    if (mosquitto_binary() if broker == "mosquitto" else amqtt_binary()) is None:
+        print(f"demo: {broker} is not installed (scripts/demo installs it)", file=sys.stderr)
         return 1
     if not port_free(args.http_port, args.http_host):
         print(
@@ -200,8 +211,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _raise_stop)
     status = 0
     try:
-        print(f"==> MQTT broker on 127.0.0.1:{broker_port}", flush=True)
-        children.append(start_mosquitto(state / "mosquitto", broker_port))
+        print(f"==> MQTT broker ({broker}) on 127.0.0.1:{broker_port}", flush=True)
+        start_broker = start_mosquitto if broker == "mosquitto" else start_amqtt
+        children.append(start_broker(state / broker, broker_port))
         print(f"==> preparing {state / 'config'}", flush=True)
         settings = DemoSettings(
             config_dir=state / "config",

@@ -144,15 +144,51 @@ def start_mosquitto(workdir: Path, port: int, host: str = "127.0.0.1") -> Child:
     config = workdir / "mosquitto.conf"
     config.write_text("\n".join(lines) + "\n")
     child = Child("mosquitto", [binary, "-c", str(config)], workdir / "mosquitto.log")
-    deadline = time.monotonic() + 10
+    return _accepting_or_stop(child, port, host)
+
+
+def amqtt_binary() -> str | None:
+    """Return the embedded broker's executable (scripts/_env.sh `ensure_amqtt`), or None."""
+    binary = ROOT / ".venv-broker" / "bin" / "amqtt"
+    return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def start_amqtt(workdir: Path, port: int, host: str = "127.0.0.1") -> Child:
+    """Start amqtt, the pure-Python broker, where mosquitto cannot be installed."""
+    binary = amqtt_binary()
+    if binary is None:
+        raise RuntimeError("amqtt is not installed; scripts/demo installs it into .venv-broker")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "amqtt.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                "listeners:",
+                "  default:",
+                "    type: tcp",
+                f"    bind: {host}:{port}",
+                "plugins:",
+                "  amqtt.plugins.authentication.AnonymousAuthPlugin:",
+                "    allow_anonymous: true",
+                "",
+            ]
+        )
+    )
+    child = Child("amqtt", [binary, "-c", str(config)], workdir / "amqtt.log")
+    return _accepting_or_stop(child, port, host)
+
+
+def _accepting_or_stop(child: Child, port: int, host: str, limit: float = 20.0) -> Child:
+    """Return the broker once it accepts connections; stop it and raise if it does not."""
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if not child.running():
-            raise RuntimeError(f"mosquitto exited at start:\n{child.tail()}")
+            raise RuntimeError(f"{child.name} exited at start:\n{child.tail()}")
         if accepting(port, host):
             return child
         time.sleep(0.05)
     child.stop()
-    raise RuntimeError(f"mosquitto did not accept connections on {host}:{port} within 10 s")
+    raise RuntimeError(f"{child.name} did not accept connections on {host}:{port} in {limit:g} s")
 
 
 def start_hass(config_dir: Path, log: Path) -> Child:

@@ -3,6 +3,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+BROKER_VENV="$ROOT/.venv-broker"
 
 find_python() {
   local candidate
@@ -42,4 +43,19 @@ ensure_mosquitto() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
   fi
   # The Debian package starts a system broker on 1883 where systemd runs; tests never use it.
+}
+
+ensure_amqtt() {
+  # The embedded pure-Python broker (amqtt, pinned in requirements_broker.txt), in a venv of
+  # its own. The demo uses it where mosquitto is missing; the tests run the demo on it too.
+  local stamp="$BROKER_VENV/.requirements.sha256" want
+  want="$(sha256sum < "$ROOT/requirements_broker.txt" | cut -d' ' -f1)"
+  if [ -x "$BROKER_VENV/bin/amqtt" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "==> installing the embedded MQTT broker amqtt into $BROKER_VENV"
+  "$(find_python)" -m venv "$BROKER_VENV" || return 1
+  "$BROKER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements_broker.txt" 2>&1 | grep -v '^WARNING: Location' || true
+  "$BROKER_VENV/bin/amqtt" --version >/dev/null || return 1
+  echo "$want" > "$stamp"
 }

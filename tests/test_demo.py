@@ -197,10 +197,14 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
-    tmp_path: Path, socket_enabled: None
+    tmp_path: Path, socket_enabled: None, broker: str
 ) -> None:
-    """`python -m demo run` (what scripts/demo starts): banner, live balances, clean Ctrl-C."""
+    """`python -m demo run` (what scripts/demo starts): banner, live balances, clean Ctrl-C.
+
+    On mosquitto, and on the embedded pure-Python broker amqtt that the demo falls back to.
+    """
     state = tmp_path / "demo"
     http_port, broker_port = free_port(), free_port()
     out_file = tmp_path / "demo.out"
@@ -215,6 +219,8 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
                 str(state),
                 "--http-port",
                 str(http_port),
+                "--broker",
+                broker,
                 "--broker-port",
                 str(broker_port),
                 "--speed",
@@ -265,6 +271,7 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
             proc.wait()
     output = out_file.read_text()
     assert proc.returncode == 0, output
-    for name in ("simulator", "Home Assistant", "mosquitto"):
+    assert f"MQTT broker ({broker})" in output, output
+    for name in ("simulator", "Home Assistant", broker):
         assert f"{name} stopped" in output, output
     assert _processes_mentioning(str(state)) == []
