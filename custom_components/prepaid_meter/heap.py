@@ -8,8 +8,8 @@ exhausts a credit, and the cut it causes, waits for it.
 Almost all of those objects live as long as Home Assistant does: registries, devices,
 entities, loaded modules. Once Home Assistant has started and a large community has loaded,
 `gc.collect()` then `gc.freeze()` takes them out of the collector's walk (a full collection
-then took 0.21-0.25 s, every 40-55 s). Frozen objects are still freed by reference counting; only a
-reference cycle among them is not found while they are frozen. So every night at
+then took 0.21-0.25 s, every 40-55 s). Frozen objects are still freed by reference counting;
+only a reference cycle among them is not found while they are frozen. So every night at
 RECLAIM_AT (inside the default friendly hours, when no supply is cut) they are unfrozen,
 collected and frozen again: such a cycle lives a day at most. When the last large community
 unloads, everything is unfrozen.
