@@ -44,7 +44,6 @@ from .engine.transport import (
     check_connection,
     forget_session,
 )
-from .heap import FREEZE_ABOVE, async_hold_frozen
 from .services import async_setup_services
 
 _LOGGER = logging.getLogger(__name__)
@@ -155,9 +154,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
         raise
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
-    if len(runtime.community.meters) > FREEZE_ABOVE:
-        # Tens of thousands of entities make every full garbage collection a long pause.
-        entry.async_on_unload(async_hold_frozen(hass, entry.entry_id))
+    runtime.async_check_size()
     return True
 
 

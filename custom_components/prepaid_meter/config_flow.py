@@ -306,6 +306,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
                 self._abort_if_unique_id_configured()
                 if self._community_in_use(str(data[CONF_COMMUNITY_ID])):
                     errors[CONF_COMMUNITY_ID] = "community_in_use"
+                elif self._devices_in_use(data):
+                    errors[CONF_PROFILE] = "devices_in_use"
                 else:
                     errors = await validate_input(self.hass, data, placeholders)
             if not errors:
@@ -321,6 +323,26 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
         """Whether another entry (another broker) has this community: they'd share a ledger."""
         return any(
             entry.data.get(CONF_COMMUNITY_ID) == community_id
+            for entry in self._async_current_entries(include_ignore=False)
+        )
+
+    def _devices_in_use(self, data: Mapping[str, Any], entry_id: str | None = None) -> bool:
+        """Whether another community hears the same Tasmota or Shelly devices.
+
+        Those devices publish outside the topic prefix: two communities of one type on one
+        broker login would both bill, and both cut, every device.
+        """
+        profile = data.get(CONF_PROFILE, DEFAULT_PROFILE)
+        if profile == DEFAULT_PROFILE:
+            return False
+
+        def login(data: Mapping[str, Any]) -> tuple[Any, ...]:
+            return (data.get(CONF_HOST), data.get(CONF_PORT), data.get(CONF_USERNAME))
+
+        return any(
+            entry.entry_id != entry_id
+            and entry.data.get(CONF_PROFILE, DEFAULT_PROFILE) == profile
+            and login(entry.data) == login(data)
             for entry in self._async_current_entries(include_ignore=False)
         )
 
@@ -343,6 +365,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors and unique_id != entry.unique_id:
                 await self.async_set_unique_id(unique_id, raise_on_progress=False)
                 self._abort_if_unique_id_configured()
+            if not errors and self._devices_in_use(data, entry.entry_id):
+                errors["base"] = "devices_in_use"
             if not errors:
                 errors = await validate_input(self.hass, data, placeholders)
             if not errors:

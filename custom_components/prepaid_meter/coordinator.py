@@ -41,6 +41,7 @@ from .engine.protocol import (
     topic_for,
 )
 from .engine.transport import MqttTransport, TransportConfig
+from .heap import FREEZE_ABOVE, async_hold_frozen
 
 _LOGGER = logging.getLogger(__package__)
 
@@ -148,6 +149,7 @@ class PrepaidRuntime:
         self._flush_lock = asyncio.Lock()
         self._unsubs: list[CALLBACK_TYPE] = []
         self._issues: set[str] = set()
+        self._heap_release: CALLBACK_TYPE | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -213,6 +215,9 @@ class PrepaidRuntime:
         for unsub in self._unsubs:
             unsub()
         self._unsubs.clear()
+        if self._heap_release is not None:
+            self._heap_release()
+            self._heap_release = None
         await self.async_flush()
         await self.commands.stop()
         await self.transport.stop()
@@ -598,7 +603,18 @@ class PrepaidRuntime:
                 return
             self._account_sent[meter.account_id] = now
 
+    @callback
+    def async_check_size(self) -> None:
+        """Hold the heap frozen once the community is large (at setup, then every minute).
+
+        Tens of thousands of entities make every full garbage collection a long pause; see
+        heap.py. A community that grows past FREEZE_ABOVE meters while running joins then.
+        """
+        if self._heap_release is None and len(self.community.meters) > FREEZE_ABOVE:
+            self._heap_release = async_hold_frozen(self.hass, self.entry.entry_id)
+
     async def _async_tick(self, _now: Any) -> None:
+        self.async_check_size()
         self._dispatch(self.community.tick())
         await self._async_refresh_rates()
         for meter_id in self.community.meters:  # days left and price move with the clock

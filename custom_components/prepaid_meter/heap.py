@@ -6,13 +6,13 @@ and took 1.1-1.4 s every 80-90 s. The event loop stands still meanwhile, so a re
 exhausts a credit, and the cut it causes, waits for it.
 
 Almost all of those objects live as long as Home Assistant does: registries, devices,
-entities, loaded modules. Once Home Assistant has started and a large community has loaded,
-`gc.collect()` then `gc.freeze()` takes them out of the collector's walk (a full collection
-then took 0.21-0.25 s, every 40-55 s). Frozen objects are still freed by reference counting;
-only a reference cycle among them is not found while they are frozen. So every night at
-RECLAIM_AT (inside the default friendly hours, when no supply is cut) they are unfrozen,
-collected and frozen again: such a cycle lives a day at most. When the last large community
-unloads, everything is unfrozen.
+entities, loaded modules. SETTLE_S after Home Assistant has started, or after another large
+community has joined, `gc.collect()` then `gc.freeze()` takes them out of the collector's walk
+(a full collection then took 0.21-0.25 s, every 40-55 s). Frozen objects are still freed by
+reference counting; only a reference cycle among them is not found while they are frozen. So
+every night at RECLAIM_AT (inside the default friendly hours, when no supply is cut) they are
+unfrozen, collected and frozen again: such a cycle lives a day at most. When the last large
+community unloads (a reload too), everything is unfrozen at once, so that its objects can go.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import logging
 import time
 from typing import Any
 
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers.event import async_track_time_change
-from homeassistant.helpers.start import async_at_started
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CALLBACK_TYPE, CoreState, Event, HomeAssistant, callback
+from homeassistant.helpers.event import async_call_later, async_track_time_change
 from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN
@@ -34,6 +34,9 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Communities of more meters than this freeze the heap; a smaller one's pauses are short.
 FREEZE_ABOVE = 1000
+#: Seconds between a community joining (or Home Assistant starting) and the freeze, so that
+#: what starts with them (entities, first states) is frozen too.
+SETTLE_S = 60.0
 #: Local time of the nightly unfreeze, collect and freeze (hour, minute).
 RECLAIM_AT = (4, 0)
 
@@ -43,8 +46,14 @@ class _Heap:
     """Which large communities hold the heap frozen, and the timers that serve them."""
 
     holders: set[str] = field(default_factory=set)
-    unsubs: list[CALLBACK_TYPE] = field(default_factory=list)
+    nightly: CALLBACK_TYPE | None = None
+    pending: CALLBACK_TYPE | None = None  # the start listener or the scheduled freeze
     frozen: bool = False
+
+    def cancel_pending(self) -> None:
+        if self.pending is not None:
+            self.pending()
+            self.pending = None
 
 
 HEAP: HassKey[_Heap] = HassKey(f"{DOMAIN}_heap")
@@ -52,34 +61,43 @@ HEAP: HassKey[_Heap] = HassKey(f"{DOMAIN}_heap")
 
 @callback
 def async_hold_frozen(hass: HomeAssistant, holder: str) -> CALLBACK_TYPE:
-    """Freeze the heap once Home Assistant has started, keep it so; return the release."""
+    """Freeze the heap soon (and keep it so) for a large community; return the release."""
     heap = hass.data.setdefault(HEAP, _Heap())
     heap.holders.add(holder)
-    if not heap.unsubs:
-
-        @callback
-        def freeze(_hass: HomeAssistant) -> None:
-            _freeze(heap, reclaim=False)
+    if heap.nightly is None:
 
         @callback
         def reclaim(_now: Any) -> None:
             _freeze(heap, reclaim=True)
 
-        heap.unsubs.append(async_at_started(hass, freeze))
-        heap.unsubs.append(
-            async_track_time_change(
-                hass, reclaim, hour=RECLAIM_AT[0], minute=RECLAIM_AT[1], second=0
-            )
+        heap.nightly = async_track_time_change(
+            hass, reclaim, hour=RECLAIM_AT[0], minute=RECLAIM_AT[1], second=0
         )
+
+    @callback
+    def freeze(_now: Any) -> None:
+        heap.pending = None
+        _freeze(heap, reclaim=False)
+
+    @callback
+    def started(_event: Event) -> None:
+        heap.pending = async_call_later(hass, SETTLE_S, freeze)
+
+    heap.cancel_pending()
+    if hass.state is CoreState.running:
+        heap.pending = async_call_later(hass, SETTLE_S, freeze)
+    else:
+        heap.pending = hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STARTED, started)
 
     @callback
     def release() -> None:
         heap.holders.discard(holder)
         if heap.holders:
             return
-        for unsub in heap.unsubs:
-            unsub()
-        heap.unsubs.clear()
+        heap.cancel_pending()
+        if heap.nightly is not None:
+            heap.nightly()
+            heap.nightly = None
         if heap.frozen:
             heap.frozen = False
             gc.unfreeze()
@@ -100,5 +118,5 @@ def _freeze(heap: _Heap, *, reclaim: bool) -> None:
         "Heap frozen after collecting %d objects in %.0f ms (%s)",
         collected,
         1000 * (time.perf_counter() - started),
-        "nightly reclaim" if reclaim else "start",
+        "nightly reclaim" if reclaim else "settled",
     )

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
 import gc
 from pathlib import Path
 from unittest.mock import patch
 import weakref
 
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.util import dt as dt_util
+import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
 )
 
-from custom_components.prepaid_meter.heap import RECLAIM_AT, async_hold_frozen
+from custom_components.prepaid_meter.heap import RECLAIM_AT, SETTLE_S, async_hold_frozen
+from tests.broker import Mosquitto
+from tests.ha.conftest import METER_ID
+from tests.ha.meter import TestMeter
+
+LIMIT = "custom_components.prepaid_meter.coordinator.FREEZE_ABOVE"
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_after() -> Iterator[None]:
+    """Whatever a test does, the next one starts with nothing frozen."""
+    assert gc.get_freeze_count() == 0
+    yield
+    gc.unfreeze()
 
 
 class _Node:
@@ -31,16 +48,27 @@ def _frozen_cycle() -> tuple[list[_Node], weakref.ref[_Node]]:
     return [node], weakref.ref(node)
 
 
+async def settle(hass: HomeAssistant) -> None:
+    """Let the time between a community joining and the freeze pass."""
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=SETTLE_S + 1))
+    await hass.async_block_till_done()
+
+
+async def setup(hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path) -> None:
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
 async def test_large_community_freezes_the_heap_until_unloaded(
     hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
 ) -> None:
-    """A community above the size limit freezes the heap at start; unloading unfreezes it."""
-    assert gc.get_freeze_count() == 0
-    hass.config.config_dir = str(tmp_path)
-    config_entry.add_to_hass(hass)
-    with patch("custom_components.prepaid_meter.FREEZE_ABOVE", -1):
-        assert await hass.config_entries.async_setup(config_entry.entry_id)
-        await hass.async_block_till_done()
+    """Above the size limit the heap is frozen once things settle; unloading unfreezes it."""
+    with patch(LIMIT, -1):
+        await setup(hass, config_entry, tmp_path)
+        assert gc.get_freeze_count() == 0  # not inside the setup: a minute later
+        await settle(hass)
     assert gc.get_freeze_count() > 0
     assert await hass.config_entries.async_unload(config_entry.entry_id)
     await hass.async_block_till_done()
@@ -51,12 +79,55 @@ async def test_small_community_leaves_the_collector_alone(
     hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
 ) -> None:
     """A community of a few meters does not touch the collector."""
-    hass.config.config_dir = str(tmp_path)
-    config_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(config_entry.entry_id)
-    await hass.async_block_till_done()
+    await setup(hass, config_entry, tmp_path)
+    await settle(hass)
     assert gc.get_freeze_count() == 0
     assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_community_that_grows_past_the_limit_freezes_then(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    community_id: str,
+) -> None:
+    """Meters discovered while running count: the minute tick holds the heap once it is large."""
+    with patch(LIMIT, 0):
+        await setup(hass, config_entry, tmp_path)
+        runtime = config_entry.runtime_data
+        async with asyncio.timeout(10):
+            await runtime.transport.wait_connected()
+        await settle(hass)
+        assert gc.get_freeze_count() == 0  # no meter yet: not large
+        async with TestMeter(mosquitto.host, mosquitto.port, community_id, METER_ID):
+            async with asyncio.timeout(10):
+                while METER_ID not in runtime.community.meters:
+                    await asyncio.sleep(0.05)
+                    await hass.async_block_till_done()
+            await runtime._async_tick(None)
+            await settle(hass)
+            assert gc.get_freeze_count() > 0
+            assert await hass.config_entries.async_unload(config_entry.entry_id)
+    assert gc.get_freeze_count() == 0
+
+
+async def test_freeze_waits_for_home_assistant_to_start(hass: HomeAssistant) -> None:
+    """Held while Home Assistant starts, the heap is frozen a while after it has started."""
+    hass.set_state(CoreState.starting)
+    release = async_hold_frozen(hass, "a")
+    try:
+        await settle(hass)
+        assert gc.get_freeze_count() == 0
+        hass.set_state(CoreState.running)
+        hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+        await hass.async_block_till_done()
+        assert gc.get_freeze_count() == 0
+        await settle(hass)
+        assert gc.get_freeze_count() > 0
+    finally:
+        release()
+    assert gc.get_freeze_count() == 0
 
 
 async def test_nightly_reclaim_frees_a_cycle_that_was_frozen(hass: HomeAssistant) -> None:
@@ -65,6 +136,7 @@ async def test_nightly_reclaim_frees_a_cycle_that_was_frozen(hass: HomeAssistant
     release_a = async_hold_frozen(hass, "a")
     release_b = async_hold_frozen(hass, "b")  # two communities share one frozen heap
     try:
+        await settle(hass)
         assert gc.get_freeze_count() > 0
         holder.clear()  # now garbage, but frozen: a collection does not see it
         gc.collect()

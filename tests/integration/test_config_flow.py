@@ -129,6 +129,41 @@ async def test_user_picks_the_meter_type(
     assert result["data"][CONF_PROFILE] == "tasmota"
 
 
+async def test_same_device_type_twice_on_one_broker_login_is_refused(
+    hass: HomeAssistant, mosquitto: Mosquitto, mosquitto_factory: Any, community_id: str
+) -> None:
+    """Two Tasmota communities on one broker login would both hear every device: refused.
+
+    prepaid/v1 communities (under their own topics) and another login are fine.
+    """
+    entry_for(mosquitto.host, mosquitto.port, "tasmota-a", **{CONF_PROFILE: "tasmota"}).add_to_hass(
+        hass
+    )
+    entry_for(mosquitto.host, mosquitto.port, "native-a").add_to_hass(hass)
+    flow_id = await start(hass)
+    here = (mosquitto.host, mosquitto.port, community_id)
+    result = await submit(hass, flow_id, form_input(*here, **{CONF_PROFILE: "tasmota"}))
+    assert result["errors"] == {CONF_PROFILE: "devices_in_use"}
+    result = await submit(hass, flow_id, form_input(*here, **{CONF_PROFILE: "shelly"}))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+    # Moving a Tasmota community onto that broker login is refused too.
+    other = mosquitto_factory(persistence=False)
+    moved = entry_for(other.host, other.port, "tasmota-b", **{CONF_PROFILE: "tasmota"})
+    moved.add_to_hass(hass)
+    result = await moved.start_reconfigure_flow(hass)
+    target = {
+        CONF_HOST: mosquitto.host,
+        CONF_PORT: mosquitto.port,
+        CONF_COMMUNITY_ID: "tasmota-b",
+        CONF_TARIFF: "beijing_monthly",
+        SECTION_TLS: {CONF_TLS: False},
+    }
+    result = await submit(hass, result["flow_id"], target)
+    assert result["errors"] == {"base": "devices_in_use"}
+    assert moved.data[CONF_HOST] == other.host
+
+
 async def test_user_with_a_tariff_file(
     hass: HomeAssistant, mosquitto: Mosquitto, community_id: str, config_dir: Path
 ) -> None:
