@@ -78,7 +78,6 @@ MEASUREMENT_SLICES = 12
 # A long run of state writes gives the event loop back this often, so that a reading that
 # exhausts a credit is handled (and its cut sent) without waiting for the whole slice.
 YIELD_AFTER_S = 0.01
-_GONE = object()
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
 ACCOUNT_INTERVAL_S = 30.0
@@ -298,8 +297,9 @@ class PrepaidRuntime:
             count = min(count, -(-len(self.community.meters) // MEASUREMENT_SLICES))
         pause_at = time.monotonic() + YIELD_AFTER_S
         for meter_id in list(self._measured)[:count]:
-            if self._measured.pop(meter_id, _GONE) is _GONE:
+            if meter_id not in self._measured:
                 continue  # written meanwhile (another run of this job)
+            del self._measured[meter_id]
             for listener in tuple(self._measurement_listeners.get(meter_id, ())):
                 listener()
             if time.monotonic() >= pause_at:
