@@ -148,8 +148,13 @@ def start_mosquitto(workdir: Path, port: int, host: str = "127.0.0.1") -> Child:
 
 
 def amqtt_binary() -> str | None:
-    """Return the embedded broker's executable (scripts/_env.sh `ensure_amqtt`), or None."""
-    binary = ROOT / ".venv-broker" / "bin" / "amqtt"
+    """Return the embedded broker's executable (scripts/_env.sh `ensure_amqtt`), or None.
+
+    `PREPAID_METER_AMQTT` names it where `.venv-broker` is not the one to run (the Debian root
+    of the current Home Assistant has its own).
+    """
+    named = os.environ.get("PREPAID_METER_AMQTT")
+    binary = Path(named) if named else ROOT / ".venv-broker" / "bin" / "amqtt"
     return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
 
 

@@ -59,3 +59,92 @@ ensure_amqtt() {
   "$BROKER_VENV/bin/amqtt" --version >/dev/null || return 1
   echo "$want" > "$stamp"
 }
+
+# ---------------------------------------------------------------- the current Home Assistant
+# Home Assistant 2026.x needs Python 3.14. Where `python3.14` is on PATH it gets a venv of its
+# own (.venv-current); otherwise a small Debian root (testing, "forky", which ships python3.14)
+# is built with mmdebstrap, outside the checkout, keyed by the pins, and reused by later runs.
+# Commands then run inside it with the checkout bound at the same path (needs root).
+CURRENT_PINS="$ROOT/requirements_test_current.txt"
+CURRENT_VENV="$ROOT/.venv-current"
+CURRENT_CACHE="${PREPAID_METER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/prepaid_meter}"
+CURRENT_PACKAGES="python3.14,python3.14-venv,python3.14-dev,gcc,ca-certificates,mosquitto,libffi-dev,libssl-dev"
+CURRENT_ROOT=""   # set by ensure_current when the Debian root is used
+
+host_python314() {
+  command -v python3.14 >/dev/null 2>&1 &&
+    python3.14 -c 'import sys; assert sys.version_info[:2] == (3, 14)' >/dev/null 2>&1
+}
+
+ensure_current() {
+  local want
+  want="$(cat "$CURRENT_PINS" "$ROOT/requirements_broker.txt" <(echo "$CURRENT_PACKAGES") | sha256sum | cut -c1-16)"
+  if host_python314; then
+    local stamp="$CURRENT_VENV/.requirements.sha256"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+      echo "==> installing the current Home Assistant into $CURRENT_VENV (python3.14 on PATH)"
+      python3.14 -m venv "$CURRENT_VENV"
+      "$CURRENT_VENV/bin/python" -m pip install --quiet -r "$CURRENT_PINS" 2>&1 | grep -v '^WARNING: Location' || true
+      "$CURRENT_VENV/bin/python" -c 'import homeassistant, aiomqtt, hypothesis'
+      echo "$want" > "$stamp"
+    fi
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: the current Home Assistant needs Python 3.14: put python3.14 on PATH, or run as root so a Debian root with it can be built" >&2
+    return 1
+  fi
+  CURRENT_ROOT="$CURRENT_CACHE/ha-current-$want"
+  [ -f "$CURRENT_ROOT/.ready" ] && return 0
+  if ! command -v mmdebstrap >/dev/null 2>&1; then
+    echo "==> installing mmdebstrap from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+  fi
+  local building="$CURRENT_ROOT.building"
+  rm -rf "$building"
+  mkdir -p "$CURRENT_CACHE"
+  echo "==> building a Debian root with Python 3.14 in $CURRENT_ROOT (about 2 minutes, once)"
+  mmdebstrap --quiet --variant=minbase --aptopt='Acquire::Check-Valid-Until "false"' \
+    --include="$CURRENT_PACKAGES" forky "$building"
+  cp /etc/ssl/certs/ca-certificates.crt "$building/etc/ssl/certs/"
+  cp "$CURRENT_PINS" "$building/requirements.txt"
+  cp "$ROOT/requirements_broker.txt" "$building/requirements_broker.txt"
+  in_root "$building" / python3.14 -m venv /opt/ha
+  in_root "$building" / /opt/ha/bin/python -m pip install --quiet -r /requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
+  in_root "$building" / /opt/ha/bin/python -c 'import homeassistant, aiomqtt, hypothesis'
+  # The demo's embedded broker (the host's .venv-broker runs the host's Python, absent here).
+  in_root "$building" / python3.14 -m venv /opt/broker
+  in_root "$building" / /opt/broker/bin/python -m pip install --quiet -r /requirements_broker.txt 2>&1 | grep -v '^WARNING: Location' || true
+  touch "$building/.ready"
+  rm -rf "$CURRENT_ROOT"
+  mv "$building" "$CURRENT_ROOT"
+  # Older roots of other pins are not needed any more.
+  find "$CURRENT_CACHE" -maxdepth 1 -name 'ha-current-*' ! -path "$CURRENT_ROOT" -exec rm -rf {} +
+}
+
+# in_root ROOT DIR CMD...: run CMD in the Debian root, in DIR, with the checkout bound at its
+# own path; the mounts live in a private mount namespace and go with the command.
+in_root() {
+  local root="$1" dir="$2"
+  shift 2
+  mkdir -p "$root$ROOT"
+  unshare --mount --propagation private -- sh -c '
+    root="$1"; src="$2"; dir="$3"; shift 3
+    mount --rbind /proc "$root/proc" && mount --rbind /dev "$root/dev" &&
+      mount --rbind /sys "$root/sys" && mount --bind "$src" "$root$src" &&
+      exec chroot "$root" /usr/bin/env -C "$dir" \
+        PATH="/opt/ha/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" HOME=/root \
+        PREPAID_METER_AMQTT=/opt/broker/bin/amqtt "$@"
+  ' in_root "$root" "$ROOT" "$dir" "$@"
+}
+
+# current CMD...: run CMD (python, pytest, mypy, ...) with the current Home Assistant, in the
+# checkout.
+current() {
+  if [ -n "$CURRENT_ROOT" ]; then
+    in_root "$CURRENT_ROOT" "$ROOT" "$@"
+  else
+    (cd "$ROOT" && PATH="$CURRENT_VENV/bin:$PATH:/usr/sbin" "$@")
+  fi
+}

@@ -12,7 +12,7 @@ from homeassistant.exceptions import (
     ConfigEntryError,
     ConfigEntryNotReady,
 )
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.typing import ConfigType
 
@@ -44,6 +44,7 @@ from .engine.transport import (
     check_connection,
     forget_session,
 )
+from .entity import hub_device_info
 from .services import async_setup_services
 
 _LOGGER = logging.getLogger(__name__)
@@ -147,6 +148,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
         currency=str(data.get(CONF_CURRENCY, tariff.currency)),
     )
     entry.runtime_data = runtime
+    # The hub first: meter devices name it as their parent by its registry id.
+    runtime.hub_device_id = (
+        dr.async_get(hass)
+        .async_get_or_create(config_entry_id=entry.entry_id, **hub_device_info(runtime))
+        .id
+    )
     try:
         await runtime.async_start()
     except Exception:

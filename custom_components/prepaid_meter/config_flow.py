@@ -132,7 +132,7 @@ def _profile_selector() -> SelectSelector:
 def _tls_section() -> section:
     """Build the TLS section anew each time (suggested values are written into it)."""
     return section(
-        vol.Schema(
+        vol.Schema(  # type: ignore[arg-type, unused-ignore]
             {
                 vol.Required(CONF_TLS, default=False): BooleanSelector(),
                 vol.Optional(CONF_CA_FILE): _TEXT,
@@ -314,7 +314,7 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self.async_create_entry(title=str(data[CONF_COMMUNITY_NAME]), data=data)
         return self.async_show_form(
             step_id="user",
-            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input),
+            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input),  # type: ignore[arg-type, unused-ignore]
             errors=errors,
             description_placeholders=placeholders,
         )
@@ -374,7 +374,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(
-                reconfigure_schema(), user_input or _form_values(entry.data)
+                reconfigure_schema(),  # type: ignore[arg-type, unused-ignore]
+                user_input or _form_values(entry.data),
             ),
             errors=errors,
             description_placeholders={**placeholders, "community": entry.title},
@@ -417,7 +418,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=self.add_suggested_values_to_schema(
-                schema, user_input or {CONF_USERNAME: entry.data.get(CONF_USERNAME)}
+                schema,  # type: ignore[arg-type, unused-ignore]
+                user_input or {CONF_USERNAME: entry.data.get(CONF_USERNAME)},
             ),
             errors=errors,
             description_placeholders={
@@ -509,7 +511,7 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                options_schema(currency),
+                options_schema(currency),  # type: ignore[arg-type, unused-ignore]
                 user_input or policy_form_values(self.config_entry.options),
             ),
             errors=errors,

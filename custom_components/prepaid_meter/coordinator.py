@@ -25,6 +25,7 @@ from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.storage import Store
 
+from .compat import get_device
 from .const import DOMAIN
 from .engine.commands import CommandTracker
 from .engine.community import Community, CommunityError, Event, LedgerResult, Relay
@@ -127,6 +128,8 @@ class PrepaidRuntime:
         self.currency = currency
         self.commands = CommandTracker(sender=self._send, clock=time.monotonic)
         self.connected = False
+        #: The community's hub device in the registry (set before any meter device exists).
+        self.hub_device_id = ""
         self.fee_collection_rate: float | None = None
         self._disconnected_at: float | None = None
         self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
@@ -160,6 +163,12 @@ class PrepaidRuntime:
     def meter_identifier(self, meter_id: str) -> str:
         """Return a meter device's identifier."""
         return f"{self.prefix}/{self.community_id}/{meter_id}"
+
+    def meter_device(self, meter_id: str) -> dr.DeviceEntry | None:
+        """Return a meter's device in the registry, or None before it has one."""
+        return get_device(
+            dr.async_get(self.hass), (DOMAIN, self.meter_identifier(meter_id)), self.entry.entry_id
+        )
 
     def household_of(self, meter_id: str) -> Any:
         """Return the household state of a meter, or None if unassigned."""
@@ -472,9 +481,7 @@ class PrepaidRuntime:
                 data["household"] = household.label
                 data.setdefault("balance", str(household.electricity.quantize(Decimal("0.01"))))
         if meter_id is not None:
-            device = dr.async_get(self.hass).async_get_device(
-                identifiers={(DOMAIN, self.meter_identifier(meter_id))}
-            )
+            device = self.meter_device(meter_id)
             data["device_id"] = device.id if device else None
         return data
 
@@ -497,10 +504,9 @@ class PrepaidRuntime:
     @callback
     def _update_device_name(self, meter_id: str) -> None:
         household = self.household_of(meter_id)
-        registry = dr.async_get(self.hass)
-        device = registry.async_get_device(identifiers={(DOMAIN, self.meter_identifier(meter_id))})
+        device = self.meter_device(meter_id)
         if device is not None and household is not None:
-            registry.async_update_device(device.id, name=household.label)
+            dr.async_get(self.hass).async_update_device(device.id, name=household.label)
 
     async def _send_display(self, event: Event) -> None:
         assert event.meter_id is not None

@@ -6,23 +6,35 @@ from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity, EntityDescription
 
+from .compat import device_info
 from .const import DOMAIN
 from .coordinator import PrepaidRuntime
 from .engine.community import MeterState
+
+
+def hub_device_info(runtime: PrepaidRuntime) -> DeviceInfo:
+    """Return the community's hub device (registered before its meters)."""
+    return DeviceInfo(
+        identifiers={(DOMAIN, runtime.community_identifier)},
+        name=runtime.community_name,
+        manufacturer="Prepaid meter",
+        model="Community",
+    )
 
 
 def meter_device_info(runtime: PrepaidRuntime, meter_id: str) -> DeviceInfo:
     """Return the device of one meter, under the community's hub device."""
     meter = runtime.community.meters.get(meter_id)
     household = runtime.household_of(meter_id)
-    return DeviceInfo(
+    return device_info(
+        (DOMAIN, runtime.community_identifier),
+        runtime.hub_device_id,
         identifiers={(DOMAIN, runtime.meter_identifier(meter_id))},
         name=household.label if household else f"Meter {meter_id}",
         manufacturer="Prepaid meter",
         model=meter.model if meter and meter.model else None,
         sw_version=meter.firmware if meter else None,
         serial_number=meter_id,
-        via_device=(DOMAIN, runtime.community_identifier),
     )
 
 
@@ -85,12 +97,7 @@ class PrepaidCommunityEntity(Entity):
         self.runtime = runtime
         self.entity_description = description
         self._attr_unique_id = f"{runtime.community_identifier}_{description.key}"
-        self._attr_device_info = DeviceInfo(
-            identifiers={(DOMAIN, runtime.community_identifier)},
-            name=runtime.community_name,
-            manufacturer="Prepaid meter",
-            model="Community",
-        )
+        self._attr_device_info = hub_device_info(runtime)
 
     @property
     def available(self) -> bool:

@@ -13,6 +13,11 @@ reference counting; only a reference cycle among them is not found while they ar
 every night at RECLAIM_AT (inside the default friendly hours, when no supply is cut) they are
 unfrozen, collected and frozen again: such a cycle lives a day at most. When the last large
 community unloads (a reload too), everything is unfrozen at once, so that its objects can go.
+
+Python has one permanent generation and no way to unfreeze part of it. Where something else had
+frozen the heap before our first freeze (the current Home Assistant's test harness does;
+another integration might), its objects are not ours to unfreeze: then neither the nightly
+reclaim nor the last release unfreezes anything, and collections simply skip what is frozen.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class _Heap:
     nightly: CALLBACK_TYPE | None = None
     pending: CALLBACK_TYPE | None = None  # the start listener or the scheduled freeze
     frozen: bool = False
+    #: Whether the heap held frozen objects of someone else's before our first freeze.
+    shared: bool = False
 
     def cancel_pending(self) -> None:
         if self.pending is not None:
@@ -100,8 +107,9 @@ def async_hold_frozen(hass: HomeAssistant, holder: str) -> CALLBACK_TYPE:
             heap.nightly = None
         if heap.frozen:
             heap.frozen = False
-            gc.unfreeze()
-            _LOGGER.debug("Heap unfrozen: no large community is loaded")
+            if not heap.shared:
+                gc.unfreeze()
+                _LOGGER.debug("Heap unfrozen: no large community is loaded")
 
     return release
 
@@ -109,7 +117,10 @@ def async_hold_frozen(hass: HomeAssistant, holder: str) -> CALLBACK_TYPE:
 def _freeze(heap: _Heap, *, reclaim: bool) -> None:
     """Collect, then freeze what survives (first unfreezing, to reclaim frozen cycles)."""
     started = time.perf_counter()
-    if reclaim and heap.frozen:
+    if not heap.frozen:
+        # Walks the permanent generation: only here, once per freeze, never per collection.
+        heap.shared = gc.get_freeze_count() > 0
+    elif reclaim and not heap.shared:
         gc.unfreeze()
     collected = gc.collect()
     gc.freeze()

@@ -285,4 +285,11 @@ def async_setup_services(hass: HomeAssistant) -> None:
             except CommunityError as err:
                 raise _error(err.key, **err.placeholders) from err
 
-        hass.services.async_register(DOMAIN, name, run, schema=schema, supports_response=supports)
+        # Home Assistant 2026 types `schema` as a probatio schema, what `voluptuous` is there.
+        hass.services.async_register(
+            DOMAIN,
+            name,
+            run,
+            schema=schema,  # type: ignore[arg-type, unused-ignore]
+            supports_response=supports,
+        )

@@ -9,7 +9,7 @@ from typing import Any
 from unittest.mock import PropertyMock, patch
 import uuid
 
-from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.const import CONF_HOST, CONF_PORT, __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -28,6 +28,7 @@ from tests.broker import Mosquitto
 from tests.ha.meter import TestMeter
 
 METER_ID = "000012345678"
+HA_SERIES = ".".join(HA_VERSION.split(".")[:2])
 
 
 @pytest.fixture
@@ -91,10 +92,24 @@ def entity_registry_enabled_by_default() -> Iterator[None]:
         yield
 
 
+class VersionSnapshotExtension(HomeAssistantSnapshotExtension):  # type: ignore[misc]
+    """Core's serializer, one folder of snapshots per Home Assistant version (major.minor).
+
+    The registry entries it records change shape between releases (2026.x adds fields and
+    keeps aliases as a list), so each tested version has its own set, generated with
+    `scripts/test --ha VERSION tests/ha/test_platforms.py --snapshot-update`, never edited.
+    """
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        """Return snapshots/<major.minor>/ beside the test file."""
+        return str(Path(test_location.filepath).parent / "snapshots" / HA_SERIES)
+
+
 @pytest.fixture
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     """Serialize Home Assistant objects the way core's snapshots do (no volatile fields)."""
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+    return snapshot.use_extension(VersionSnapshotExtension)
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +119,19 @@ def auto_enable_custom_integrations(enable_custom_integrations: Any) -> None:
     Only the Home Assistant test folders take this (and so a `hass`): the engine, transport
     and simulator tests run on plain pytest-asyncio, without Home Assistant's loop checks.
     """
+
+
+@pytest.fixture(autouse=True)
+def nothing_deprecated(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail any test in which Home Assistant's frame helper reports one of our calls.
+
+    It logs "Detected that custom integration ..." for an API that a later release removes;
+    each version is tested, so what the current one deprecates is found here.
+    """
+    yield
+    found = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if "Detected that custom integration" in record.getMessage()
+    ]
+    assert not found, found

@@ -187,9 +187,7 @@ async def test_unassigned_meter_repair_until_assigned(
     await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 2)
     assert runtime.community.meters[METER_ID].account_id is None
     assert _issue(hass, issue_id) is not None
-    device = dr.async_get(hass).async_get_device(
-        identifiers={(DOMAIN, runtime.meter_identifier(METER_ID))}
-    )
+    device = runtime.meter_device(METER_ID)
     assert device is not None and device.name == f"Meter {METER_ID}"
     await call(hass, "assign_meter", meter_id=METER_ID, household=HOUSEHOLD, label="3-501")
     assert _issue(hass, issue_id) is None
@@ -265,9 +263,7 @@ async def test_ack_from_an_unknown_meter_creates_nothing(
     await meter.reading(int(time.time()) - 60, "100.000")
     await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 1)
     assert stranger not in runtime.community.meters
-    device = dr.async_get(hass).async_get_device(
-        identifiers={(DOMAIN, runtime.meter_identifier(stranger))}
-    )
+    device = runtime.meter_device(stranger)
     assert device is None
     assert "Unexpected error handling" not in caplog.text
 

@@ -17,6 +17,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prepaid_meter import async_remove_config_entry_device
+from custom_components.prepaid_meter.compat import get_device
 from custom_components.prepaid_meter.const import CONF_TARIFF, DOMAIN
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import Ledger
@@ -244,16 +245,11 @@ async def test_remove_devices(
     runtime = entry.runtime_data
     await setup_household(hass, entry, meter)
     registry = dr.async_get(hass)
-    await wait_until(
-        hass,
-        lambda: (
-            registry.async_get_device(identifiers={(DOMAIN, runtime.community_identifier)})
-            is not None
-        ),
-    )
-    hub = registry.async_get_device(identifiers={(DOMAIN, runtime.community_identifier)})
-    device = registry.async_get_device(identifiers={(DOMAIN, runtime.meter_identifier(METER_ID))})
+    await wait_until(hass, lambda: runtime.meter_device(METER_ID) is not None)
+    hub = get_device(registry, (DOMAIN, runtime.community_identifier), entry.entry_id)
+    device = runtime.meter_device(METER_ID)
     assert hub is not None and device is not None
+    assert hub.id == runtime.hub_device_id
     assert device.via_device_id == hub.id
     assert await async_remove_config_entry_device(hass, entry, hub) is False
     assert await async_remove_config_entry_device(hass, entry, device) is True

@@ -239,18 +239,22 @@ class PolicyConfig:
 
 
 class _Invalid(vol.Invalid):
-    """A voluptuous error that also carries the translation key for the user interface."""
+    """A voluptuous error that also carries the translation key for the user interface.
 
-    def __init__(self, message: str, translation_key: str, value: object) -> None:
+    The key is kept as `reason_key`: the validator behind `voluptuous` in current Home
+    Assistant gives `Invalid` a read-only `translation_key` of its own.
+    """
+
+    def __init__(self, message: str, reason_key: str, value: object) -> None:
         super().__init__(message)
-        self.translation_key = translation_key
+        self.reason_key = reason_key
         self.value = value
 
 
 def _policy_error(error: vol.Invalid) -> PolicyError:
     path = [str(part) for part in error.path]
     name = path[0] if path else None
-    key = getattr(error, "translation_key", "invalid_option")
+    key = error.reason_key if isinstance(error, _Invalid) else "invalid_option"
     value = getattr(error, "value", None)
     message = f"{name} {error.msg}" if name else str(error.msg)
     return PolicyError(

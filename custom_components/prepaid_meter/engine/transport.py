@@ -341,6 +341,7 @@ class MqttTransport:
                 reason = str(err)
             finally:
                 self._client = None
+                await _end_misc_loop(client)
             self._set_connected(False, reason)
             if self._stopping.is_set():
                 break
@@ -451,3 +452,16 @@ __all__ = [
     "exponential_backoff",
     "forget_session",
 ]
+
+
+async def _end_misc_loop(client: aiomqtt.Client) -> None:
+    """Finish aiomqtt's housekeeping task of a client that has left its `async with`.
+
+    aiomqtt cancels it from the socket-close callback without awaiting it, so it can outlive
+    `stop()` by a loop iteration or two (seen on Python 3.14): end it here, deterministically.
+    """
+    task: asyncio.Task[None] | None = getattr(client, "_misc_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
