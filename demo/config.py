@@ -33,6 +33,7 @@ from homeassistant.auth.providers import homeassistant as hass_auth
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.helpers.storage import Store
 from homeassistant.util import ulid as ulid_util
 
@@ -361,6 +362,11 @@ async def _async_prepare_storage(
     """
     config_dir = settings.config_dir
     hass = HomeAssistant(str(config_dir))
+    # Home Assistant 2026's auth store reads the device and entity registries as it loads.
+    if (setup_registry := getattr(dr, "async_setup", None)) is not None:
+        setup_registry(hass)
+    await dr.async_load(hass)
+    await er.async_load(hass)
     hass.auth = await auth_manager_from_config(hass, [{"type": "homeassistant"}], [])
     provider = hass.auth.auth_providers[0]
     assert isinstance(provider, hass_auth.HassAuthProvider)
