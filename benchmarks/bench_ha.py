@@ -45,6 +45,7 @@ from typing import Any
 import urllib.error
 
 import aiomqtt
+from homeassistant.const import __version__ as HA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -266,6 +267,7 @@ async def measure(
     recorder_exclude: tuple[str, ...],
     drain: float,
     tmp: Path,
+    gc_probe: bool = False,
 ) -> dict[str, Any]:
     """Run one case; return its figures."""
     broker = Mosquitto(tmp / "broker", persistence=False)
@@ -300,6 +302,12 @@ async def measure(
         prepared = await asyncio.to_thread(prepare, settings)
         await asyncio.to_thread(set_budgets, settings, prepared, budgets)
         setup_s = time.monotonic() - began
+        gc_log = tmp / "gc.log"
+        if gc_probe:  # the hass child inherits these (demo.config.environment)
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(ROOT / "benchmarks" / "gc_probe"), os.environ.get("PYTHONPATH")])
+            )
+            os.environ["PREPAID_BENCH_GC_LOG"] = str(gc_log)
         hass = start_hass(settings.config_dir, tmp / "hass.log")
         children.append(hass)
         hass_ready_s = await asyncio.to_thread(
@@ -328,6 +336,8 @@ async def measure(
         t1, m1 = time.monotonic(), watcher.telemetry
         h1, s1, b1 = cpu_seconds(hass.pid), cpu_seconds(sim.pid), _broker_cpu(broker)
         elapsed = t1 - t0
+        rss_mb, peak_mb = memory_mb(hass.pid)
+        pauses = gc_pauses(gc_log, t0, t1) if gc_probe else None
 
         # Give the last planned cuts time to happen (a reading or two after the window).
         with contextlib.suppress(TimeoutError):
@@ -345,11 +355,13 @@ async def measure(
         in_window = [cmd - tele for tele, cmd in done.values() if t0 <= tele <= t1]
         offsets = [tele - sim_started - targets[m] for m, (tele, _cmd) in done.items()]
         exhausted = sum(1 for a in watcher.accounts.values() if a.exhausted_at is not None)
-        errors = sum(
-            1
+        error_lines = [
+            line
             for line in (tmp / "hass.log").read_text(errors="replace").splitlines()
             if " ERROR " in line
-        )
+        ]
+        errors = len(error_lines)
+        our_errors = sum(1 for line in error_lines if "prepaid_meter" in line)
         return {
             "meters": meters,
             "interval": interval,
@@ -371,7 +383,11 @@ async def measure(
             "cut_vs_plan_s": offsets,
             "other_cuts": watcher.other_cuts,
             "hass_errors": errors,
+            "our_errors": our_errors,
             "sim_args": sim_args,
+            "rss_mb": rss_mb,
+            "peak_rss_mb": peak_mb,
+            "gc_pauses": pauses,
         }
     finally:
         for child in reversed(children):
@@ -382,6 +398,28 @@ async def measure(
                 await watcher_task
         await asyncio.sleep(0.1)
         broker.stop()
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """Return a process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024  # kB
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def gc_pauses(log: Path, t0: float, t1: float) -> list[float]:
+    """Return the full collections' durations (s) that started inside [t0, t1]."""
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text().splitlines():
+        began, seconds = (float(x) for x in line.split())
+        if t0 <= began <= t1:
+            found.append(seconds)
+    return found
 
 
 def _broker_cpu(broker: Mosquitto) -> float:
@@ -439,7 +477,24 @@ def report(result: dict[str, Any]) -> None:
         print(f"    relay-off before the replayed billing ran out: {result['early_cuts']}")
     if result["other_cuts"]:
         print(f"    relay-off commands to households with plenty of credit: {result['other_cuts']}")
-    print(f"ERROR lines in the Home Assistant log: {result['hass_errors']}")
+    print(
+        f"hass memory: RSS {result['rss_mb']:.0f} MB at the end of the window "
+        f"(peak {result['peak_rss_mb']:.0f} MB)"
+    )
+    pauses = result["gc_pauses"]
+    if pauses is not None:
+        if pauses:
+            print(
+                f"full collections in the window: {len(pauses)}, "
+                f"median {1000 * statistics.median(pauses):.0f} ms, "
+                f"max {1000 * max(pauses):.0f} ms"
+            )
+        else:
+            print("full collections in the window: none")
+    print(
+        f"ERROR lines in the Home Assistant log: {result['hass_errors']} "
+        f"({result['our_errors']} from prepaid_meter)"
+    )
     print("simulator: python -m simulator " + " ".join(result["sim_args"]))
 
 
@@ -464,10 +519,23 @@ def main() -> int:
         "--drain", type=float, default=120.0, help="seconds to wait for late cuts after the window"
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the folders here")
+    parser.add_argument(
+        "--gc-probe", action="store_true", help="time Home Assistant's full garbage collections"
+    )
+    parser.add_argument(
+        "--no-heap-freeze",
+        action="store_true",
+        help="make gc.freeze() a no-op in Home Assistant (implies --gc-probe)",
+    )
     args = parser.parse_args()
+    if args.no_heap_freeze:
+        os.environ["PREPAID_BENCH_NO_FREEZE"] = "1"
     counts = args.meters or [1_000, 5_000]
     print("command: .venv/bin/python benchmarks/bench_ha.py " + " ".join(sys.argv[1:]))
-    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"homeassistant=={HA_VERSION}"
+    )
     status = 0
     for count in counts:
         with tempfile.TemporaryDirectory(prefix=f"bench_ha_{count}_") as tmp:
@@ -487,6 +555,7 @@ def main() -> int:
                         recorder_exclude=tuple(args.recorder_exclude),
                         drain=args.drain,
                         tmp=folder,
+                        gc_probe=args.gc_probe or args.no_heap_freeze,
                     )
                 )
             except (RuntimeError, urllib.error.URLError, OSError) as err:
