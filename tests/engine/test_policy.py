@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 import itertools
 import json
+import sys
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import holidays
 from hypothesis import assume, given, settings, strategies as st
 import pytest
 
@@ -23,6 +26,7 @@ from custom_components.prepaid_meter.engine.policy import (
     decide_supply,
     estimate_days_left,
     is_friendly,
+    library_country,
     next_unfriendly,
     warning_level,
 )
@@ -169,7 +173,224 @@ def test_naive_datetime_is_refused() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Holidays from the library
+
+CHINA = PolicyConfig(country="CN")
+# China's six make-up working days of 2026 (State Council notice, November 2025), all weekends.
+CHINA_2026_WORKED_WEEKENDS = (
+    date(2026, 1, 4),  # Sunday, for New Year
+    date(2026, 2, 14),  # Saturday, for the Spring Festival
+    date(2026, 2, 28),  # Saturday, for the Spring Festival
+    date(2026, 5, 9),  # Saturday, for Labour Day
+    date(2026, 9, 20),  # Sunday, for National Day
+    date(2026, 10, 10),  # Saturday, for National Day
+)
+
+
+def test_the_library_knows_china_2026() -> None:
+    """The pinned library lists 2026's make-up working days, each a Saturday or Sunday."""
+    calendar = holidays.country_holidays("CN", years=2026)
+    worked = sorted(day for day in calendar.weekend_workdays if day.year == 2026)
+    assert worked == list(CHINA_2026_WORKED_WEEKENDS)
+    assert all(day.weekday() >= 5 for day in worked)
+    assert date(2026, 10, 1) in calendar
+    assert date(2026, 2, 17) in calendar
+
+
+@pytest.mark.parametrize("day", CHINA_2026_WORKED_WEEKENDS)
+def test_a_make_up_working_weekend_day_is_not_friendly(day: date) -> None:
+    """A Saturday or Sunday worked in lieu is an ordinary working day: only the window."""
+    assert not is_friendly(sh(day, 10), CHINA)
+    assert not is_friendly(sh(day, 12), CHINA)
+    assert not is_friendly(sh(day, 17, 59, 59), CHINA)
+    assert is_friendly(sh(day, 9, 59, 59), CHINA)
+    assert is_friendly(sh(day, 18), CHINA)
+    # Without a country it is just a weekend day.
+    assert is_friendly(sh(day, 12), DEFAULT)
+
+
+def test_make_up_saturday_edges() -> None:
+    """2026-02-14 is worked; the Spring Festival break starts on Sunday the 15th."""
+    friday, saturday, sunday = date(2026, 2, 13), date(2026, 2, 14), date(2026, 2, 15)
+    assert not is_friendly(sh(friday, 12), CHINA)
+    assert is_friendly(sh(friday, 23, 59, 59), CHINA)
+    assert is_friendly(sh(saturday, 0), CHINA)
+    assert is_friendly(sh(saturday, 9, 59, 59), CHINA)
+    assert not is_friendly(sh(saturday, 10), CHINA)
+    assert not is_friendly(sh(saturday, 17, 59, 59), CHINA)
+    assert is_friendly(sh(saturday, 18), CHINA)
+    assert is_friendly(sh(sunday, 12), CHINA)
+    # In UTC: Saturday 10:00 Shanghai is 02:00Z.
+    assert is_friendly(datetime(2026, 2, 14, 1, 59, 59, tzinfo=UTC), CHINA)
+    assert not is_friendly(datetime(2026, 2, 14, 2, 0, tzinfo=UTC), CHINA)
+
+
+@pytest.mark.parametrize(
+    ("day", "friendly"),
+    [
+        # Spring Festival 2026: 15 (Sun) to 23 (Mon) February off; back on the 24th.
+        (date(2026, 2, 16), True),  # Monday, New Year's Eve
+        (date(2026, 2, 17), True),
+        (date(2026, 2, 18), True),
+        (date(2026, 2, 19), True),
+        (date(2026, 2, 20), True),  # Friday, in lieu of 14 February
+        (date(2026, 2, 23), True),  # Monday, in lieu of 28 February
+        (date(2026, 2, 24), False),
+        # National Day 2026: 1 (Thu) to 7 (Wed) October off; back on the 8th.
+        (date(2026, 9, 30), False),
+        (date(2026, 10, 1), True),
+        (date(2026, 10, 2), True),
+        (date(2026, 10, 5), True),
+        (date(2026, 10, 6), True),
+        (date(2026, 10, 7), True),
+        (date(2026, 10, 8), False),
+        (date(2026, 1, 1), True),  # New Year's Day, Thursday
+        (date(2026, 1, 2), True),  # Friday, in lieu of Sunday 4 January
+        (date(2026, 1, 5), False),
+        (date(2026, 3, 11), False),  # an ordinary Wednesday
+    ],
+)
+def test_library_holidays_are_friendly_all_day(day: date, friendly: bool) -> None:
+    """Public holidays of the country's calendar need no typing by the operator."""
+    assert is_friendly(sh(day, 12), CHINA) is friendly
+    assert is_friendly(sh(day, 10), CHINA) is friendly
+    assert is_friendly(sh(day, 17, 59, 59), CHINA) is friendly
+    no_weekends = replace(CHINA, friendly_weekends=False)
+    assert is_friendly(sh(day, 12), no_weekends) is friendly
+    assert not is_friendly(sh(day, 12), NO_WEEKENDS)
+
+
+def test_operator_removes_a_library_holiday_or_a_weekend_day() -> None:
+    """A listed workday is worked whatever the library or the weekend says."""
+    national_day, saturday = date(2026, 10, 1), date(2026, 3, 7)
+    config = replace(CHINA, workdays=frozenset({national_day, saturday}))
+    assert not is_friendly(sh(national_day, 12), config)
+    assert not is_friendly(sh(national_day, 10), config)
+    assert is_friendly(sh(national_day, 9, 59, 59), config)  # the window stays
+    assert is_friendly(sh(national_day, 18), config)
+    assert is_friendly(sh(national_day + timedelta(days=1), 12), config)
+    assert not is_friendly(sh(saturday, 12), config)
+    assert is_friendly(sh(saturday + timedelta(days=1), 12), config)
+    # Also without a country; and a listed workday beats a listed holiday.
+    plain = PolicyConfig(holidays=frozenset({national_day}), workdays=frozenset({national_day}))
+    assert not is_friendly(sh(national_day, 12), plain)
+
+
+def test_operator_adds_a_holiday_to_the_library() -> None:
+    """A listed holiday is friendly, even on a make-up working day."""
+    wednesday, worked_saturday = date(2026, 3, 11), date(2026, 2, 14)
+    config = replace(CHINA, holidays=frozenset({wednesday, worked_saturday}))
+    assert is_friendly(sh(wednesday, 10), config)
+    assert is_friendly(sh(wednesday, 17, 59, 59), config)
+    assert not is_friendly(sh(wednesday + timedelta(days=1), 12), config)
+    assert is_friendly(sh(worked_saturday, 12), config)
+    assert not is_friendly(sh(date(2026, 2, 28), 12), config)  # the other one is still worked
+
+
+def test_another_country_and_its_observed_days() -> None:
+    """The code picks the calendar: in Britain Boxing Day 2026 (a Saturday) moves to Monday."""
+    britain = PolicyConfig(country="GB", timezone="Europe/London")
+    london = ZoneInfo("Europe/London")
+    assert is_friendly(datetime(2026, 12, 28, 12, tzinfo=london), britain)
+    assert not is_friendly(
+        datetime(2026, 12, 28, 12, tzinfo=london), replace(britain, country=None)
+    )
+    assert not is_friendly(datetime(2026, 12, 29, 12, tzinfo=london), britain)
+    assert not is_friendly(datetime(2026, 10, 1, 12, tzinfo=london), britain)  # not British
+
+
+def test_no_country_means_no_library_holidays() -> None:
+    """None or an empty code: only the weekend and the operator's list."""
+    for options in ({}, {"country": None}, {"country": ""}, {"country": "  "}):
+        config = PolicyConfig.from_options(options)
+        assert config.country is None
+        assert not is_friendly(sh(date(2026, 10, 1), 12), config)
+        assert is_friendly(sh(date(2026, 2, 14), 12), config)  # just a Saturday
+
+
+def test_country_code_is_normalised() -> None:
+    """Any case and surrounding spaces read as the code in capitals."""
+    assert PolicyConfig.from_options({"country": " cn "}) == CHINA
+    assert PolicyConfig(country="cn") == CHINA
+    assert CHINA.country == "CN"
+
+
+@pytest.mark.parametrize("country", ["XX", "China", "Mars", 86, ["CN"]])
+def test_unknown_country_is_an_error(country: object) -> None:
+    """A code the library does not know is refused, naming the option."""
+    with pytest.raises(PolicyError) as caught:
+        PolicyConfig.from_options({"country": country})
+    assert caught.value.field == "country"
+    assert caught.value.translation_key == "invalid_country"
+    assert caught.value.placeholders == {"value": str(country)}
+    with pytest.raises(PolicyError, match="country") as direct:
+        PolicyConfig(country=country)  # type: ignore[arg-type]
+    assert direct.value.translation_key == "invalid_country"
+
+
+@pytest.mark.parametrize(
+    ("code", "country"),
+    [
+        ("CN", "CN"),
+        ("cn", "CN"),
+        ("GB", "GB"),
+        ("XX", None),
+        ("ZZZ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_library_country_for_a_default(code: str | None, country: str | None) -> None:
+    """Home Assistant's country as a default: one the library lacks means none, not an error."""
+    assert library_country(code) == country
+    assert PolicyConfig.from_options({"country": country}).country == country
+
+
+def test_library_years_are_worked_out_without_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only building the config loads the country; each year's days then come from memory.
+
+    In Home Assistant the years are worked out on the reading path, in the event loop.
+    """
+    config = PolicyConfig.from_options({"country": "JP", "timezone": "Asia/Tokyo"})
+    tokyo = ZoneInfo("Asia/Tokyo")
+
+    def no_open(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"open{args} in the reading path")
+
+    modules = set(sys.modules)
+    monkeypatch.setattr(builtins, "open", no_open)
+    for year in range(2020, 2031):
+        is_friendly(datetime(year, 1, 1, 12, tzinfo=tokyo), config)
+        next_unfriendly(datetime(year, 5, 3, 12, tzinfo=tokyo), config)
+    monkeypatch.undo()
+    assert set(sys.modules) == modules
+    assert is_friendly(datetime(2026, 5, 5, 12, tzinfo=tokyo), config)  # Children's Day
+
+
+# --------------------------------------------------------------------------------------------
 # next_unfriendly
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        # National Day week 2026 from the library alone: back on Thursday 8 October.
+        (sh(date(2026, 9, 30), 20), sh(date(2026, 10, 8), 10)),
+        (sh(date(2026, 10, 3), 12), sh(date(2026, 10, 8), 10)),
+        # A worked Saturday ends Friday night's deferral at 10:00 ...
+        (sh(date(2026, 2, 13), 20), sh(date(2026, 2, 14), 10)),
+        # ... and the Spring Festival break after it runs to Tuesday 24 February.
+        (sh(date(2026, 2, 14), 18), sh(date(2026, 2, 24), 10)),
+        (sh(date(2026, 2, 14), 17, 59, 59), sh(date(2026, 2, 14), 17, 59, 59)),
+        # A worked Sunday: Saturday's deferral ends Sunday 10:00.
+        (sh(date(2026, 9, 19), 12), sh(date(2026, 9, 20), 10)),
+        # Across the turn of the year: New Year 2026 runs to Saturday, Sunday 4 January is worked.
+        (sh(date(2025, 12, 31), 20), sh(date(2026, 1, 4), 10)),
+    ],
+)
+def test_next_unfriendly_follows_the_library(at: datetime, expected: datetime) -> None:
+    """Library holidays are skipped, make-up working days are not."""
+    assert next_unfriendly(at, CHINA) == expected
 
 
 def test_next_unfriendly_is_now_outside_friendly_hours() -> None:
@@ -261,6 +482,10 @@ configs = st.builds(
         st.dates(min_value=date(2024, 12, 20), max_value=date(2025, 4, 10)), max_size=40
     ),
     timezone=st.sampled_from(["Asia/Shanghai", "Europe/London", "America/New_York"]),
+    country=st.sampled_from([None, "CN", "GB"]),
+    workdays=st.frozensets(
+        st.dates(min_value=date(2024, 12, 20), max_value=date(2025, 4, 10)), max_size=10
+    ),
 )
 instants = st.datetimes(
     min_value=datetime(2025, 1, 1), max_value=datetime(2025, 4, 1), timezones=st.just(UTC)
@@ -274,8 +499,8 @@ def test_next_unfriendly_is_the_first_unfriendly_moment(
 ) -> None:
     """The result is unfriendly, not before `at`, and everything from `at` up to it is friendly.
 
-    The range covers New Year, Spring Festival-like runs of holidays and the March DST change
-    of London and New York.
+    The range covers New Year, Spring Festival-like runs of holidays, China's Spring Festival
+    2025 with its worked Sunday and Saturday, and the March DST change of London and New York.
     """
     result = next_unfriendly(at, config)
     assert result >= at
@@ -656,6 +881,29 @@ def test_from_options_reads_plain_values() -> None:
         timezone="Europe/London",
     )
     assert PolicyConfig.from_options({"friendly_start": "18:00:00"}) == DEFAULT
+    assert PolicyConfig.from_options({"_days": {}}) == DEFAULT  # not an option
+
+
+def test_country_and_workdays_round_trip() -> None:
+    """The new options read, write and read back equal, through JSON."""
+    config = PolicyConfig.from_options(
+        {
+            "country": "cn",
+            "holidays": ["2026-03-11"],
+            "workdays": ["2026-10-01", date(2026, 3, 7), "2026-10-01"],
+        }
+    )
+    assert config == replace(
+        CHINA,
+        holidays=frozenset({date(2026, 3, 11)}),
+        workdays=frozenset({date(2026, 3, 7), date(2026, 10, 1)}),
+    )
+    options = config.to_options()
+    assert options["country"] == "CN"
+    assert options["workdays"] == ["2026-03-07", "2026-10-01"]
+    assert PolicyConfig.from_options(json.loads(json.dumps(options))) == config
+    assert DEFAULT.to_options()["country"] is None
+    assert DEFAULT.to_options()["workdays"] == []
 
 
 @pytest.mark.parametrize(
@@ -682,6 +930,9 @@ def test_from_options_reads_plain_values() -> None:
         ({"friendly_weekends": "yes"}, "friendly_weekends", "invalid_bool"),
         ({"timezone": "Mars/Olympus"}, "timezone", "invalid_timezone"),
         ({"timezone": 8}, "timezone", "invalid_timezone"),
+        ({"workdays": ["2026-10-32"]}, "workdays", "invalid_date"),
+        ({"workdays": "2026-10-01"}, "workdays", "invalid_date"),
+        ({"country": "XX"}, "country", "invalid_country"),
     ],
 )
 def test_from_options_errors_name_the_field(options: dict[str, Any], field: str, key: str) -> None:
@@ -750,5 +1001,7 @@ def test_options_round_trip(
         reclose_threshold=gap - emergency,
         auto_restore=auto,
         timezone=config.timezone,
+        country=config.country,
+        workdays=config.workdays,
     )
     assert PolicyConfig.from_options(json.loads(json.dumps(full.to_options()))) == full

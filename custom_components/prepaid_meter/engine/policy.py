@@ -1,7 +1,8 @@
 """Prepaid supply rules: low-balance warnings, when supply may be cut, and when it may return.
 
-Pure logic: no I/O, no asyncio, no Home Assistant, no clock of its own (every function that
-depends on time takes an aware `datetime`). The rules follow two practices:
+Pure logic: no asyncio, no Home Assistant, no clock of its own (every function that depends on
+time takes an aware `datetime`), and no I/O except once, when a config with a `country` is
+built (the holiday library loads that country). The rules follow two practices:
 
 * UK smart prepayment (Ofgem licence conditions): emergency credit is spent before supply is
   interrupted; supply is never interrupted during "friendly-credit" hours (evenings, nights,
@@ -28,24 +29,34 @@ also triggers a cut (no relay flapping).
 Friendly hours are judged on the local wall clock of `PolicyConfig.timezone`. The daily window
 is half-open, `[friendly_start, friendly_end)`, and wraps midnight when start > end (the default
 18:00-10:00 means no cut in the evening or at night); start == end means no daily window. A
-whole local day is friendly when it is a Saturday or Sunday (with `friendly_weekends`) or a
-listed holiday; with a window that wraps midnight the morning after such a day is friendly too,
-because it lies in the window anyway. Where daylight saving time exists the wall clock decides:
-an hour repeated in autumn is judged twice by its wall time, an hour skipped in spring never
-happens.
+whole local day is friendly when it is a public holiday, or a Saturday or Sunday (with
+`friendly_weekends`) that is not a make-up working day; with a window that wraps midnight the
+morning after such a day is friendly too, because it lies in the window anyway.
+
+Public holidays and official make-up working days (China's 调休: a Saturday or Sunday worked to
+lengthen a holiday) come from the `holidays` library, the calendar of Home Assistant's own
+workday integration, for `PolicyConfig.country`; the operator's lists only correct it:
+`holidays` adds days, `workdays` removes them. A day listed in `workdays` is never friendly as a
+whole day, even when the library calls it a holiday or it is a weekend day. Library holidays
+are the country-wide public ones (no regional ones, no half days), observed days included.
+
+Where daylight saving time exists the wall clock decides: an hour repeated in autumn is judged
+twice by its wall time, an hour skipped in spring never happens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import MAXYEAR, MINYEAR, UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import IntEnum, StrEnum
 import re
+import threading
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays as holiday_library
 import voluptuous as vol
 
 __all__ = [
@@ -62,6 +73,7 @@ __all__ = [
     "decide_supply",
     "estimate_days_left",
     "is_friendly",
+    "library_country",
     "next_unfriendly",
     "warning_level",
 ]
@@ -73,6 +85,9 @@ _TIME_RE = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 _US = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _SATURDAY = 5
+# The longest run of library holidays and weekend days next_unfriendly has to walk through
+# (China's Spring Festival with its weekends is nine days; no calendar comes near this).
+_LONGEST_LIBRARY_RUN = 60
 
 
 class PolicyError(ValueError):
@@ -134,6 +149,11 @@ class PolicyConfig:
     reclose_threshold: Decimal = Decimal(0)
     auto_restore: bool = False
     timezone: str = "Asia/Shanghai"
+    country: str | None = None
+    workdays: frozenset[date] = field(default_factory=frozenset)
+    _days: dict[int, _Days] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         """Check the rules that tie options together (also for direct construction)."""
@@ -157,6 +177,11 @@ class PolicyConfig:
                     placeholders={"value": str(value)},
                 )
         _zone(self.timezone)
+        country = _country_code(self.country)
+        if country != self.country:
+            object.__setattr__(self, "country", country)
+        if country is not None:
+            _calendar(country)  # unknown codes fail here; the library loads its country module
         if self.warn_level_2 < 0:
             raise PolicyError(
                 f"warn_level_2 must be 0 or more, got {self.warn_level_2}",
@@ -204,8 +229,13 @@ class PolicyConfig:
         Missing keys take their defaults and keys that are not policy options are ignored
         (the options mapping of a config entry holds other settings too). Amounts may be
         Decimal, int, a decimal string or a float (read through its shortest repr, never
-        binary), times "HH:MM" or "HH:MM:SS" strings, holidays a list of ISO dates.
-        Raises `PolicyError` naming the first bad option.
+        binary), times "HH:MM" or "HH:MM:SS" strings, holidays and workdays lists of ISO
+        dates, country an ISO 3166 code the `holidays` library knows (any case; None or ""
+        for no library holidays). Raises `PolicyError` naming the first bad option.
+
+        With a country this imports the library's module for it and reads its translation
+        files (blocking I/O: in Home Assistant call it in the executor, not the event loop);
+        the holidays of each year are worked out later, on first use, without I/O.
         """
         if not isinstance(options, Mapping):
             raise PolicyError(
@@ -216,13 +246,14 @@ class PolicyConfig:
             valid: dict[str, Any] = _SCHEMA(dict(options))
         except vol.MultipleInvalid as err:  # a Schema call always wraps its errors in this
             raise _policy_error(err.errors[0]) from None
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
         return cls(**{key: value for key, value in valid.items() if key in known})
 
     def to_options(self) -> dict[str, Any]:
         """Return JSON-friendly options that `from_options` reads back to an equal config.
 
-        Amounts are decimal strings (exact), times "HH:MM:SS", holidays sorted ISO dates.
+        Amounts are decimal strings (exact), times "HH:MM:SS", holidays and workdays sorted
+        ISO dates, country the code or None.
         """
         return {
             "warn_level_1": str(self.warn_level_1),
@@ -235,7 +266,105 @@ class PolicyConfig:
             "reclose_threshold": str(self.reclose_threshold),
             "auto_restore": self.auto_restore,
             "timezone": self.timezone,
+            "country": self.country,
+            "workdays": [day.isoformat() for day in sorted(self.workdays)],
         }
+
+    def _friendly_and_working(self, year: int) -> _Days:
+        """Return the whole friendly days and the worked weekend days of `year`, cached."""
+        found = self._days.get(year)
+        if found is None:
+            library_holidays, library_workdays = (
+                _calendar(self.country).year(year) if self.country else (frozenset(), frozenset())
+            )
+            found = (
+                (library_holidays | self.holidays) - self.workdays,
+                library_workdays | self.workdays,
+            )
+            self._days[year] = found
+        return found
+
+
+type _Days = tuple[frozenset[date], frozenset[date]]
+
+
+class _Calendar:
+    """The library's public holidays and make-up working days of one country, by year."""
+
+    def __init__(self, country: str) -> None:
+        """Load the country (imports its module, reads translation files: blocking I/O)."""
+        try:
+            self._library = holiday_library.country_holidays(country)
+        except NotImplementedError:
+            raise PolicyError(
+                f"country must be an ISO 3166 country code the holidays library knows, such "
+                f"as CN, got {country!r}",
+                translation_key="invalid_country",
+                field="country",
+                placeholders={"value": country},
+            ) from None
+        self._lock = threading.Lock()
+        self._years: dict[int, _Days] = {}
+
+    def year(self, year: int) -> _Days:
+        """Return the library's holidays and worked weekend days in `year` (no I/O)."""
+        found = self._years.get(year)
+        if found is not None:
+            return found
+        with self._lock:  # the library object fills itself in as years are asked for
+            library = self._library
+            # A year's calendar can move days into its neighbours (a holiday observed early
+            # in January, a weekend worked in December for the next year's holiday), so the
+            # neighbours are filled in too. Looking a date up fills in its year.
+            for near in range(max(year - 1, MINYEAR), min(year + 1, MAXYEAR) + 1):
+                _ = date(near, 1, 1) in library
+            found = (
+                frozenset(day for day in library if day.year == year),
+                frozenset(day for day in library.weekend_workdays if day.year == year),
+            )
+            self._years[year] = found
+        return found
+
+
+_CALENDARS: dict[str, _Calendar] = {}
+
+
+def _calendar(country: str) -> _Calendar:
+    """Return the shared calendar of `country`, loading it the first time."""
+    found = _CALENDARS.get(country)
+    if found is None:
+        found = _CALENDARS.setdefault(country, _Calendar(country))
+    return found
+
+
+def library_country(code: object) -> str | None:
+    """Return `code` as a country option if the holidays library knows it, else None.
+
+    For a default taken from elsewhere (Home Assistant's configured country): a country the
+    library lacks then means no library holidays instead of a config that cannot be built.
+    Loads the country like `PolicyConfig.from_options` (blocking I/O the first time).
+    """
+    try:
+        country = _country_code(code)
+        if country is not None:
+            _calendar(country)
+    except PolicyError:
+        return None
+    return country
+
+
+def _country_code(value: object) -> str | None:
+    """Normalise a country option: None or "" for none, else the code in capitals."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip().upper() or None
+    raise PolicyError(
+        f"country must be an ISO 3166 country code such as CN, got {value!r}",
+        translation_key="invalid_country",
+        field="country",
+        placeholders={"value": str(value)},
+    )
 
 
 class _Invalid(vol.Invalid):
@@ -321,6 +450,21 @@ def _holidays(value: object) -> frozenset[date]:
     return frozenset(_holiday(item) for item in value)
 
 
+def _country(value: object) -> str | None:
+    try:
+        code = _country_code(value)
+        if code is not None:
+            _calendar(code)
+    except PolicyError:
+        raise _Invalid(
+            f"must be an ISO 3166 country code the holidays library knows, such as CN, "
+            f"got {value!r}",
+            "invalid_country",
+            value,
+        ) from None
+    return code
+
+
 def _flag(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -365,6 +509,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "reclose_threshold": _amount,
     "auto_restore": _flag,
     "timezone": _timezone,
+    "country": _country,
+    "workdays": _holidays,
 }
 _SCHEMA = vol.Schema(
     {vol.Optional(name): check for name, check in _VALIDATORS.items()}, extra=vol.ALLOW_EXTRA
@@ -471,20 +617,24 @@ def _in_window(moment: time, config: PolicyConfig) -> bool:
     return moment >= start or moment < end
 
 
+def _friendly_day(day: date, config: PolicyConfig) -> bool:
+    friendly, working = config._friendly_and_working(day.year)
+    if day in friendly:
+        return True
+    return config.friendly_weekends and day.weekday() >= _SATURDAY and day not in working
+
+
 def _friendly_local(local: datetime, config: PolicyConfig) -> bool:
-    day = local.date()
-    if config.friendly_weekends and day.weekday() >= _SATURDAY:
-        return True
-    if day in config.holidays:
-        return True
-    return _in_window(local.time(), config)
+    return _friendly_day(local.date(), config) or _in_window(local.time(), config)
 
 
 def is_friendly(at: datetime, config: PolicyConfig) -> bool:
     """Return whether `at` lies in friendly hours, when supply is never cut.
 
-    Friendly: inside the daily window, on a Saturday or Sunday (with `friendly_weekends`), or
-    on a listed holiday, all judged on the local wall clock of `config.timezone`.
+    Friendly: inside the daily window, on a public holiday (the library's for
+    `config.country` and the listed `holidays`, less the listed `workdays`), or on a Saturday or
+    Sunday (with `friendly_weekends`) that is neither a make-up working day of the library nor
+    a listed workday, all judged on the local wall clock of `config.timezone`.
     """
     return _friendly_local(_local(at, config), config)
 
@@ -530,7 +680,8 @@ def next_unfriendly(at: datetime, config: PolicyConfig) -> datetime:
     moment = _local(at, config)
     # Every weekday that is not a holiday has unfriendly time, so the search ends after the
     # run of consecutive holidays and weekend days; each day has at most three edges.
-    for _ in range(8 * (len(config.holidays) + 8)):
+    library_run = _LONGEST_LIBRARY_RUN if config.country else 0
+    for _ in range(8 * (len(config.holidays) + library_run + 8)):
         if not _friendly_local(moment, config):
             return moment.astimezone(UTC)
         moment = _next_change(moment, config)
