@@ -135,13 +135,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
             translation_placeholders={"error": str(err)},
         ) from err
     prefix = str(data.get(CONF_PREFIX, "prepaid"))
+    # Tasmota's `Time` has no zone: it is read in the tariff's (the community's) zone.
+    profile = make_profile(profile_name, community=community_id, prefix=prefix, tz=tariff.tz)
     runtime = PrepaidRuntime(
         hass,
         entry,
-        community=Community(ledger, tariff, policy),
+        community=Community(ledger, tariff, policy, birth_announces=not profile.announces),
         transport_config=config,
-        # Tasmota's `Time` has no zone: it is read in the tariff's (the community's) zone.
-        profile=make_profile(profile_name, community=community_id, prefix=prefix, tz=tariff.tz),
+        profile=profile,
         prefix=prefix,
         community_id=community_id,
         community_name=str(data.get(CONF_COMMUNITY_NAME, community_id)),

@@ -401,7 +401,8 @@ class PrepaidRuntime:
             if meter is not None:
                 meter.reported_relay = parsed.relay
             events = []
-        self._discover(meter_id)
+        if meter_id in self.community.meters:
+            self._discover(meter_id)
         self._dispatch(events)
         self._notify_meter(meter_id)
 
@@ -446,6 +447,10 @@ class PrepaidRuntime:
                 community_changed = True
             elif kind == "register_reset" and event.meter_id is not None:
                 self._create_issue("register_reset", event.meter_id, ir.IssueSeverity.WARNING)
+            elif kind == "unknown_meter" and event.meter_id is not None:
+                self._create_community_issue(
+                    "unknown_meter", ir.IssueSeverity.WARNING, meter_id=event.meter_id
+                )
             elif kind == "unassigned_meter" and event.meter_id is not None:
                 self._create_issue("unassigned_meter", event.meter_id, ir.IssueSeverity.WARNING)
             elif kind == "assigned" and event.meter_id is not None:
@@ -499,6 +504,25 @@ class PrepaidRuntime:
             severity=severity,
             translation_key=kind,
             translation_placeholders={"meter_id": meter_id, "community": self.community_name},
+        )
+
+    @callback
+    def _create_community_issue(
+        self, kind: str, severity: ir.IssueSeverity, **placeholders: str
+    ) -> None:
+        """Raise one repair of this kind for the community (the first occurrence names it)."""
+        issue_id = f"{kind}_{self.entry.entry_id}"
+        if issue_id in self._issues:
+            return
+        self._issues.add(issue_id)
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=severity,
+            translation_key=kind,
+            translation_placeholders={**placeholders, "community": self.community_name},
         )
 
     @callback
@@ -756,6 +780,8 @@ class PrepaidRuntime:
                 for meter_id, meter in self.community.meters.items()
             },
             "households": len(self.community.households),
+            # Ids heard that are not meters here (never announced, not assigned): messages.
+            "unknown_meters": dict(self.community.unknown_meters),
             "pending_commands": [
                 {"meter_id": c.meter_id, "id": c.id, "state": c.state, "tries": c.tries}
                 for c in self.commands.pending()

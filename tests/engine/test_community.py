@@ -395,3 +395,84 @@ def test_overcurrent_event_with_normal_current_alarms_once(ledger: Ledger, clock
             R("000000000001", seq, NOON - 100 + seq * 10, Decimal(seq), events=("overcurrent",))
         )
     assert [e.data["type"] for e in events if e.kind == "alarm"] == ["overload"]
+
+
+# ------------------------------------------------------- defects found from outside (issue 8)
+
+
+def test_energy_of_a_reading_in_the_same_second_is_billed(ledger: Ledger, clock: Clock) -> None:
+    """A reading with the next seq but the same ts second still bills its energy.
+
+    Three readings of +10 kWh, the second in the same second as the first: 20 kWh billed
+    (it was 10: the second reading moved the position past its energy without a charge).
+    """
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "50", "tx-1")
+    community.handle_reading(R("000000000001", 1, NOON - 600, Decimal("100.000")))
+    community.handle_reading(R("000000000001", 2, NOON - 600, Decimal("110.000")))
+    community.handle_reading(R("000000000001", 3, NOON - 300, Decimal("120.000")))
+    meter = community.meters["000000000001"]
+    assert meter.rejected == {}
+    assert meter.billing.cycle_kwh == Decimal(20)
+    assert community.households["b3-u2-501"].electricity == Decimal(50) - 2 * Decimal("4.883")
+    _flush(community)
+    assert ledger.balance("b3-u2-501", SubAccount.ELECTRICITY) == Decimal("40.234")
+
+
+def test_an_unassigned_meter_reporting_off_is_left_off(ledger: Ledger, clock: Clock) -> None:
+    """Nobody pays for an unassigned meter: no command switches it on (flat empty or in works)."""
+    community = _community(ledger, clock)
+    events = community.handle_announce(
+        "000000000001", model=None, firmware=None, rated_current_a=None
+    )
+    events += community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(5), relay="off"))
+    assert "reconcile" not in _kinds(events)
+    assert "relay" not in _kinds(events)
+
+
+def test_telemetry_of_a_meter_never_announced_creates_no_meter(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Readings and availability of unknown ids are counted, not taken as meters."""
+    community = _community(ledger, clock)
+    events: list[Event] = []
+    for n in range(5):
+        events += community.handle_reading(R(f"fake{n}", 1, NOON - 60, Decimal(1)))
+    events += community.handle_availability("fake9", True)
+    assert community.meters == {}
+    assert community.unknown_meters == {f"fake{n}": 1 for n in range(5)} | {"fake9": 1}
+    assert _kinds(events) == ["unknown_meter"] * 6
+    # Announced, it becomes a meter; its next reading is taken.
+    community.handle_announce("fake0", model=None, firmware=None, rated_current_a=None)
+    community.handle_reading(R("fake0", 2, NOON - 30, Decimal(2)))
+    assert community.meters["fake0"].seq == 2
+    assert "fake0" not in community.unknown_meters
+
+
+def test_discovery_stops_at_the_community_limit(ledger: Ledger, clock: Clock) -> None:
+    """Announces beyond the meter limit are refused and counted (a flood cannot fill it)."""
+    community = _community(ledger, clock)
+    community.meter_limit = 3
+    for n in range(5):
+        community.handle_announce(f"m{n}", model=None, firmware=None, rated_current_a=None)
+    assert sorted(community.meters) == ["m0", "m1", "m2"]
+    assert community.unknown_meters == {"m3": 1, "m4": 1}
+
+
+def test_a_family_without_announce_is_introduced_by_its_birth_message(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Tasmota and Shelly have no announce: their first "online" introduces the device."""
+    community = Community(
+        ledger,
+        load_preset("beijing_monthly"),
+        PolicyConfig.from_options({}),
+        clock=clock,
+        birth_announces=True,
+    )
+    community.load()
+    assert _kinds(community.handle_availability("plug-1", False)) == ["unknown_meter"]
+    events = community.handle_availability("plug-1", True)
+    assert _kinds(events)[:2] == ["announce", "unassigned_meter"]
+    assert community.meters["plug-1"].online is True

@@ -86,6 +86,10 @@ def _charges(ledger: Ledger, account: str = A) -> list[tuple[str, Decimal]]:
 # ---------------------------------------------------------------------------- discovery
 
 
+def _announce(community: Community, meter: str = M1) -> None:
+    community.handle_announce(meter, model=None, firmware=None, rated_current_a=None)
+
+
 def test_announce_discovers_a_new_meter_once(ledger: Ledger, clock: Clock) -> None:
     """The first announce is new and unassigned; later ones are not new; rated current kept."""
     community = _community(ledger, clock)
@@ -117,8 +121,11 @@ def test_announce_of_a_meter_reporting_the_other_state_reconciles(
 
 
 def test_availability_tracks_online(ledger: Ledger, clock: Clock) -> None:
-    """A last will marks the meter offline; a new meter can be discovered this way too."""
+    """A last will marks the meter offline; an id never announced is only counted."""
     community = _community(ledger, clock)
+    assert community.handle_availability(M1, False) == [Event("unknown_meter", M1)]
+    assert M1 not in community.meters
+    _announce(community)
     events = community.handle_availability(M1, False)
     assert events == [Event("availability", M1, None, {"online": False})]
     assert community.meters[M1].online is False
@@ -131,6 +138,7 @@ def test_availability_tracks_online(ledger: Ledger, clock: Clock) -> None:
 def test_unassigned_meter_readings_are_not_billed_later(ledger: Ledger, clock: Clock) -> None:
     """Readings before the assignment say unassigned and set the baseline; no back-billing."""
     community = _community(ledger, clock)
+    _announce(community)
     events = community.handle_reading(R(M1, 1, NOON - 300, Decimal(100)))
     assert "unassigned_meter" in _kinds(events)
     events = community.handle_reading(R(M1, 2, NOON - 240, Decimal(150)))
@@ -180,6 +188,7 @@ def test_rejections_are_logged_once_per_kind(
     """A meter sending the same bad reading again and again is logged once, counted always."""
     caplog.set_level(logging.WARNING)
     community = _community(ledger, clock)
+    _announce(community)
     for _ in range(5):
         community.handle_reading(R(M1, 1, NOON + 3600, Decimal(1)))
     assert community.meters[M1].rejected == {"future_ts": 5}
@@ -191,6 +200,7 @@ def test_a_reading_that_breaks_the_handler_is_dropped(
 ) -> None:
     """An unexpected error inside the handler is logged; nothing is raised to the caller."""
     community = _community(ledger, clock)
+    _announce(community)
     broken = R(M1, 1, NOON - 60, None)  # type: ignore[arg-type]
     assert community.handle_reading(broken) == []
     assert "could not be handled" in caplog.text
@@ -614,6 +624,7 @@ def test_failed_cycle_close_is_retried(ledger: Ledger, clock: Clock) -> None:
 def test_entity_views_of_an_unassigned_meter(ledger: Ledger, clock: Clock) -> None:
     """An unassigned meter has no balance, no days left and no account payload."""
     community = _community(ledger, clock)
+    _announce(community)
     community.handle_reading(R(M1, 1, NOON - 60, Decimal(1)))
     meter = community.meters[M1]
     assert community.balance(meter) is None

@@ -601,3 +601,49 @@ async def test_message_handler_never_raises(
     assert "000000000099" not in runtime.community.meters
     assert runtime.community.meters[METER_ID].seq == 3
     assert entry.state is ConfigEntryState.LOADED
+
+
+# ------------------------------------------------------- defects found from outside (issue 8)
+
+
+async def test_telemetry_from_a_meter_never_announced_makes_no_device(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    meter: TestMeter,
+) -> None:
+    """Five made-up ids flooding telemetry: no meter, no device; one repair; diagnostics count."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    devices_before = len(dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id))
+    fakes = [f"00000000009{n}" for n in range(5)]
+    body = b'{"v":1,"seq":1,"ts":%d,"energy_kwh":"1.000","relay":"on"}' % (int(time.time()) - 60)
+    for fake in fakes:
+        for _ in range(2):
+            await meter._client.publish(
+                f"prepaid/{entry.data[CONF_COMMUNITY_ID]}/{fake}/telemetry", body, qos=1
+            )
+    await wait_until(hass, lambda: sum(runtime.community.unknown_meters.values()) == 10)
+    await hass.async_block_till_done()
+    assert not set(fakes) & set(runtime.community.meters)
+    assert all(runtime.meter_device(fake) is None for fake in fakes)
+    after = len(dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id))
+    assert after == devices_before
+    assert _issue(hass, f"unknown_meter_{entry.entry_id}") is not None
+    assert runtime.diagnostics()["unknown_meters"] == dict.fromkeys(fakes, 2)
+
+
+async def test_an_unassigned_meter_reporting_off_gets_no_command(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A new meter that reports its relay off is not switched on: nobody pays for it."""
+    runtime = init_integration.runtime_data
+    meter.relay = "off"
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    await meter.reading(int(time.time()) - 60, "100.000")
+    await wait_until(hass, lambda: runtime.community.meters[METER_ID].reported_relay == "off")
+    runtime.commands.reconcile()
+    await runtime._async_tick(None)
+    await asyncio.sleep(1.5)  # a command would be on the wire within milliseconds
+    await hass.async_block_till_done()
+    assert [c for c in meter.commands if c.get("op") == "relay"] == []

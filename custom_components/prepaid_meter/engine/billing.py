@@ -103,9 +103,10 @@ def bill_interval(
     """Price `kwh` used between t0 and t1 (aware datetimes), advancing `state`.
 
     Returns the pieces in time order. Zero energy still moves the state into t1's cycle.
+    t1 == t0 (two readings in the same second) prices the energy at that instant.
     """
     start, end = to_us(t0), to_us(t1)
-    if end <= start:
+    if end < start:
         raise BillingError(
             f"readings must move forward in time ({t0.isoformat()} -> {t1.isoformat()})"
         )

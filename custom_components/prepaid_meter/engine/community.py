@@ -51,6 +51,9 @@ _ZERO = Decimal(0)
 FUTURE_TOLERANCE_S = 600
 MAX_AMOUNT = Decimal(100_000)
 DEFAULT_RATED_CURRENT_A = 60.0
+#: Meters one community takes by discovery; announces beyond are refused and counted, so a
+#: flood of made-up ids cannot fill Home Assistant's device registry.
+METER_LIMIT = 10_000
 OVERLOAD_CUT_FACTOR = 1.25
 OVERLOAD_CUT_READINGS = 3
 THEFT_MIN_A = 0.5
@@ -253,8 +256,14 @@ class Community:
         inactivity_hours: float = 24.0,
         inactivity_power_w: float = 250.0,
         protective_cut: bool = True,
+        birth_announces: bool = False,
     ) -> None:
-        """Bind the parts; call `load()` (blocking) before use."""
+        """Bind the parts; call `load()` (blocking) before use.
+
+        A meter becomes known by its announce, or by an operator assigning it. Device families
+        with no announce message (Tasmota, Shelly) take `birth_announces`: their first
+        "online" availability message counts as the announce.
+        """
         self.ledger = ledger
         self.tariff = tariff
         self.policy = policy
@@ -263,6 +272,10 @@ class Community:
         self.inactivity_power_w = inactivity_power_w
         self.protective_cut = protective_cut
         self.meters: dict[str, MeterState] = {}
+        #: Messages from ids that are not meters of this community, counted per id.
+        self.unknown_meters: dict[str, int] = {}
+        self.meter_limit = METER_LIMIT
+        self.birth_announces = birth_announces
         self.households: dict[str, HouseholdState] = {}
         self.top_ups_today = _ZERO
         self._top_up_day: date | None = None
@@ -317,7 +330,22 @@ class Community:
         meter = self.meters.get(meter_id)
         if meter is None:
             meter = self.meters[meter_id] = MeterState(meter_id)
+            self.unknown_meters.pop(meter_id, None)
         return meter
+
+    def _unknown(self, meter_id: str) -> list[Event]:
+        """Count a message from an id that is not a meter here; it creates nothing."""
+        count = self.unknown_meters.get(meter_id, 0)
+        if count == 0 and len(self.unknown_meters) >= self.meter_limit:
+            return []  # the count itself is bounded too
+        self.unknown_meters[meter_id] = count + 1
+        if count == 0:
+            _LOGGER.warning(
+                "Messages from %s, which is not a meter of this community (it never announced "
+                "itself and is not assigned), are ignored",
+                meter_id,
+            )
+        return [Event("unknown_meter", meter_id)]
 
     def _reject(self, meter: MeterState, kind: str, detail: str) -> list[Event]:
         meter.rejected[kind] = meter.rejected.get(kind, 0) + 1
@@ -340,6 +368,8 @@ class Community:
         rated_current_a: float | None,
     ) -> list[Event]:
         """A meter said who it is; a new one is discovered (unassigned until the operator acts)."""
+        if meter_id not in self.meters and len(self.meters) >= self.meter_limit:
+            return self._unknown(meter_id)
         meter = self._meter(meter_id)
         new = not meter.announced
         meter.announced = True
@@ -354,9 +384,16 @@ class Community:
 
     def handle_availability(self, meter_id: str, online: bool) -> list[Event]:
         """A meter came online or went offline (its last will)."""
-        meter = self._meter(meter_id)
+        events: list[Event] = []
+        if meter_id not in self.meters:
+            if not (online and self.birth_announces):
+                return self._unknown(meter_id)
+            events = self.handle_announce(meter_id, model=None, firmware=None, rated_current_a=None)
+            if meter_id not in self.meters:
+                return events  # over the limit
+        meter = self.meters[meter_id]
         meter.online = online
-        return [Event("availability", meter_id, meter.account_id, {"online": online})]
+        return [*events, Event("availability", meter_id, meter.account_id, {"online": online})]
 
     def handle_reading(self, reading: ReadingLike) -> list[Event]:
         """Bill a reading into the pending batch and decide what follows. Never raises."""
@@ -367,7 +404,9 @@ class Community:
             return []
 
     def _handle_reading(self, reading: ReadingLike) -> list[Event]:
-        meter = self._meter(reading.meter_id)
+        meter = self.meters.get(reading.meter_id)
+        if meter is None:
+            return self._unknown(reading.meter_id)
         now = self.clock()
         if reading.ts > now + FUTURE_TOLERANCE_S:
             return self._reject(meter, "future_ts", f"ts {reading.ts} is ahead of now {int(now)}")
@@ -408,7 +447,7 @@ class Community:
             household is not None
             and previous_ts is not None
             and previous_energy is not None
-            and reading.ts > previous_ts
+            and reading.ts >= previous_ts  # the same second: its energy is billed at that instant
         ):
             events += self._charge(meter, household, reading, previous_ts, previous_energy)
         elif household is None and meter.account_id is None:
@@ -656,7 +695,14 @@ class Community:
         ]
 
     def _reconcile(self, meter: MeterState) -> list[Event]:
-        """Ask for the command again when the meter reports the other state."""
+        """Ask for the command again when the meter reports the other state.
+
+        Not for an unassigned meter that nobody has decided about: no household pays for it
+        (an empty flat, works in progress), so it stays as the meter reports until it is
+        assigned or an operator switches it.
+        """
+        if meter.account_id is None and meter.relay_actor == "system":
+            return []
         if meter.reported_relay is not None and meter.reported_relay != meter.desired_relay:
             return [
                 Event(

@@ -68,6 +68,9 @@ class Profile(Protocol):
 
     name: str
     acks: bool
+    #: Whether the family has an announce message; without one, a device's first "online"
+    #: availability message introduces it (Community's `birth_announces`).
+    announces: bool
     issues: Issues
 
     def subscriptions(self) -> list[str]:
@@ -135,6 +138,7 @@ class NativeProfile:
 
     name = "native"
     acks = True
+    announces = True
 
     def __init__(
         self, community: str, prefix: str = DEFAULT_PREFIX, issues: Issues | None = None
@@ -259,6 +263,7 @@ class TasmotaProfile:
 
     name = "tasmota"
     acks = False
+    announces = False
 
     def __init__(
         self, topics: Iterable[str] | None = None, tz: tzinfo = _UTC, issues: Issues | None = None
@@ -409,6 +414,7 @@ class ShellyProfile:
 
     name = "shelly"
     acks = True
+    announces = False
     _MAX_PENDING: Final = 4096
 
     def __init__(
