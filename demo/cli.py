@@ -13,6 +13,8 @@ import sys
 import time
 from types import FrameType
 
+from homeassistant.const import __version__ as HA_VERSION
+
 from demo.config import (
     COMMUNITY,
     DEMO_OPTIONS,
@@ -161,7 +163,8 @@ def _banner(
         [
             "",
             "  Prepaid meter demo is running",
-            f"    Home Assistant   {prepared.url}",
+            f"    Home Assistant   {prepared.url}  (homeassistant=={HA_VERSION}, "
+            f"Python {sys.version.split()[0]})",
             f"    login            {prepared.username} / {prepared.password}",
             f"    MQTT broker      mqtt://127.0.0.1:{broker_port}  (topics prepaid/demo/#)",
             f"    community        {len(prepared.meters)} simulated meters, each assigned to a "

@@ -138,6 +138,7 @@ def start_mosquitto(workdir: Path, port: int, host: str = "127.0.0.1") -> Child:
         "persistence false",
         "max_queued_messages 100000",
         "max_inflight_messages 100",
+        "set_tcp_nodelay true",  # a cut command must not wait for Nagle's delayed ACK
     ]
     if os.geteuid() == 0:
         lines.append("user root")  # mosquitto drops to its own user, which cannot write here

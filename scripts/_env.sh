@@ -83,9 +83,9 @@ ensure_current() {
     local stamp="$CURRENT_VENV/.requirements.sha256"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
       echo "==> installing the current Home Assistant into $CURRENT_VENV (python3.14 on PATH)"
-      python3.14 -m venv "$CURRENT_VENV"
+      python3.14 -m venv "$CURRENT_VENV" || return 1
       "$CURRENT_VENV/bin/python" -m pip install --quiet -r "$CURRENT_PINS" 2>&1 | grep -v '^WARNING: Location' || true
-      "$CURRENT_VENV/bin/python" -c 'import homeassistant, aiomqtt, hypothesis'
+      "$CURRENT_VENV/bin/python" -c 'import homeassistant, aiomqtt, hypothesis' || return 1
       echo "$want" > "$stamp"
     fi
     return 0
@@ -98,27 +98,27 @@ ensure_current() {
   [ -f "$CURRENT_ROOT/.ready" ] && return 0
   if ! command -v mmdebstrap >/dev/null 2>&1; then
     echo "==> installing mmdebstrap from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; } || return 1
   fi
   local building="$CURRENT_ROOT.building"
   rm -rf "$building"
   mkdir -p "$CURRENT_CACHE"
   echo "==> building a Debian root with Python 3.14 in $CURRENT_ROOT (about 2 minutes, once)"
+  # Each step must succeed (callers may run this inside `if`, where `set -e` does not apply).
   mmdebstrap --quiet --variant=minbase --aptopt='Acquire::Check-Valid-Until "false"' \
-    --include="$CURRENT_PACKAGES" forky "$building"
-  cp /etc/ssl/certs/ca-certificates.crt "$building/etc/ssl/certs/"
-  cp "$CURRENT_PINS" "$building/requirements.txt"
-  cp "$ROOT/requirements_broker.txt" "$building/requirements_broker.txt"
-  in_root "$building" / python3.14 -m venv /opt/ha
+    --include="$CURRENT_PACKAGES" forky "$building" || return 1
+  cp /etc/ssl/certs/ca-certificates.crt "$building/etc/ssl/certs/" || return 1
+  cp "$CURRENT_PINS" "$building/requirements.txt" || return 1
+  cp "$ROOT/requirements_broker.txt" "$building/requirements_broker.txt" || return 1
+  in_root "$building" / python3.14 -m venv /opt/ha || return 1
   in_root "$building" / /opt/ha/bin/python -m pip install --quiet -r /requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
-  in_root "$building" / /opt/ha/bin/python -c 'import homeassistant, aiomqtt, hypothesis'
+  in_root "$building" / /opt/ha/bin/python -c 'import homeassistant, aiomqtt, hypothesis' || return 1
   # The demo's embedded broker (the host's .venv-broker runs the host's Python, absent here).
-  in_root "$building" / python3.14 -m venv /opt/broker
+  in_root "$building" / python3.14 -m venv /opt/broker || return 1
   in_root "$building" / /opt/broker/bin/python -m pip install --quiet -r /requirements_broker.txt 2>&1 | grep -v '^WARNING: Location' || true
-  touch "$building/.ready"
+  touch "$building/.ready" || return 1
   rm -rf "$CURRENT_ROOT"
-  mv "$building" "$CURRENT_ROOT"
+  mv "$building" "$CURRENT_ROOT" || return 1
   # Older roots of other pins are not needed any more.
   find "$CURRENT_CACHE" -maxdepth 1 -name 'ha-current-*' ! -path "$CURRENT_ROOT" -exec rm -rf {} +
 }

@@ -237,6 +237,8 @@ class Link:
             will=will,
             clean_session=True,
             keepalive=30,
+            # A meter's ack or reading right after a PUBACK must not wait ~40 ms (Nagle).
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             timeout=self._config.publish_timeout,
             max_inflight_messages=100,
         )

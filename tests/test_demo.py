@@ -18,6 +18,7 @@ from typing import Any
 import urllib.error
 import urllib.request
 
+from homeassistant.const import __version__ as HA_VERSION
 import pytest
 
 from demo.config import ROOT, environment, read_token
@@ -252,6 +253,7 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
         assert "Press Ctrl-C" in banner, banner
         url = f"http://127.0.0.1:{http_port}"
         assert url in banner and "demo / demo-prepaid" in banner
+        assert f"homeassistant=={HA_VERSION}" in banner, banner
         token = read_token(state / "config")
         summary = json.loads((state / "config" / "demo.json").read_text())
         assert len(summary["meters"]) == 30
