@@ -350,6 +350,7 @@ def stored_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Return policy options as the options flow stores them (normalised by `PolicyConfig`)."""
     stored = PolicyConfig.from_options(options).to_options()
     stored.pop("timezone", None)  # the tariff's zone applies; the flow does not store one
+    stored.pop("country", None)  # Home Assistant's country applies unless an operator sets one
     return stored
 
 

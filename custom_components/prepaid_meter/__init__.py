@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME, Platform
 from homeassistant.core import HomeAssistant
@@ -33,7 +34,7 @@ from .const import (
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
 from .engine.community import Community
 from .engine.ledger import LedgerError
-from .engine.policy import PolicyConfig, PolicyError
+from .engine.policy import PolicyConfig, PolicyError, library_country
 from .engine.profiles import PROFILE_NAMES, make_profile
 from .engine.tariff import Tariff, TariffError, load_preset, load_tariff, preset_names
 from .engine.transport import (
@@ -93,6 +94,21 @@ def resolve_tariff(hass: HomeAssistant, tariff: str) -> Tariff:
     return load_tariff(Path(hass.config.path(tariff)))
 
 
+def load_tariff_and_policy(
+    hass: HomeAssistant, tariff_name: str, options: dict[str, Any]
+) -> tuple[Tariff, PolicyConfig]:
+    """Load the tariff and build the policy; blocking (the holiday library reads files).
+
+    Public holidays come from the country Home Assistant is configured for, unless the
+    options name another (or "" for none).
+    """
+    tariff = resolve_tariff(hass, tariff_name)
+    policy = PolicyConfig.from_options(
+        {"timezone": str(tariff.tz), "country": library_country(hass.config.country), **options}
+    )
+    return tariff, policy
+
+
 async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
     """Open the ledger, connect to the broker and start the community."""
     data = dict(entry.data)
@@ -110,8 +126,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
             translation_placeholders={"error": str(err)},
         ) from err
     try:
-        tariff = await hass.async_add_executor_job(resolve_tariff, hass, str(data[CONF_TARIFF]))
-        policy = PolicyConfig.from_options({"timezone": str(tariff.tz), **entry.options})
+        tariff, policy = await hass.async_add_executor_job(
+            load_tariff_and_policy, hass, str(data[CONF_TARIFF]), dict(entry.options)
+        )
     except (TariffError, PolicyError) as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,

@@ -367,3 +367,36 @@ async def test_options_change_reloads_with_the_new_policy(
     assert entry.runtime_data.community.policy.warn_level_1 == 35
     async with asyncio.timeout(10):
         await entry.runtime_data.transport.wait_connected()
+
+
+async def test_public_holidays_follow_home_assistants_country(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    """The community's friendly days come from the country Home Assistant is set to.
+
+    2026-10-01 (National Day) is friendly all day in China; 2026-10-10, a make-up working
+    Saturday, is not, although weekends are friendly.
+    """
+    from datetime import datetime, timedelta, timezone
+
+    from custom_components.prepaid_meter.engine.policy import is_friendly
+
+    hass.config.config_dir = str(tmp_path)
+    hass.config.country = "CN"
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=config_entry.title,
+        unique_id=config_entry.unique_id,
+        data=dict(config_entry.data),
+        options={"friendly_start": "00:00", "friendly_end": "00:00", "friendly_weekends": True},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    policy = entry.runtime_data.community.policy
+    assert policy.country == "CN"
+    cst = timezone(timedelta(hours=8))
+    assert is_friendly(datetime(2026, 10, 1, 12, tzinfo=cst), policy)
+    assert not is_friendly(datetime(2026, 10, 10, 12, tzinfo=cst), policy)
+    assert is_friendly(datetime(2026, 10, 17, 12, tzinfo=cst), policy)  # an ordinary Saturday
+    assert await hass.config_entries.async_unload(entry.entry_id)
