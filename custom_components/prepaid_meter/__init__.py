@@ -1,215 +1,29 @@
-"""Prepaid Meter: smart prepaid electricity meters of a residential community."""
+"""Prepaid Meter: smart prepaid electricity meters of a residential community.
+
+The Home Assistant side (config entries, platforms, actions) lives in `entry.py` and the
+modules beside it; the domain logic lives in `engine/`, which imports nothing from Home
+Assistant. Importing the engine imports this package first, so this file pulls in the Home
+Assistant side only when Home Assistant is running in this interpreter (its loader imports
+`homeassistant` long before any integration, and imports integrations in its import
+executor, so nothing here is imported in the event loop). A program that uses only the
+engine (the `bill` command, the simulator's checks, other hosts) then loads no Home
+Assistant module: tests/engine/test_standalone.py checks it in a fresh interpreter.
+"""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
+import sys
+from typing import TYPE_CHECKING
 
-from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME, Platform
-from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import (
-    ConfigEntryAuthFailed,
-    ConfigEntryError,
-    ConfigEntryNotReady,
-)
-from homeassistant.helpers import config_validation as cv, device_registry as dr
-from homeassistant.helpers.device_registry import DeviceEntry
-from homeassistant.helpers.typing import ConfigType
-
-from .const import (
-    CONF_CA_FILE,
-    CONF_CLIENT_CERT,
-    CONF_CLIENT_KEY,
-    CONF_COMMUNITY_ID,
-    CONF_COMMUNITY_NAME,
-    CONF_CURRENCY,
-    CONF_PREFIX,
-    CONF_PROFILE,
-    CONF_TARIFF,
-    CONF_TLS,
-    DEFAULT_PROFILE,
-    DOMAIN,
-)
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
-from .engine.community import Community
-from .engine.ledger import LedgerError
-from .engine.policy import PolicyConfig, PolicyError, library_country
-from .engine.profiles import PROFILE_NAMES, make_profile
-from .engine.tariff import Tariff, TariffError, load_preset, load_tariff, preset_names
-from .engine.transport import (
-    CannotConnect,
-    InvalidAuth,
-    TransportConfig,
-    TransportError,
-    check_connection,
-    forget_session,
-)
-from .entity import hub_device_info
-from .services import async_setup_services
-
-_LOGGER = logging.getLogger(__name__)
-PLATFORMS: list[Platform] = [
-    Platform.BINARY_SENSOR,
-    Platform.BUTTON,
-    Platform.NUMBER,
-    Platform.SENSOR,
-    Platform.SWITCH,
-]
-CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-
-
-async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the integration's actions (once, for every community)."""
-    async_setup_services(hass)
-    return True
-
-
-def transport_config(
-    hass: HomeAssistant, data: dict[str, object], entry_id: str
-) -> TransportConfig:
-    """Return the broker settings of a config entry (stable client id per entry)."""
-
-    def path(key: str) -> str | None:
-        value = data.get(key)
-        return hass.config.path(str(value)) if value else None
-
-    return TransportConfig(
-        host=str(data[CONF_HOST]),
-        port=int(str(data.get(CONF_PORT, 1883))),
-        username=str(data[CONF_USERNAME]) if data.get(CONF_USERNAME) else None,
-        password=str(data[CONF_PASSWORD]) if data.get(CONF_PASSWORD) else None,
-        tls=bool(data.get(CONF_TLS, False)),
-        ca_file=path(CONF_CA_FILE),
-        client_cert=path(CONF_CLIENT_CERT),
-        client_key=path(CONF_CLIENT_KEY),
-        client_id=f"ha-prepaid-meter-{entry_id}",
+if TYPE_CHECKING or "homeassistant" in sys.modules:
+    from .entry import (
+        CONFIG_SCHEMA as CONFIG_SCHEMA,
+        PLATFORMS as PLATFORMS,
+        async_remove_config_entry_device as async_remove_config_entry_device,
+        async_remove_entry as async_remove_entry,
+        async_setup as async_setup,
+        async_setup_entry as async_setup_entry,
+        async_unload_entry as async_unload_entry,
+        resolve_tariff as resolve_tariff,
+        transport_config as transport_config,
     )
-
-
-def resolve_tariff(hass: HomeAssistant, tariff: str) -> Tariff:
-    """Load a shipped preset by id or a YAML file from the config folder (blocking)."""
-    if tariff in preset_names():
-        return load_preset(tariff)
-    return load_tariff(Path(hass.config.path(tariff)))
-
-
-def load_tariff_and_policy(
-    hass: HomeAssistant, tariff_name: str, options: dict[str, Any]
-) -> tuple[Tariff, PolicyConfig]:
-    """Load the tariff and build the policy; blocking (the holiday library reads files).
-
-    Public holidays come from the country Home Assistant is configured for, unless the
-    options name another (or "" for none).
-    """
-    tariff = resolve_tariff(hass, tariff_name)
-    policy = PolicyConfig.from_options(
-        {"timezone": str(tariff.tz), "country": library_country(hass.config.country), **options}
-    )
-    return tariff, policy
-
-
-async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
-    """Open the ledger, connect to the broker and start the community."""
-    data = dict(entry.data)
-    config = transport_config(hass, data, entry.entry_id)
-    try:
-        await check_connection(config)
-    except InvalidAuth as err:
-        raise ConfigEntryAuthFailed(
-            translation_domain=DOMAIN, translation_key="invalid_auth"
-        ) from err
-    except CannotConnect as err:
-        raise ConfigEntryNotReady(
-            translation_domain=DOMAIN,
-            translation_key="cannot_connect",
-            translation_placeholders={"error": str(err)},
-        ) from err
-    try:
-        tariff, policy = await hass.async_add_executor_job(
-            load_tariff_and_policy, hass, str(data[CONF_TARIFF]), dict(entry.options)
-        )
-    except (TariffError, PolicyError) as err:
-        raise ConfigEntryError(
-            translation_domain=DOMAIN,
-            translation_key="invalid_tariff",
-            translation_placeholders={"error": str(err)},
-        ) from err
-    community_id = str(data[CONF_COMMUNITY_ID])
-    profile_name = str(data.get(CONF_PROFILE, DEFAULT_PROFILE))
-    if profile_name not in PROFILE_NAMES:
-        raise ConfigEntryError(
-            translation_domain=DOMAIN,
-            translation_key="invalid_profile",
-            translation_placeholders={"profile": profile_name},
-        )
-    try:
-        ledger = await hass.async_add_executor_job(open_ledger, ledger_path(hass, community_id))
-    except LedgerError as err:
-        raise ConfigEntryError(
-            translation_domain=DOMAIN,
-            translation_key="ledger_error",
-            translation_placeholders={"error": str(err)},
-        ) from err
-    prefix = str(data.get(CONF_PREFIX, "prepaid"))
-    # Tasmota's `Time` has no zone: it is read in the tariff's (the community's) zone.
-    profile = make_profile(profile_name, community=community_id, prefix=prefix, tz=tariff.tz)
-    runtime = PrepaidRuntime(
-        hass,
-        entry,
-        community=Community(ledger, tariff, policy, birth_announces=not profile.announces),
-        transport_config=config,
-        profile=profile,
-        prefix=prefix,
-        community_id=community_id,
-        community_name=str(data.get(CONF_COMMUNITY_NAME, community_id)),
-        currency=str(data.get(CONF_CURRENCY, tariff.currency)),
-    )
-    entry.runtime_data = runtime
-    # The hub first: meter devices name it as their parent by its registry id.
-    runtime.hub_device_id = (
-        dr.async_get(hass)
-        .async_get_or_create(config_entry_id=entry.entry_id, **hub_device_info(runtime))
-        .id
-    )
-    try:
-        await runtime.async_start()
-    except Exception:
-        await runtime.async_stop()
-        raise
-    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
-    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
-    runtime.async_check_size()
-    return True
-
-
-async def _async_options_updated(hass: HomeAssistant, entry: PrepaidConfigEntry) -> None:
-    """Reload so the new policy applies everywhere at once."""
-    await hass.config_entries.async_reload(entry.entry_id)
-
-
-async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
-    """Stop the community: commit pending charges, disconnect, close the ledger."""
-    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
-    if unloaded:
-        await entry.runtime_data.async_stop()
-    return unloaded
-
-
-async def async_remove_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> None:
-    """Ask the broker to drop the entry's persistent session (its ledger file stays)."""
-    try:
-        await forget_session(transport_config(hass, dict(entry.data), entry.entry_id))
-    except TransportError:
-        _LOGGER.info("The broker was not reachable to drop the session of %s", entry.title)
-
-
-async def async_remove_config_entry_device(
-    hass: HomeAssistant, entry: PrepaidConfigEntry, device: DeviceEntry
-) -> bool:
-    """Allow removing a meter's device; the ledger keeps its money history."""
-    runtime = entry.runtime_data
-    for domain, identifier in device.identifiers:
-        if domain == DOMAIN and identifier == runtime.community_identifier:
-            return False
-    return True

@@ -38,7 +38,6 @@ from homeassistant.helpers.selector import (
 )
 import voluptuous as vol
 
-from . import resolve_tariff, transport_config
 from .const import (
     CONF_AUTO_RESTORE,
     CONF_CA_FILE,
@@ -73,6 +72,7 @@ from .engine.profiles import PROFILE_NAMES
 from .engine.protocol import COMMUNITY_RE
 from .engine.tariff import TariffError
 from .engine.transport import CannotConnect, InvalidAuth, check_connection
+from .entry import resolve_tariff, transport_config
 
 _LOGGER = logging.getLogger(__name__)
 

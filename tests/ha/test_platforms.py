@@ -63,7 +63,7 @@ async def test_platform_snapshot(
     )
     hass.config.config_dir = str(tmp_path)
     entry.add_to_hass(hass)
-    with patch("custom_components.prepaid_meter.PLATFORMS", [platform]):
+    with patch("custom_components.prepaid_meter.entry.PLATFORMS", [platform]):
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
         runtime = entry.runtime_data
