@@ -3,7 +3,9 @@
 Messages arrive on the MQTT transport and are handled in the event loop (parsing, pricing,
 policy: memory only). Once a second the pending charges are committed to the ledger in an
 executor, then each household's `account` topic is published. Relay commands go through the
-command tracker, which repeats them until the meter acknowledges and whenever it disagrees.
+command tracker, which repeats them until the meter acknowledges and whenever it disagrees;
+one the meter does not carry out becomes an event (`prepaid_meter_command_failed`), a logbook
+entry and a repair, until the meter confirms the wanted state.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from homeassistant.helpers.storage import Store
 
 from .compat import get_device
 from .const import DOMAIN
-from .engine.commands import CommandTracker
+from .engine.commands import CommandOutcome, CommandTracker
 from .engine.community import Community, CommunityError, Event, LedgerResult, Relay
 from .engine.ledger import EntryKind, Ledger
 from .engine.profiles import Profile
@@ -64,9 +66,16 @@ BUS_EVENTS = frozenset(
         "top_up",
         "alarm",
         "inactivity",
+        "command_failed",
     }
 )
 BROKER_ISSUE_AFTER_S = 300
+# A relay command is sent up to this many times, the waits between tries doubling from the
+# base delay up to the maximum (about a minute in all), before it counts as not acknowledged:
+# then an event, a logbook entry and a repair say that the supply may not be as wanted.
+COMMAND_MAX_TRIES = 5
+COMMAND_BASE_DELAY_S = 2.0
+COMMAND_MAX_DELAY_S = 60.0
 # Measurements (energy, power, balance, cycle figures) of a large community are written to
 # Home Assistant's state machine at most this often per meter; a small one's at once. Relay,
 # low-balance and online states are always written at once, and every money and relay
@@ -126,7 +135,14 @@ class PrepaidRuntime:
         self.community_id = community_id
         self.community_name = community_name
         self.currency = currency
-        self.commands = CommandTracker(sender=self._send, clock=time.monotonic)
+        self.commands = CommandTracker(
+            sender=self._send,
+            clock=time.monotonic,
+            on_outcome=self._on_command_outcome,
+            max_tries=COMMAND_MAX_TRIES,
+            base_delay=COMMAND_BASE_DELAY_S,
+            max_delay=COMMAND_MAX_DELAY_S,
+        )
         self.connected = False
         #: The community's hub device in the registry (set before any meter device exists).
         self.hub_device_id = ""
@@ -151,6 +167,8 @@ class PrepaidRuntime:
         self._flush_lock = asyncio.Lock()
         self._unsubs: list[CALLBACK_TYPE] = []
         self._issues: set[str] = set()
+        # Meters whose supply is not known to be as wanted: the state their failed command asked.
+        self._command_failures: dict[str, Relay] = {}
         self._heap_release: CALLBACK_TYPE | None = None
 
     # ------------------------------------------------------------------ identity
@@ -411,6 +429,60 @@ class PrepaidRuntime:
         relay: Relay = "off" if state == "off" else "on"
         for topic, payload in self.profile.relay_command(meter_id, relay, command_id, reason):
             await self.transport.publish(topic, payload, qos=1)
+
+    @callback
+    def _on_command_outcome(self, outcome: CommandOutcome) -> None:
+        """Tell people about a relay command the meter did not carry out; clear it when it does.
+
+        A command that expired (no ack within its tries) or failed (refused) fires
+        `prepaid_meter_command_failed` (once per meter until a command succeeds again) and
+        raises a repair; a later command acked, or the meter confirming the wanted state (a
+        late ack, a reading), removes the repair.
+        """
+        meter_id = outcome.meter_id
+        issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
+        if outcome.status in ("acked", "confirmed"):
+            self._command_failures.pop(meter_id, None)
+            self._issues.discard(issue_id)
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            return
+        if outcome.status not in ("expired", "failed"):
+            return  # superseded: a newer command speaks for the meter now
+        state: Relay = "off" if outcome.state == "off" else "on"
+        if self._command_failures.get(meter_id) == state:
+            return  # the same wish failing again (a retried reconciliation): already told
+        self._command_failures[meter_id] = state
+        self._issues.add(issue_id)
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            # A cut that did not happen leaves a home on that everybody believes off.
+            severity=ir.IssueSeverity.ERROR if state == "off" else ir.IssueSeverity.WARNING,
+            translation_key="command_failed",
+            translation_placeholders={
+                "meter_id": meter_id,
+                "community": self.community_name,
+                "state": state,
+            },
+        )
+        meter = self.community.meters.get(meter_id)
+        event = Event(
+            "command_failed",
+            meter_id,
+            None if meter is None else meter.account_id,
+            {
+                "state": state,
+                "reason": outcome.reason,
+                "actor": outcome.actor,
+                "outcome": outcome.status,
+                "error": outcome.error,
+                "tries": outcome.tries,
+                "command_id": outcome.id,
+            },
+        )
+        self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
 
     # ------------------------------------------------------------------ events
 

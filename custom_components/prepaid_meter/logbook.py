@@ -35,6 +35,13 @@ def _message(kind: str, data: dict[str, Any]) -> str:
         return f"alarm: {data.get('type')}"
     if kind == "inactivity":
         return f"no activity for {data.get('hours')} hours"
+    if kind == "command_failed":
+        what = "supply cut" if data.get("state") == "off" else "supply restore"
+        if data.get("outcome") == "failed":
+            told = f"refused by the meter: {data.get('error') or 'no reason given'}"
+        else:
+            told = "not acknowledged by the meter"
+        return f"{what} ({data.get('reason')}) {told}; the supply may not be as wanted"
     return kind.replace("_", " ")
 
 

@@ -49,6 +49,40 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
     )
     assert top_up["name"] == "000012345678"
     assert "credited once" in top_up["message"]
+    assert "command_failed" in BUS_EVENTS
+    not_acked = described["prepaid_meter_command_failed"](
+        Event(
+            "prepaid_meter_command_failed",
+            {
+                "household": "Bldg 3 / 501",
+                "state": "off",
+                "reason": "credit_exhausted",
+                "outcome": "expired",
+            },
+        )
+    )
+    assert not_acked == {
+        "name": "Bldg 3 / 501",
+        "message": "supply cut (credit_exhausted) not acknowledged by the meter; "
+        "the supply may not be as wanted",
+    }
+    refused = described["prepaid_meter_command_failed"](
+        Event(
+            "prepaid_meter_command_failed",
+            {
+                "meter_id": "000012345678",
+                "state": "on",
+                "reason": "top_up",
+                "outcome": "failed",
+                "error": "relay_fault",
+            },
+        )
+    )
+    assert refused == {
+        "name": "000012345678",
+        "message": "supply restore (top_up) refused by the meter: relay_fault; "
+        "the supply may not be as wanted",
+    }
     for kind in BUS_EVENTS:
         entry = described[EVENT_PREFIX + kind](Event(EVENT_PREFIX + kind, {"household": "H"}))
         assert entry["message"]

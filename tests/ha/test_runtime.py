@@ -647,3 +647,139 @@ async def test_an_unassigned_meter_reporting_off_gets_no_command(
     await asyncio.sleep(1.5)  # a command would be on the wire within milliseconds
     await hass.async_block_till_done()
     assert [c for c in meter.commands if c.get("op") == "relay"] == []
+
+
+# ------------------------------------------------- commands not carried out (issue: failed)
+
+
+async def test_command_not_acknowledged_raises_an_event_and_a_repair_until_confirmed(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path, meter: TestMeter
+) -> None:
+    """A cut never acknowledged: one event, one repair; a late ack or a reading clears it."""
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    with (
+        patch.object(coordinator, "COMMAND_MAX_TRIES", 3),
+        patch.object(coordinator, "COMMAND_BASE_DELAY_S", 0.05),
+        patch.object(coordinator, "COMMAND_MAX_DELAY_S", 0.1),
+    ):
+        assert await hass.config_entries.async_setup(config_entry.entry_id)
+    entry = config_entry
+    runtime = entry.runtime_data
+    async with asyncio.timeout(10):
+        await runtime.transport.wait_connected()
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household=HOUSEHOLD, amount="50", transaction_id="t1")
+    now = int(time.time())
+    await meter.reading(now - 300, "100.000")
+    await wait_until(hass, lambda: runtime.community.meters[METER_ID].reported_relay == "on")
+    await wait_until(hass, lambda: runtime.commands.pending() == [])
+    failed = async_capture_events(hass, "prepaid_meter_command_failed")
+    issue_id = f"command_failed_{entry.entry_id}_{METER_ID}"
+    relay_commands: Callable[[], list[dict[str, Any]]] = lambda: [  # noqa: E731
+        c for c in meter.commands if c.get("op") == "relay"
+    ]
+    sent_before = len(relay_commands())
+
+    # The meter applies the cut but never answers: the tries run out.
+    meter.ack_commands = False
+    await hass.services.async_call(
+        "switch", "turn_off", {"entity_id": entity_id(hass, entry, "supply")}, blocking=True
+    )
+    await wait_until(hass, lambda: bool(failed))
+    await asyncio.sleep(0.3)  # longer than every retry delay: no second event
+    await hass.async_block_till_done()
+    assert len(failed) == 1
+    cut = relay_commands()[sent_before:]
+    assert [c["state"] for c in cut] == ["off"] * 3
+    assert len({c["id"] for c in cut}) == 1  # one command, retried with its id
+    device = runtime.meter_device(METER_ID)
+    assert device is not None
+    data = failed[0].data
+    assert data == {
+        "config_entry_id": entry.entry_id,
+        "community": entry.data[CONF_COMMUNITY_ID],
+        "meter_id": METER_ID,
+        "device_id": device.id,
+        "household": "Household 3-501",
+        "account_id": HOUSEHOLD,
+        "balance": "50.00",
+        "state": "off",
+        "reason": "manual",
+        "actor": "operator:automation",
+        "outcome": "expired",
+        "tries": 3,
+        "command_id": cut[0]["id"],
+    }
+    issue = _issue(hass, issue_id)
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.ERROR  # a home believed cut may still be on
+    assert issue.translation_key == "command_failed"
+    assert issue.translation_placeholders == {
+        "meter_id": METER_ID,
+        "community": "Test community",
+        "state": "off",
+    }
+
+    # The answer arrives late: the cut did happen, the repair goes, nothing is sent again.
+    await meter.publish("ack", {"v": 1, "id": cut[0]["id"], "ok": True, "relay": "off"})
+    await wait_until(hass, lambda: _issue(hass, issue_id) is None)
+    status = runtime.commands.status(METER_ID)
+    assert status is not None and status.last_outcome == "confirmed"
+    assert runtime.community.meters[METER_ID].reported_relay == "off"
+    assert len(failed) == 1
+
+    # A restore nobody acknowledges is a warning; a reading showing the supply on clears it.
+    await hass.services.async_call(
+        "switch", "turn_on", {"entity_id": entity_id(hass, entry, "supply")}, blocking=True
+    )
+    await wait_until(hass, lambda: len(failed) == 2)
+    assert (failed[1].data["state"], failed[1].data["outcome"]) == ("on", "expired")
+    issue = _issue(hass, issue_id)
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.WARNING
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["state"] == "on"
+    assert meter.relay == "on"  # the meter did switch, silently
+    await meter.reading(now - 240, "100.000")
+    await wait_until(hass, lambda: _issue(hass, issue_id) is None)
+
+    # A meter that refuses a cut (ok=false): the event says so, with the meter's error.
+    runtime.commands.base_delay = 30.0  # no retry races the refusal below
+    sent_before = len(relay_commands())
+    await hass.services.async_call(
+        "switch", "turn_off", {"entity_id": entity_id(hass, entry, "supply")}, blocking=True
+    )
+    await meter.wait_for(lambda: len(relay_commands()) > sent_before)
+    refused = relay_commands()[sent_before]
+    await meter.publish(
+        "ack", {"v": 1, "id": refused["id"], "ok": False, "error": "relay_fault", "relay": "on"}
+    )
+    await wait_until(hass, lambda: len(failed) == 3)
+    assert {k: failed[2].data.get(k) for k in ("state", "outcome", "error", "command_id")} == {
+        "state": "off",
+        "outcome": "failed",
+        "error": "relay_fault",
+        "command_id": refused["id"],
+    }
+    issue = _issue(hass, issue_id)
+    assert issue is not None and issue.severity is ir.IssueSeverity.ERROR
+    # Sent again (reconciliation) and refused again: the same problem, not a second event.
+    sent_before = len(relay_commands())
+    runtime.commands.reconcile()
+    await meter.wait_for(lambda: len(relay_commands()) > sent_before)
+    again = relay_commands()[sent_before]
+    assert again["id"] != refused["id"]
+    await meter.publish(
+        "ack", {"v": 1, "id": again["id"], "ok": False, "error": "relay_fault", "relay": "on"}
+    )
+    await wait_until(
+        hass, lambda: getattr(runtime.commands.status(METER_ID), "pending_id", "") is None
+    )
+    assert len(failed) == 3
+    assert _issue(hass, issue_id) is not None
+    meter.relay = "off"  # someone fixed the relay on site; the next reading says so
+    await meter.reading(now - 180, "100.000")
+    await wait_until(hass, lambda: _issue(hass, issue_id) is None)
+    assert len(failed) == 3
+    assert await hass.config_entries.async_unload(entry.entry_id)

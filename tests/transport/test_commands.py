@@ -80,6 +80,86 @@ async def test_unacknowledged_command_is_retried_with_its_id_then_expires() -> N
     await h.tracker.stop()
 
 
+async def test_expired_is_reported_once_and_a_late_ack_confirms_it_once() -> None:
+    h = Harness(max_tries=3)
+    command_id = h.tracker.set_desired(M, "off", "credit_exhausted", "system")
+    assert command_id is not None
+    await wait_for(lambda: bool(h.outcomes), 5)
+    await asyncio.sleep(0.2)  # longer than every retry delay: no second outcome, no send
+    assert [o.status for o in h.outcomes] == ["expired"]
+    assert h.ids() == [command_id] * 3
+    h.tracker.ack(Ack(M, "someone-else", True, "off"))  # not its ack: nothing
+    h.tracker.ack(Ack(M, command_id, True, "off"))  # the meter answers after all
+    h.tracker.ack(Ack(M, command_id, True, "off"))  # the same ack again: nothing
+    assert [(o.status, o.id, o.state, o.reason) for o in h.outcomes] == [
+        ("expired", command_id, "off", "credit_exhausted"),
+        ("confirmed", command_id, "off", "credit_exhausted"),
+    ]
+    status = h.tracker.status(M)
+    assert status is not None
+    assert (status.reported, status.pending_id, status.last_outcome) == (
+        "off",
+        None,
+        "confirmed",
+    )
+    h.tracker.reported(M, "off")  # readings that agree change nothing more
+    assert h.tracker.reconcile() == []  # in force: nothing is sent again
+    await asyncio.sleep(0.05)
+    assert len(h.outcomes) == 2
+    assert h.ids() == [command_id] * 3
+    await h.tracker.stop()
+
+
+async def test_late_ack_that_disagrees_confirms_nothing() -> None:
+    h = Harness(max_tries=1)
+    command_id = h.tracker.set_desired(M, "off", "credit_exhausted", "system")
+    assert command_id is not None
+    await wait_for(lambda: bool(h.outcomes), 5)
+    h.tracker.ack(Ack(M, command_id, True, "on"))  # answered, but the relay is still on
+    h.tracker.ack(Ack(M, command_id, False, "off", "relay_fault"))
+    assert [o.status for o in h.outcomes] == ["expired"]
+    status = h.tracker.status(M)
+    assert status is not None and status.last_outcome == "expired"
+    h.tracker.reported(M, "off")  # then a reading shows the cut done
+    assert [o.status for o in h.outcomes] == ["expired", "confirmed"]
+    await h.tracker.stop()
+
+
+async def test_a_reading_with_the_wanted_state_confirms_an_expired_command() -> None:
+    h = Harness(max_tries=2)
+    command_id = h.tracker.set_desired(M, "off", "credit_exhausted", "system")
+    await wait_for(lambda: bool(h.outcomes), 5)
+    h.tracker.observe(Reading(M, 10, 1_764_300_000, Decimal(5), relay="off"))
+    h.tracker.observe(Reading(M, 11, 1_764_300_060, Decimal(5), relay="off"))
+    assert [(o.status, o.id) for o in h.outcomes] == [
+        ("expired", command_id),
+        ("confirmed", command_id),
+    ]
+    await h.tracker.stop()
+
+
+async def test_a_refused_command_is_confirmed_by_a_later_report_and_a_new_one_replaces_it() -> None:
+    h = Harness(max_tries=10)
+    first = h.tracker.set_desired(M, "off", "credit_exhausted", "system")
+    assert first is not None
+    await wait_for(lambda: len(h.sent) == 1, 5)
+    h.tracker.ack(Ack(M, first, False, "on", "relay_fault"))
+    h.tracker.ack(Ack(M, first, True, "off"))  # an ack of a finished command: nothing
+    assert [o.status for o in h.outcomes] == ["failed"]
+    h.tracker.reported(M, "off")  # the relay did open in the end
+    assert [o.status for o in h.outcomes] == ["failed", "confirmed"]
+    # A failed command replaced by a newer one is not confirmed by a report of its state.
+    second = h.tracker.set_desired(M, "on", "top_up", "operator:1")
+    assert second is not None
+    await wait_for(lambda: len(h.sent) == 2, 5)
+    h.tracker.ack(Ack(M, second, False, "off", "relay_fault"))
+    third = h.tracker.set_desired(M, "off", "manual", "operator:1")
+    assert third is not None
+    h.tracker.reported(M, "on")  # the old command's state: not a confirmation of anything
+    assert [(o.status, o.id) for o in h.outcomes][2:] == [("failed", second)]
+    await h.tracker.stop()
+
+
 async def test_ack_ends_the_command_and_the_same_ack_twice_changes_nothing() -> None:
     h = Harness()
     command_id = h.tracker.set_desired(M, "off", "credit_exhausted", "system")

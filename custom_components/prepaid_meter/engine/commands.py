@@ -12,6 +12,10 @@ counts as a try.
   acknowledges it; then it is reported as `expired`. An ack with `ok=false` is reported as
   `failed` and not retried. A device without command ids (Tasmota) confirms a command by
   reporting the desired state (`confirmed`).
+- A command that expired or failed stays unresolved until something else happens: its ack
+  arriving late (ok, relay as wanted), or the meter reporting the state it asked for, reports
+  it `confirmed` (once; the command is not sent again). A new command (another state, a
+  reconciliation) replaces it.
 - Feed what meters say: `reported(meter_id, state)` (a reading's `relay`, a `RelayReport`),
   `online(meter_id)` / `offline(meter_id)` (availability, announce), `ack(ack)`; or
   `observe(parsed)` with any parsed message.
@@ -122,6 +126,8 @@ class _Meter:
     command: _Command | None = None
     last_outcome: OutcomeStatus | None = None
     last_command_at: float | None = None
+    # The last command, if it expired or failed and nothing has replaced or confirmed it yet.
+    unresolved: _Command | None = None
 
 
 class CommandTracker:
@@ -192,6 +198,10 @@ class CommandTracker:
             if state == command.state:
                 self._finish(meter_id, meter, "confirmed")
             return
+        late = meter.unresolved
+        if late is not None and state == late.state:
+            self._confirm_late(meter_id, meter, late)
+            return
         if meter.desired is None or state == meter.desired:
             return
         last = meter.last_command_at
@@ -231,9 +241,24 @@ class CommandTracker:
 
     def ack(self, ack: Ack) -> None:
         """The meter answers a command."""
+        meter = self._meters.get(ack.meter_id)
+        late = None if meter is None else meter.unresolved
+        if (
+            meter is not None
+            and late is not None
+            and late.id == ack.id
+            and meter.last_outcome == "expired"
+        ):
+            # The answer to a command whose tries ran out: it did arrive after all.
+            if ack.relay is not None:
+                meter.reported = ack.relay
+            if ack.ok and ack.relay in (None, late.state):
+                self._confirm_late(ack.meter_id, meter, late)
+            else:
+                _LOGGER.debug("Late ack %s from %s does not confirm it", ack.id, ack.meter_id)
+            return
         if ack.id in self._finished_ids:
             return  # the same ack again: nothing changes
-        meter = self._meters.get(ack.meter_id)
         command = None if meter is None else meter.command
         if meter is None or command is None or command.id != ack.id:
             _LOGGER.debug("Ack %s from %s matches no command in flight", ack.id, ack.meter_id)
@@ -321,6 +346,7 @@ class CommandTracker:
             return None
         if meter.command is not None:
             self._finish(meter_id, meter, "superseded")
+        meter.unresolved = None
         now = self._clock()
         command = _Command(meter_id, self._new_id(), meter.desired, meter.reason, meter.actor, now)
         meter.command = command
@@ -374,6 +400,7 @@ class CommandTracker:
             return
         meter.command = None
         meter.last_outcome = status
+        meter.unresolved = command if status in ("failed", "expired") else None
         command.finished = True
         command.wake.set()
         self._finished_ids[command.id] = None
@@ -388,16 +415,37 @@ class CommandTracker:
                 command.tries,
                 f": {error}" if error else "",
             )
-        outcome = CommandOutcome(
-            meter_id,
-            command.id,
-            command.state,
-            status,
-            command.tries,
-            command.reason,
-            command.actor,
-            error,
+        self._report(
+            CommandOutcome(
+                meter_id,
+                command.id,
+                command.state,
+                status,
+                command.tries,
+                command.reason,
+                command.actor,
+                error,
+            )
         )
+
+    def _confirm_late(self, meter_id: str, meter: _Meter, command: _Command) -> None:
+        """An expired or failed command turns out to be in force: report it `confirmed`."""
+        meter.unresolved = None
+        meter.last_outcome = "confirmed"
+        _LOGGER.info("Relay command %s for meter %s is in force after all", command.state, meter_id)
+        self._report(
+            CommandOutcome(
+                meter_id,
+                command.id,
+                command.state,
+                "confirmed",
+                command.tries,
+                command.reason,
+                command.actor,
+            )
+        )
+
+    def _report(self, outcome: CommandOutcome) -> None:
         if self._on_outcome is not None:
             try:
                 self._on_outcome(outcome)
