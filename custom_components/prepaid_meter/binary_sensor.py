@@ -30,8 +30,7 @@ class MeterBinarySensorDescription(BinarySensorEntityDescription):
 
 
 def _low_balance(runtime: PrepaidRuntime, meter_id: str) -> bool | None:
-    balance = runtime.community.balance(runtime.community.meters[meter_id])
-    return None if balance is None else balance <= runtime.low_threshold(meter_id)
+    return runtime.community.is_low(runtime.community.meters[meter_id])
 
 
 def _supply_on(runtime: PrepaidRuntime, meter_id: str) -> bool | None:

@@ -18,7 +18,7 @@ from decimal import Decimal
 import logging
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, assert_never
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
@@ -159,7 +159,6 @@ class PrepaidRuntime:
         self._dirty_accounts: set[str] = set()
         self._urgent_accounts: set[str] = set()
         self._account_sent: dict[str, float] = {}
-        self._thresholds: dict[str, Decimal] = {}
         self._relays: dict[str, RelayRecord] = {}
         self._store: Store[dict[str, Any]] = Store(
             hass, STORE_VERSION, f"{DOMAIN}.{entry.entry_id}.relays"
@@ -213,7 +212,9 @@ class PrepaidRuntime:
             self.commands.set_desired(
                 meter_id, meter.desired_relay, record["reason"], record["actor"]
             )
-        self._thresholds = {k: Decimal(v) for k, v in stored.get("thresholds", {}).items()}
+        for meter_id, value in stored.get("thresholds", {}).items():
+            if (meter := self.community.meters.get(meter_id)) is not None:
+                meter.low_threshold = Decimal(value)
         await self.transport.start()
         for action, seconds, name in (
             (self._async_flush_interval, COMMIT_INTERVAL_S, "commit"),
@@ -488,51 +489,72 @@ class PrepaidRuntime:
 
     @callback
     def _dispatch(self, events: Iterable[Event]) -> None:
+        """Turn the engine's events into commands, publishes, repairs and bus events.
+
+        The match names every kind (mypy's exhaustiveness check: a new kind the engine adds
+        fails type-checking here until the adapter says what it means).
+        """
         community_changed = False
         for event in events:
-            kind = event.kind
-            if kind == "relay" and event.meter_id is not None:
-                state: Relay = "off" if event.data["state"] == "off" else "on"
-                self._relays[event.meter_id] = RelayRecord(
-                    state, str(event.data["reason"]), str(event.data["actor"]), int(time.time())
-                )
-                self.commands.set_desired(
-                    event.meter_id, state, str(event.data["reason"]), str(event.data["actor"])
-                )
-                self._store.async_delay_save(self._store_data, 1)
-                if event.account_id is not None:
-                    self._urgent_accounts.add(event.account_id)
-                community_changed = True
-            elif kind == "reconcile" and event.meter_id is not None:
-                # The meter reports the other state and the tracker does not know what we
-                # want (e.g. a wish lost in a crash): tell it, once; it retries from there.
-                status = self.commands.status(event.meter_id)
-                if status is None or status.desired != event.data["state"]:
-                    meter = self.community.meters[event.meter_id]
-                    self.commands.set_desired(
-                        event.meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
+            meter_id, account_id = event.meter_id, event.account_id
+            match event.kind:
+                case "relay":
+                    assert meter_id is not None
+                    state: Relay = "off" if event.data["state"] == "off" else "on"
+                    reason, actor = str(event.data["reason"]), str(event.data["actor"])
+                    self._relays[meter_id] = RelayRecord(state, reason, actor, int(time.time()))
+                    self.commands.set_desired(meter_id, state, reason, actor)
+                    self._store.async_delay_save(self._store_data, 1)
+                    if account_id is not None:
+                        self._urgent_accounts.add(account_id)
+                    community_changed = True
+                case "reconcile":
+                    # The meter reports the other state and the tracker does not know what
+                    # we want (e.g. a wish lost in a crash): tell it, once; it retries.
+                    assert meter_id is not None
+                    status = self.commands.status(meter_id)
+                    if status is None or status.desired != event.data["state"]:
+                        meter = self.community.meters[meter_id]
+                        self.commands.set_desired(
+                            meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
+                        )
+                case "display":
+                    self.hass.async_create_task(self._send_display(event))
+                case "account":
+                    if account_id is not None:
+                        self._dirty_accounts.add(account_id)
+                    community_changed = True
+                case "register_reset" | "unassigned_meter":
+                    assert meter_id is not None
+                    self._create_issue(event.kind, meter_id, ir.IssueSeverity.WARNING)
+                case "unknown_meter":
+                    assert meter_id is not None
+                    self._create_community_issue(
+                        "unknown_meter", ir.IssueSeverity.WARNING, meter_id=meter_id
                     )
-            elif kind == "display" and event.meter_id is not None:
-                self.hass.async_create_task(self._send_display(event))
-            elif kind == "account" and event.account_id is not None:
-                self._dirty_accounts.add(event.account_id)
-                community_changed = True
-            elif kind == "register_reset" and event.meter_id is not None:
-                self._create_issue("register_reset", event.meter_id, ir.IssueSeverity.WARNING)
-            elif kind == "unknown_meter" and event.meter_id is not None:
-                self._create_community_issue(
-                    "unknown_meter", ir.IssueSeverity.WARNING, meter_id=event.meter_id
-                )
-            elif kind == "unassigned_meter" and event.meter_id is not None:
-                self._create_issue("unassigned_meter", event.meter_id, ir.IssueSeverity.WARNING)
-            elif kind == "assigned" and event.meter_id is not None:
-                ir.async_delete_issue(
-                    self.hass, DOMAIN, f"unassigned_meter_{self.entry.entry_id}_{event.meter_id}"
-                )
-                self._issues.discard(f"unassigned_meter_{self.entry.entry_id}_{event.meter_id}")
-                self._update_device_name(event.meter_id)
-            if kind in BUS_EVENTS:
-                self.hass.bus.async_fire(EVENT_PREFIX + kind, self._event_data(event))
+                case "assigned":
+                    assert meter_id is not None
+                    issue_id = f"unassigned_meter_{self.entry.entry_id}_{meter_id}"
+                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+                    self._issues.discard(issue_id)
+                    self._update_device_name(meter_id)
+                case (
+                    "low_balance"
+                    | "supply_cut"
+                    | "supply_restored"
+                    | "supply_cut_deferred"
+                    | "top_up"
+                    | "alarm"
+                    | "inactivity"
+                    | "command_failed"
+                ):
+                    pass  # bus events only (below)
+                case "announce" | "availability" | "cycle_closed" | "rejected":
+                    pass  # shown by the meter's entities and diagnostics, already updated
+                case unknown:
+                    assert_never(unknown)
+            if event.kind in BUS_EVENTS:
+                self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
         if community_changed:
             # Readings change the totals all the time: written with the next publish (2 s),
             # not once per reading (each would walk every household).
@@ -625,7 +647,11 @@ class PrepaidRuntime:
                 meter_id: {"state": r.state, "reason": r.reason, "actor": r.actor, "ts": r.ts}
                 for meter_id, r in self._relays.items()
             },
-            "thresholds": {k: str(v) for k, v in self._thresholds.items()},
+            "thresholds": {
+                meter_id: str(meter.low_threshold)
+                for meter_id, meter in self.community.meters.items()
+                if meter.low_threshold is not None
+            },
         }
 
     # ------------------------------------------------------------------ periodic work
@@ -820,12 +846,14 @@ class PrepaidRuntime:
 
     def low_threshold(self, meter_id: str) -> Decimal:
         """Return the meter's low-balance threshold (the first warning level by default)."""
-        return self._thresholds.get(meter_id, self.community.policy.warn_level_1)
+        return self.community.low_threshold(self.community.meters[meter_id])
 
     @callback
     def set_low_threshold(self, meter_id: str, value: Decimal) -> None:
         """Set a meter's low-balance threshold."""
-        self._thresholds[meter_id] = value
+        self.community.meters[meter_id].low_threshold = value
+        if (account := self.community.meters[meter_id].account_id) is not None:
+            self._dirty_accounts.add(account)  # its account topic says "low"
         self._store.async_delay_save(self._store_data, 1)
         self._notify_meter(meter_id)
 

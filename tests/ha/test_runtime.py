@@ -375,6 +375,10 @@ async def test_threshold_number_moves_the_low_balance_sensor(
     assert state(hass, entry, "low_balance_threshold") == "30.0"
     assert state(hass, entry, "low_balance") == "on"
     assert entry.runtime_data.low_threshold(METER_ID) == Decimal(30)
+    # One definition of "low": the household's account topic says the same as the sensor.
+    community = entry.runtime_data.community
+    payload = community.account_payload(community.meters[METER_ID])
+    assert payload is not None and payload["low"] is True
 
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()

@@ -100,16 +100,40 @@ class ReadingLike(Protocol):
     def events(self) -> tuple[str, ...]: ...
 
 
+#: Every kind of Event: the adapter's `match` over it is exhaustive (mypy checks it).
+type EventKind = Literal[
+    # for people and automations (bus events, logbook)
+    "low_balance",
+    "supply_cut",
+    "supply_restored",
+    "supply_cut_deferred",
+    "top_up",
+    "alarm",
+    "inactivity",
+    "command_failed",
+    # for the operator (repairs)
+    "register_reset",
+    "unassigned_meter",
+    "unknown_meter",
+    # for the meter and the household (commands, publishes)
+    "relay",  # the wanted relay state changed
+    "reconcile",  # the meter reports the other state
+    "display",  # tell the meter's display
+    "account",  # publish the household's account topic
+    # what entities and diagnostics show
+    "announce",
+    "assigned",
+    "availability",
+    "cycle_closed",
+    "rejected",
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something the integration turns into a bus event, a command, a repair or a publish.
+    """Something the integration turns into a bus event, a command, a repair or a publish."""
 
-    kinds: low_balance, supply_cut, supply_restored, supply_cut_deferred, top_up, alarm,
-    inactivity, register_reset, unassigned_meter, relay (desired relay state changed),
-    display (tell the meter's display), account (publish the account topic), rejected.
-    """
-
-    kind: str
+    kind: EventKind
     meter_id: str | None = None
     account_id: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
@@ -135,6 +159,8 @@ class MeterState:
     neutral_current_a: float | None = None
     reported_relay: Relay | None = None
     desired_relay: Relay = "on"
+    #: The resident's own low-balance threshold (None: the first warning level).
+    low_threshold: Decimal | None = None
     relay_reason: str = "in_credit"
     relay_actor: Actor = "system"
     deferred: str | None = None
@@ -169,7 +195,6 @@ class HouseholdState:
     )
     seen_entry: dict[SubAccount, int] = field(default_factory=lambda: dict.fromkeys(SubAccount, 0))
     pending: Decimal = _ZERO  # charges taken in memory, not yet committed
-    low_threshold: Decimal | None = None
 
     @property
     def electricity(self) -> Decimal:
@@ -687,7 +712,7 @@ class Community:
             "balance": str(household.electricity) if household else None,
             "household": household.label if household else None,
         }
-        kind = "supply_cut" if state == "off" else "supply_restored"
+        kind: EventKind = "supply_cut" if state == "off" else "supply_restored"
         return [
             Event("relay", meter.meter_id, meter.account_id, data),
             Event(kind, meter.meter_id, meter.account_id, data),
@@ -1125,6 +1150,22 @@ class Community:
         daily = meter.cycle_cost * 86400 / elapsed
         return estimate_days_left(balance, daily)
 
+    def low_threshold(self, meter: MeterState) -> Decimal:
+        """Return the balance at or below which the meter's household is "low"."""
+        if meter.low_threshold is not None:
+            return meter.low_threshold
+        return self.policy.warn_level_1
+
+    def is_low(self, meter: MeterState) -> bool | None:
+        """Return whether the household's balance is low (None for an unassigned meter).
+
+        The one definition of "low": the binary sensor, the account topic and the meter's
+        display read it. (The warning events are the two levels' crossings, see
+        WarningTracker.)
+        """
+        balance = self.balance(meter)
+        return None if balance is None else balance <= self.low_threshold(meter)
+
     def account_payload(self, meter: MeterState) -> dict[str, Any] | None:
         """Return the household's own account state for the `account` topic."""
         household = self.households.get(meter.account_id) if meter.account_id else None
@@ -1136,7 +1177,7 @@ class Community:
             "v": 1,
             "balance": str(balance.quantize(Decimal("0.01"))),
             "currency": self.tariff.currency,
-            "low": balance <= self.policy.warn_level_1,
+            "low": balance <= self.low_threshold(meter),
             "relay": meter.desired_relay,
             "cycle": meter.billing.cycle,
             "cycle_kwh": str(meter.billing.cycle_kwh.quantize(Decimal("0.001"))),
