@@ -2,7 +2,9 @@
 
 Nothing here touches the network: `SimMeter.take_reading(ts)` returns the messages a reading
 produces and `SimMeter.handle(topic, payload, now)` returns the answers to a command, so tests
-can drive a meter without a broker. The wire formats live in `simulator.profiles`.
+can drive a meter without a broker. A meter speaks through a `Profile`, the interface defined
+here; the wire formats that implement it live in `simulator.profiles`, which imports this module
+(never the other way round).
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 import random
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from simulator.household import Household, power_factor
-
-if TYPE_CHECKING:
-    from simulator.profiles import Profile
 
 JOULES_PER_KWH: Final = 3_600_000
 _MILLI: Final = Decimal("0.001")
@@ -46,6 +45,43 @@ class Sample:
     pf: float
     relay_on: bool
     events: tuple[str, ...]
+
+
+class Profile(Protocol):
+    """What a wire format must provide to a meter."""
+
+    @property
+    def name(self) -> str:
+        """Return the profile's name: native, tasmota or shelly."""
+        ...
+
+    def on_connect(self, meter: SimMeter) -> list[Publish]:
+        """Return what the meter publishes when it (re)connects."""
+        ...
+
+    def will(self, meter: SimMeter) -> Publish:
+        """Return the meter's last will."""
+        ...
+
+    def telemetry(self, meter: SimMeter, sample: Sample) -> list[Publish]:
+        """Return the messages of one reading."""
+        ...
+
+    def telemetry_topic(self, device_id: str) -> str:
+        """Return the topic a device with this id sends its readings on."""
+        ...
+
+    def command_topics(self, meter: SimMeter) -> list[str]:
+        """Return the topics the meter listens to."""
+        ...
+
+    def handle(self, meter: SimMeter, topic: str, payload: bytes, now: int) -> list[Publish]:
+        """Apply one command; return the answers."""
+        ...
+
+    def garbage(self, meter: SimMeter, rng: random.Random) -> Publish:
+        """Return one malformed message, the kind chosen by `rng`."""
+        ...
 
 
 def kwh(joules: int) -> Decimal:

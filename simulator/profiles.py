@@ -1,5 +1,7 @@
 """Wire formats: `prepaid/v1` (native) and the Tasmota and Shelly Gen2 device profiles.
 
+Each implements `simulator.meter.Profile`, the interface a meter talks through.
+
 Sources for the device formats (read through the project's documentation search):
 - prepaid/v1: /work/shared/PROTOCOL.md.
 - Tasmota, https://tasmota.github.io/docs/MQTT : topics `%prefix%/%topic%/` with the prefixes
@@ -30,10 +32,10 @@ import datetime as dt
 from decimal import ROUND_DOWN, Decimal
 import json
 import random
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from simulator.household import power_factor
-from simulator.meter import JOULES_PER_KWH, Publish, Sample, SimMeter
+from simulator.meter import JOULES_PER_KWH, Profile, Publish, Sample, SimMeter
 
 PROFILES: Final = ("native", "tasmota", "shelly")
 
@@ -72,43 +74,6 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-class Profile(Protocol):
-    """What a wire format must provide to a meter."""
-
-    @property
-    def name(self) -> str:
-        """Return the profile's name: native, tasmota or shelly."""
-        ...
-
-    def on_connect(self, meter: SimMeter) -> list[Publish]:
-        """Return what the meter publishes when it (re)connects."""
-        ...
-
-    def will(self, meter: SimMeter) -> Publish:
-        """Return the meter's last will."""
-        ...
-
-    def telemetry(self, meter: SimMeter, sample: Sample) -> list[Publish]:
-        """Return the messages of one reading."""
-        ...
-
-    def telemetry_topic(self, device_id: str) -> str:
-        """Return the topic a device with this id sends its readings on."""
-        ...
-
-    def command_topics(self, meter: SimMeter) -> list[str]:
-        """Return the topics the meter listens to."""
-        ...
-
-    def handle(self, meter: SimMeter, topic: str, payload: bytes, now: int) -> list[Publish]:
-        """Apply one command; return the answers."""
-        ...
-
-    def garbage(self, meter: SimMeter, rng: random.Random) -> Publish:
-        """Return one malformed message, the kind chosen by `rng`."""
-        ...
 
 
 # -- garbage shared by every profile ----------------------------------------------------

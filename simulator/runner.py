@@ -36,8 +36,8 @@ import aiomqtt
 
 from simulator.config import SimConfig
 from simulator.household import Household
-from simulator.meter import Publish, SimMeter
-from simulator.profiles import PROFILES, Profile, make_profile
+from simulator.meter import Profile, Publish, SimMeter
+from simulator.profiles import PROFILES, make_profile
 from simulator.status import Snapshot, Stats
 
 _LOGGER: Final = logging.getLogger("simulator")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 from decimal import Decimal
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -329,3 +331,37 @@ def test_meters_keep_metering_over_days() -> None:
     before = meter.register_j
     meter.take_reading(NOV + 3 * DAY)
     assert meter.register_j - before == meter.household.energy_j(NOV, NOV + 3 * DAY)
+
+
+def _simulator_imports() -> dict[str, set[str]]:
+    """Return, per module of the simulator package, the package modules it imports (any line)."""
+    package = Path(__file__).parents[2] / "simulator"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        name = "simulator" if path.stem == "__init__" else f"simulator.{path.stem}"
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = {t for t in targets if t == "simulator" or t.startswith("simulator.")}
+    return graph
+
+
+def test_simulator_modules_import_each_other_in_one_direction() -> None:
+    """The meter defines the `Profile` it talks through; the wire formats import the meter.
+
+    No module of the package imports another that imports it back, even only for type checking.
+    """
+    graph = _simulator_imports()
+    assert "simulator.profiles" not in graph["simulator.meter"]
+    assert "simulator.meter" in graph["simulator.profiles"]
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for target in graph.get(start, set()) - seen:
+            if target == goal or reaches(target, goal, seen | {target}):
+                return True
+        return False
+
+    assert [name for name in sorted(graph) if reaches(name, name, set())] == []
