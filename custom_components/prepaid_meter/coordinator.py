@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 import logging
@@ -31,7 +30,7 @@ from .compat import get_device
 from .const import DOMAIN
 from .engine.commands import CommandOutcome, CommandTracker
 from .engine.community import Community, CommunityError, Event, LedgerResult, Relay
-from .engine.ledger import EntryKind, Ledger
+from .engine.ledger import EntryKind, Ledger, SupplyChange
 from .engine.profiles import Profile
 from .engine.protocol import (
     Ack,
@@ -93,16 +92,6 @@ YIELD_AFTER_S = 0.01
 ACCOUNT_INTERVAL_S = 30.0
 
 
-@dataclass(slots=True)
-class RelayRecord:
-    """The relay state the platform wants for a meter, and who asked for it, and why."""
-
-    state: Relay
-    reason: str
-    actor: str
-    ts: int
-
-
 class PrepaidRuntime:
     """Everything one community needs while its config entry is loaded."""
 
@@ -159,7 +148,6 @@ class PrepaidRuntime:
         self._dirty_accounts: set[str] = set()
         self._urgent_accounts: set[str] = set()
         self._account_sent: dict[str, float] = {}
-        self._relays: dict[str, RelayRecord] = {}
         self._store: Store[dict[str, Any]] = Store(
             hass, STORE_VERSION, f"{DOMAIN}.{entry.entry_id}.relays"
         )
@@ -197,20 +185,16 @@ class PrepaidRuntime:
     # ------------------------------------------------------------------ life cycle
 
     async def async_start(self) -> None:
-        """Load the ledger, restore relay wishes, connect, and start the periodic work."""
-        await self.hass.async_add_executor_job(self.community.load)
+        """Load the ledger (with each meter's wanted supply), connect, start the periodic work."""
         stored = await self._store.async_load() or {}
-        for meter_id, record in stored.get("relays", {}).items():
-            meter = self.community.meters.get(meter_id)
-            if meter is None:
-                continue
-            meter.desired_relay = "off" if record["state"] == "off" else "on"
-            meter.relay_reason, meter.relay_actor = record["reason"], record["actor"]
-            self._relays[meter_id] = RelayRecord(
-                meter.desired_relay, record["reason"], record["actor"], record["ts"]
-            )
+        decided = await self.hass.async_add_executor_job(
+            self._load_community, stored.get("relays", {})
+        )
+        # What the ledger says each decided meter should be: the tracker enforces it.
+        for meter_id in decided:
+            wanted = self.community.meters[meter_id]
             self.commands.set_desired(
-                meter_id, meter.desired_relay, record["reason"], record["actor"]
+                meter_id, wanted.desired_relay, wanted.relay_reason, wanted.relay_actor
             )
         for meter_id, value in stored.get("thresholds", {}).items():
             if (meter := self.community.meters.get(meter_id)) is not None:
@@ -502,9 +486,8 @@ class PrepaidRuntime:
                     assert meter_id is not None
                     state: Relay = "off" if event.data["state"] == "off" else "on"
                     reason, actor = str(event.data["reason"]), str(event.data["actor"])
-                    self._relays[meter_id] = RelayRecord(state, reason, actor, int(time.time()))
+                    # The decision is in the community's next ledger batch (see Community).
                     self.commands.set_desired(meter_id, state, reason, actor)
-                    self._store.async_delay_save(self._store_data, 1)
                     if account_id is not None:
                         self._urgent_accounts.add(account_id)
                     community_changed = True
@@ -641,12 +624,31 @@ class PrepaidRuntime:
         except Exception:  # a display update is best effort
             _LOGGER.debug("Display update for %s not sent", event.meter_id, exc_info=True)
 
+    def _load_community(self, legacy: dict[str, dict[str, Any]]) -> list[str]:
+        """Load the community; return the meters with a supply decision (blocking).
+
+        Versions before the ledger kept the decisions (`legacy`) in Home Assistant's storage:
+        those of the ledger's meters that it has no decision for are written into it, once.
+        """
+        ledger = self.community.ledger
+        if legacy:
+            decided, meters = ledger.supply_states(), ledger.meters()
+            for meter_id, record in legacy.items():
+                if meter_id in meters and meter_id not in decided:
+                    ledger.record_supply(
+                        SupplyChange(
+                            meter_id,
+                            "off" if record["state"] == "off" else "on",
+                            str(record["reason"]),
+                            str(record["actor"]),
+                            int(record["ts"]),
+                        )
+                    )
+        self.community.load()
+        return [m for m in ledger.supply_states() if m in self.community.meters]
+
     def _store_data(self) -> dict[str, Any]:
         return {
-            "relays": {
-                meter_id: {"state": r.state, "reason": r.reason, "actor": r.actor, "ts": r.ts}
-                for meter_id, r in self._relays.items()
-            },
             "thresholds": {
                 meter_id: str(meter.low_threshold)
                 for meter_id, meter in self.community.meters.items()
@@ -801,6 +803,8 @@ class PrepaidRuntime:
             ) from err
         self._dispatch(events)
         self._notify_meter(meter_id)
+        # A person's decision is written to the ledger now, not with the next minute's batch.
+        await self.async_flush()
 
     async def async_ledger_call(
         self, func: Callable[..., LedgerResult | Any], *args: Any, **kwargs: Any

@@ -1083,3 +1083,46 @@ def test_a_family_without_announce_is_introduced_by_its_birth_message(
     events = community.handle_availability("plug-1", True)
     assert _kinds(events)[:2] == ["announce", "unassigned_meter"]
     assert community.meters["plug-1"].online is True
+
+
+# ------------------------------------------------------------- the supply as a ledger fact
+
+
+def test_the_wanted_supply_comes_back_from_the_ledger(ledger: Ledger, clock: Clock) -> None:
+    """A cut is written with the charges that caused it; a restart wants the meter off."""
+    community = _community(ledger, clock, policy={"emergency_credit": "0"})
+    _assign(community)
+    community.handle_reading(R("000000000001", 1, NOON - 120, Decimal(0)))
+    community.handle_reading(R("000000000001", 2, NOON - 60, Decimal(10)))
+    assert community.meters["000000000001"].desired_relay == "off"
+    # Not committed yet: a crash now loses the cut with the charges that caused it, and the
+    # next reading (billed again from the cursor) decides it again.
+    assert ledger.supply_states() == {}
+    _flush(community)
+    change = ledger.supply_states()["000000000001"]
+    assert (change.state, change.reason, change.actor) == ("off", "credit_exhausted", "system")
+    assert ledger.balance("b3-u2-501", SubAccount.ELECTRICITY) < 0
+
+    restarted = _community(ledger, clock, policy={"emergency_credit": "0"})
+    meter = restarted.meters["000000000001"]
+    assert (meter.desired_relay, meter.relay_reason, meter.relay_actor) == (
+        "off",
+        "credit_exhausted",
+        "system",
+    )
+
+
+def test_a_failed_commit_keeps_the_supply_decision_for_the_next(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """A batch put back after a failed commit still carries its decision, oldest first."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.request_relay("000000000001", "off", actor="operator:u1")
+    batch = community.take_batch()
+    community.restore_batch(batch)  # as after a failed commit
+    community.request_relay("000000000001", "on", actor="operator:u1", operator_override=True)
+    _flush(community)
+    history = ledger.supply_history("000000000001")
+    assert [(c.state, c.actor) for c in history] == [("off", "operator:u1"), ("on", "operator:u1")]
+    assert ledger.supply_states()["000000000001"].state == "on"

@@ -24,6 +24,7 @@ from custom_components.prepaid_meter.engine.ledger import (
     Posting,
     PostResult,
     SubAccount,
+    SupplyChange,
     UsageDelta,
     UsageRow,
 )
@@ -86,7 +87,7 @@ def ledger(path: Path) -> Iterator[Ledger]:
 def test_file_settings_and_schema_version(ledger: Ledger, path: Path) -> None:
     with _raw(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     own = ledger._conn
     assert own is not None
     assert own.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -179,11 +180,11 @@ def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with _raw(path) as conn:
         conn.execute("PRAGMA user_version = 7")
-    with pytest.raises(LedgerError, match="schema version 7, newer than the 1"):
+    with pytest.raises(LedgerError, match="schema version 7, newer than the 2"):
         Ledger(path)
 
 
-def test_migration_two_applies_in_order_and_keeps_data(
+def test_a_further_migration_applies_in_order_and_keeps_data(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Ledger(path) as ledger:
@@ -194,14 +195,14 @@ def test_migration_two_applies_in_order_and_keeps_data(
     with Ledger(path) as ledger:
         assert ledger.balance("A1", E) == Decimal(10)
     with _raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0
-    # A fresh file gets both, in order.
+    # A fresh file gets them all, in order.
     fresh = path.with_name("fresh.sqlite")
     Ledger(fresh).close()
     with _raw(fresh) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-    # This version of the code (one migration) refuses the upgraded file.
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    # This version of the code refuses the upgraded file.
     monkeypatch.undo()
     with pytest.raises(LedgerError, match="upgrade prepaid_meter"):
         Ledger(path)
@@ -214,7 +215,7 @@ def test_failed_migration_rolls_back_whole(path: Path, monkeypatch: pytest.Monke
     with pytest.raises(LedgerError, match="already exists"):
         Ledger(path)
     with _raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone()
 
 
@@ -785,3 +786,57 @@ def test_calls_from_many_threads(ledger: Ledger) -> None:
     assert ledger.balance("A1", E) == Decimal("240.0")
     assert ledger.balance("A2", E) == Decimal("-80.0")
     assert ledger.check_invariant() == []
+
+
+# ---------------------------------------------------------------------------- supply decisions
+
+
+def test_a_file_of_the_first_schema_gains_supply_decisions(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before migration 2 upgrades in place and keeps its money."""
+    monkeypatch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:1])
+    with Ledger(path) as ledger:
+        ledger.ensure_household("A1", "flat", T0)
+        ledger.post(_posting("t1", EntryKind.TOP_UP, "10"))
+    monkeypatch.undo()
+    with Ledger(path) as ledger:
+        assert ledger.balance("A1", E) == Decimal(10)
+        assert ledger.supply_states() == {}
+        ledger.record_supply(SupplyChange("M1", "off", "manual", "operator:u1", T0))
+        assert ledger.supply_states()["M1"].state == "off"
+
+
+def test_supply_decisions_are_kept_newest_last_and_written_with_the_batch(
+    ledger: Ledger, path: Path
+) -> None:
+    """A batch's supply decisions commit with its charges; the newest per meter wins."""
+    ledger.post(_posting("t1", EntryKind.TOP_UP, "1"))
+    cut = SupplyChange("M1", "off", "credit_exhausted", "system", T0 + 10)
+    ledger.commit_batch(
+        [_posting("c1", EntryKind.CHARGE, "-2")],
+        [Cursor("M1", 7, T0 + 10, Decimal("10"))],
+        [],
+        [cut],
+    )
+    assert ledger.supply_states() == {"M1": cut}
+    restored = SupplyChange("M1", "on", "restored", "operator:u1", T0 + 20)
+    ledger.record_supply(restored)
+    assert ledger.supply_states() == {"M1": restored}
+    assert ledger.supply_history("M1") == [cut, restored]
+    with _raw(path) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM supply_changes")
+
+
+def test_a_refused_batch_writes_no_supply_decision(ledger: Ledger) -> None:
+    """Nothing of a refused batch is written: not its supply decisions either."""
+    with pytest.raises(LedgerError):
+        ledger.commit_batch(
+            [_posting("c1", EntryKind.CHARGE, "-2", account="nobody")],
+            [],
+            [],
+            [SupplyChange("M1", "off", "credit_exhausted", "system", T0)],
+        )
+    assert ledger.supply_states() == {}
+    with pytest.raises(LedgerError, match="on or off"):
+        ledger.record_supply(SupplyChange("M1", "half", "x", "system", T0))

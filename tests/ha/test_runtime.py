@@ -30,7 +30,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.const import CONF_COMMUNITY_ID, DOMAIN
-from custom_components.prepaid_meter.engine.ledger import SubAccount
+from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
 from custom_components.prepaid_meter.engine.protocol import RelayReport
 from custom_components.prepaid_meter.engine.transport import NotConnected
 from tests.broker import Mosquitto
@@ -269,7 +269,10 @@ async def test_ack_from_an_unknown_meter_creates_nothing(
 
 
 async def test_switch_turn_off_names_who_and_why(
-    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    init_integration: MockConfigEntry,
+    meter: TestMeter,
 ) -> None:
     """Turning the supply switch off cuts the meter, with actor and reason, kept on reload."""
     entry = init_integration
@@ -296,7 +299,15 @@ async def test_switch_turn_off_names_who_and_why(
     assert cuts[0].data["reason"] == "manual"
     assert cuts[0].data["household"] == "Household 3-501"
 
-    # The wish survives a reload (the relay store), with who asked for it and why.
+    # The wish is a ledger fact at once (a person's request is committed before the action
+    # returns), with who asked and why; Home Assistant's storage no longer holds it.
+    change = entry.runtime_data.community.ledger.supply_states()[METER_ID]
+    assert (change.state, change.reason, change.actor) == ("off", "manual", "operator:Ops")
+    assert "relays" not in (hass_storage.get(f"{DOMAIN}.{entry.entry_id}.relays") or {}).get(
+        "data", {}
+    )
+
+    # The wish survives a reload (from the ledger), with who asked for it and why.
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     runtime = entry.runtime_data
@@ -787,3 +798,47 @@ async def test_command_not_acknowledged_raises_an_event_and_a_repair_until_confi
     await wait_until(hass, lambda: _issue(hass, issue_id) is None)
     assert len(failed) == 3
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_relay_wishes_of_an_earlier_version_move_into_the_ledger(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    config_entry: MockConfigEntry,
+    tmp_path: Path,
+    community_id: str,
+) -> None:
+    """A cut kept in Home Assistant's storage by an earlier version is written to the ledger."""
+    with Ledger(tmp_path / f"{DOMAIN}_{community_id}.sqlite3") as ledger:
+        ledger.ensure_household(HOUSEHOLD, "3-501", int(time.time()))
+        ledger.assign_meter(METER_ID, HOUSEHOLD)
+    hass_storage[f"{DOMAIN}.{config_entry.entry_id}.relays"] = {
+        "version": 1,
+        "key": f"{DOMAIN}.{config_entry.entry_id}.relays",
+        "data": {
+            "relays": {
+                METER_ID: {"state": "off", "reason": "arc_fault", "actor": "safety", "ts": 7}
+            },
+            "thresholds": {},
+        },
+    }
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    runtime = config_entry.runtime_data
+    meter = runtime.community.meters[METER_ID]
+    assert (meter.desired_relay, meter.relay_reason, meter.relay_actor) == (
+        "off",
+        "arc_fault",
+        "safety",
+    )
+    change = runtime.community.ledger.supply_states()[METER_ID]
+    assert (change.state, change.reason, change.actor, change.ts) == (
+        "off",
+        "arc_fault",
+        "safety",
+        7,
+    )
+    status = runtime.commands.status(METER_ID)
+    assert status is not None and status.desired == "off"
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

@@ -35,6 +35,7 @@ from .ledger import (
     Posting,
     PostResult,
     SubAccount,
+    SupplyChange,
     UsageDelta,
 )
 from .policy import (
@@ -240,10 +241,12 @@ class Batch:
     usage: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
     closing: set[tuple[str, str]] = field(default_factory=set)
     pending: dict[str, Decimal] = field(default_factory=dict)
+    #: Supply decisions, written with the charges that led to them.
+    supply: list[SupplyChange] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         """Return whether there is anything to write."""
-        return bool(self.charges or self.cursors or self.usage or self.closing)
+        return bool(self.charges or self.cursors or self.usage or self.closing or self.supply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,13 +327,20 @@ class Community:
             self.warnings.update(household.account_id, state.electricity)
             self.households[household.account_id] = state
         cursors = self.ledger.cursors()
-        for meter_id, account_id in self.ledger.meters().items():
+        supply = self.ledger.supply_states()
+        # Meters assigned once, and meters someone decided about (an operator's cut of an
+        # unassigned meter too): both are known meters after a restart.
+        known: dict[str, str | None] = dict.fromkeys(supply) | self.ledger.meters()
+        for meter_id, account_id in known.items():
             meter = self.meters[meter_id] = MeterState(meter_id, account_id)
             cursor = cursors.get(meter_id)
             if cursor is not None:
                 meter.seq, meter.ts, meter.energy_kwh = cursor.seq, cursor.ts, cursor.energy_kwh
             if account_id is not None and account_id in self.households:
                 self._load_cycle(meter, self.households[account_id])
+            if (wanted := supply.get(meter_id)) is not None:
+                meter.desired_relay = "off" if wanted.state == "off" else "on"
+                meter.relay_reason, meter.relay_actor = wanted.reason, wanted.actor
         self._top_up_day = self._today()
         self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
 
@@ -704,6 +714,11 @@ class Community:
 
     def _set_relay(self, meter: MeterState, state: Relay, reason: str, actor: Actor) -> list[Event]:
         meter.desired_relay, meter.relay_reason, meter.relay_actor = state, reason, actor
+        # The decision is a ledger fact, committed with the charges that led to it (the next
+        # commit; a person's request is committed at once by the caller: `take_batch`).
+        self._batch.supply.append(
+            SupplyChange(meter.meter_id, state, reason, str(actor), int(self.clock()))
+        )
         household = self.households.get(meter.account_id) if meter.account_id else None
         data = {
             "state": state,
@@ -855,7 +870,9 @@ class Community:
         postings = [
             charge.posting(meter_id.partition("@")[0]) for meter_id, charge in batch.charges.items()
         ]
-        results = self.ledger.commit_batch(postings, list(batch.cursors.values()), usage)
+        results = self.ledger.commit_batch(
+            postings, list(batch.cursors.values()), usage, batch.supply
+        )
         balances: dict[tuple[str, SubAccount], tuple[int, Decimal]] = {}
         for posting, result in zip(postings, results, strict=True):
             _newest(balances, posting.account_id, posting.sub, result)
@@ -934,6 +951,7 @@ class Community:
         for meter_id, cursor in batch.cursors.items():
             current.cursors.setdefault(meter_id, cursor)
         current.closing |= batch.closing
+        current.supply[:0] = batch.supply  # older decisions first: the newest wins on reload
         for account_id, amount in batch.pending.items():
             current.pending[account_id] = current.pending.get(account_id, _ZERO) + amount
 

@@ -11,6 +11,11 @@ Meter cursors (the last reading billed for each meter) and usage totals per (cyc
 are written by `Ledger.commit_batch()` in the same transaction as the charges for those readings,
 so a crash between two batches loses nothing and bills nothing twice.
 
+Whether a meter's supply should be on is a ledger fact too: every change of the wanted relay
+state (state, reason, actor, time) is appended to `supply_changes` (append-only), in the same
+transaction as the charges that led to it (`commit_batch`) or on its own (`record_supply`);
+the newest row of each meter is what is wanted after a restart.
+
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
 committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
@@ -61,6 +66,7 @@ __all__ = [
     "PostResult",
     "Posting",
     "SubAccount",
+    "SupplyChange",
     "UsageDelta",
     "UsageRow",
 ]
@@ -125,6 +131,17 @@ class Cursor:
     seq: int | None
     ts: int
     energy_kwh: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyChange:
+    """A decision about a meter's supply: the relay state wanted, why, by whom, when."""
+
+    meter_id: str
+    state: str  # "on" or "off"
+    reason: str
+    actor: str
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +275,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'closed statements are final'); END""",
         """CREATE TRIGGER statements_no_delete BEFORE DELETE ON statements
             BEGIN SELECT RAISE(ABORT, 'closed statements are final'); END""",
+    ),
+    (  # 2: the wanted supply state of each meter, as a journal of decisions
+        """CREATE TABLE supply_changes (
+            id INTEGER PRIMARY KEY,
+            meter_id TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('on', 'off')),
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
+        "CREATE INDEX supply_changes_meter ON supply_changes (meter_id, id)",
+        """CREATE TRIGGER supply_changes_no_update BEFORE UPDATE ON supply_changes
+            BEGIN SELECT RAISE(ABORT, 'supply decisions are append-only'); END""",
+        """CREATE TRIGGER supply_changes_no_delete BEFORE DELETE ON supply_changes
+            BEGIN SELECT RAISE(ABORT, 'supply decisions are append-only'); END""",
     ),
 )
 
@@ -467,6 +499,23 @@ def _check_cursor(cursor: Cursor) -> tuple[str, int | None, int, str]:
     ts = _timestamp(cursor.ts, f"The cursor time of meter {meter_id!r}")
     energy = _number(cursor.energy_kwh, f"The energy of meter {meter_id!r}", _FINE_PLACES)
     return meter_id, seq, ts, str(energy)
+
+
+_SQL_INSERT_SUPPLY: Final = (
+    "INSERT INTO supply_changes (meter_id, state, reason, actor, ts) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _check_supply(change: SupplyChange) -> tuple[str, str, str, str, int]:
+    if change.state not in ("on", "off"):
+        raise LedgerError(f"supply state must be on or off, got {change.state!r}")
+    return (
+        _text(change.meter_id, "meter_id"),
+        change.state,
+        _text(change.reason, "reason"),
+        _text(change.actor, "actor"),
+        _timestamp(change.ts, "ts"),
+    )
 
 
 def _check_usage(delta: UsageDelta) -> UsageDelta:
@@ -746,6 +795,7 @@ class Ledger:
         postings: Sequence[Posting],
         cursors: Sequence[Cursor],
         usage: Sequence[UsageDelta],
+        supply: Sequence[SupplyChange] = (),
     ) -> list[PostResult]:
         """Write charges, meter cursors and usage increments in ONE transaction.
 
@@ -754,18 +804,45 @@ class Ledger:
         added to the stored totals as given: the caller derives them from readings past the
         cursor, so readings already billed never reach here. Usage for a cycle that has been
         closed is refused, since that cycle's money has been settled against its statement.
+        Supply decisions are appended in the same transaction (those the charges led to).
         If anything is refused, nothing at all is written.
         """
         checked = [_check_posting(posting) for posting in postings]
         cursor_rows = [_check_cursor(cursor) for cursor in cursors]
         deltas = [_check_usage(delta) for delta in usage]
+        supply_rows = [_check_supply(change) for change in supply]
         with self._lock, self._transaction() as conn:
             results = self._apply(conn, checked)
             if cursor_rows:
                 conn.executemany(_SQL_UPSERT_CURSOR, cursor_rows)
             if deltas:
                 self._add_usage(conn, deltas)
+            if supply_rows:
+                conn.executemany(_SQL_INSERT_SUPPLY, supply_rows)
             return results
+
+    def record_supply(self, change: SupplyChange) -> None:
+        """Append one supply decision on its own (an operator's or resident's request)."""
+        row = _check_supply(change)
+        with self._lock, self._transaction() as conn:
+            conn.execute(_SQL_INSERT_SUPPLY, row)
+
+    def supply_states(self) -> dict[str, SupplyChange]:
+        """Return each meter's newest supply decision."""
+        rows = self._read(
+            """SELECT meter_id, state, reason, actor, ts FROM supply_changes
+               WHERE id IN (SELECT MAX(id) FROM supply_changes GROUP BY meter_id)"""
+        )
+        return {row[0]: SupplyChange(row[0], row[1], row[2], row[3], int(row[4])) for row in rows}
+
+    def supply_history(self, meter_id: str) -> list[SupplyChange]:
+        """Return a meter's supply decisions, oldest first."""
+        rows = self._read(
+            """SELECT meter_id, state, reason, actor, ts FROM supply_changes
+               WHERE meter_id = ? ORDER BY id""",
+            (meter_id,),
+        )
+        return [SupplyChange(row[0], row[1], row[2], row[3], int(row[4])) for row in rows]
 
     def _apply(self, conn: sqlite3.Connection, postings: Sequence[_Checked]) -> list[PostResult]:
         """Insert the new postings and update their balances (inside the caller's transaction)."""
