@@ -1,17 +1,16 @@
-"""The runtime of one config entry: a community, its ledger, its MQTT link and its meters.
+"""The Home Assistant adapter of one community: its config entry's runtime.
 
-Messages arrive on the MQTT transport and are handled in the event loop (parsing, pricing,
-policy: memory only). Once a second the pending charges are committed to the ledger in an
-executor, then each household's `account` topic is published. Relay commands go through the
-command tracker, which repeats them until the meter acknowledges and whenever it disagrees;
-one the meter does not carry out becomes an event (`prepaid_meter_command_failed`), a logbook
-entry and a repair, until the meter confirms the wanted state.
+The community itself runs in the engine's `CommunityService` (engine/service.py): MQTT,
+pricing, policy, the ledger, relay commands and account topics. This runtime turns what the
+service tells it into Home Assistant: events onto the bus (and so the logbook), repairs,
+devices, and entity writes (a large community's measurements in slices, see below); and it
+turns people's requests (actions, entity controls) into service calls, with who asked.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 import logging
@@ -28,20 +27,11 @@ from homeassistant.helpers.storage import Store
 
 from .compat import get_device
 from .const import DOMAIN
-from .engine.commands import CommandOutcome, CommandTracker
-from .engine.community import Community, CommunityError, Event, LedgerResult, Relay
-from .engine.ledger import EntryKind, Ledger, SupplyChange
+from .engine.commands import CommandTracker
+from .engine.community import Community, CommunityError, Event, Relay
+from .engine.ledger import Ledger
 from .engine.profiles import Profile
-from .engine.protocol import (
-    Ack,
-    Announce,
-    Availability,
-    Reading,
-    Rejected,
-    RelayReport,
-    account_payload,
-    topic_for,
-)
+from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .heap import FREEZE_ABOVE, async_hold_frozen
 
@@ -49,8 +39,8 @@ _LOGGER = logging.getLogger(__package__)
 
 type PrepaidConfigEntry = ConfigEntry[PrepaidRuntime]
 
-# Charges are committed once a minute: one journal entry per meter and minute (not a write
-# per reading), the meter's cursor in the same transaction. Top-ups are durable at once.
+# Charges are committed once a minute (one journal entry per meter and minute, see
+# engine/service.py); the community figures are written at most every PUBLISH_INTERVAL_S.
 COMMIT_INTERVAL_S = 60.0
 PUBLISH_INTERVAL_S = 2.0
 TICK_INTERVAL_S = 60.0
@@ -93,7 +83,7 @@ ACCOUNT_INTERVAL_S = 30.0
 
 
 class PrepaidRuntime:
-    """Everything one community needs while its config entry is loaded."""
+    """Everything one community needs in Home Assistant while its config entry is loaded."""
 
     def __init__(
         self,
@@ -111,28 +101,28 @@ class PrepaidRuntime:
         """Bind the parts; nothing runs until `async_start`."""
         self.hass = hass
         self.entry = entry
-        self.community = community
-        self.profile = profile
-        self.transport = MqttTransport(
-            transport_config,
-            self._on_message,
-            profile.subscriptions(),
-            on_connected=self._on_connect,
-            on_disconnected=self._on_disconnect,
-        )
         self.prefix = prefix
         self.community_id = community_id
         self.community_name = community_name
         self.currency = currency
-        self.commands = CommandTracker(
-            sender=self._send,
-            clock=time.monotonic,
-            on_outcome=self._on_command_outcome,
-            max_tries=COMMAND_MAX_TRIES,
-            base_delay=COMMAND_BASE_DELAY_S,
-            max_delay=COMMAND_MAX_DELAY_S,
+        self.service = CommunityService(
+            community,
+            profile,
+            transport_config,
+            prefix=prefix,
+            community_id=community_id,
+            currency=currency,
+            listener=self,
+            timing=ServiceTiming(
+                commit_interval_s=COMMIT_INTERVAL_S,
+                tick_interval_s=TICK_INTERVAL_S,
+                account_interval_s=ACCOUNT_INTERVAL_S,
+                throttle_above=MEASUREMENT_THROTTLE_ABOVE,
+                command_max_tries=COMMAND_MAX_TRIES,
+                command_base_delay_s=COMMAND_BASE_DELAY_S,
+                command_max_delay_s=COMMAND_MAX_DELAY_S,
+            ),
         )
-        self.connected = False
         #: The community's hub device in the registry (set before any meter device exists).
         self.hub_device_id = ""
         self.fee_collection_rate: float | None = None
@@ -145,18 +135,41 @@ class PrepaidRuntime:
         self._community_listeners: list[CALLBACK_TYPE] = []
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
-        self._dirty_accounts: set[str] = set()
-        self._urgent_accounts: set[str] = set()
-        self._account_sent: dict[str, float] = {}
         self._store: Store[dict[str, Any]] = Store(
             hass, STORE_VERSION, f"{DOMAIN}.{entry.entry_id}.relays"
         )
-        self._flush_lock = asyncio.Lock()
         self._unsubs: list[CALLBACK_TYPE] = []
         self._issues: set[str] = set()
         # Meters whose supply is not known to be as wanted: the state their failed command asked.
         self._command_failures: dict[str, Relay] = {}
         self._heap_release: CALLBACK_TYPE | None = None
+
+    # The service's parts, as entities, diagnostics and tests read them.
+
+    @property
+    def community(self) -> Community:
+        """Return the live community (read-only use: the service changes it)."""
+        return self.service.community
+
+    @property
+    def transport(self) -> MqttTransport:
+        """Return the service's MQTT transport."""
+        return self.service.transport
+
+    @property
+    def commands(self) -> CommandTracker:
+        """Return the service's relay command tracker."""
+        return self.service.commands
+
+    @property
+    def profile(self) -> Profile:
+        """Return the meters' device profile."""
+        return self.service.profile
+
+    @property
+    def connected(self) -> bool:
+        """Return whether the broker link is up."""
+        return self.service.connected
 
     # ------------------------------------------------------------------ identity
 
@@ -185,25 +198,16 @@ class PrepaidRuntime:
     # ------------------------------------------------------------------ life cycle
 
     async def async_start(self) -> None:
-        """Load the ledger (with each meter's wanted supply), connect, start the periodic work."""
+        """Start the service (ledger, broker, periodic work) and the entity-side timers."""
         stored = await self._store.async_load() or {}
-        decided = await self.hass.async_add_executor_job(
-            self._load_community, stored.get("relays", {})
-        )
-        # What the ledger says each decided meter should be: the tracker enforces it.
-        for meter_id in decided:
-            wanted = self.community.meters[meter_id]
-            self.commands.set_desired(
-                meter_id, wanted.desired_relay, wanted.relay_reason, wanted.relay_actor
-            )
+        # Relay wishes of versions before the ledger held them move into the ledger, once.
+        await self.service.start(stored.get("relays", {}))
         for meter_id, value in stored.get("thresholds", {}).items():
             if (meter := self.community.meters.get(meter_id)) is not None:
                 meter.low_threshold = Decimal(value)
-        await self.transport.start()
         for action, seconds, name in (
-            (self._async_flush_interval, COMMIT_INTERVAL_S, "commit"),
-            (self._async_publish_interval, PUBLISH_INTERVAL_S, "publish"),
-            (self._async_tick, TICK_INTERVAL_S, "tick"),
+            (self._async_publish_interval, PUBLISH_INTERVAL_S, "community figures"),
+            (self._async_minute, TICK_INTERVAL_S, "minute"),
             (
                 self._async_write_measurements,
                 MEASUREMENT_INTERVAL_S / MEASUREMENT_SLICES,
@@ -222,18 +226,24 @@ class PrepaidRuntime:
         await self._async_refresh_rates()
 
     async def async_stop(self) -> None:
-        """Commit what is pending, stop every task, disconnect and close the ledger."""
+        """Stop the timers and the service (it commits what is pending and closes the ledger)."""
         for unsub in self._unsubs:
             unsub()
         self._unsubs.clear()
         if self._heap_release is not None:
             self._heap_release()
             self._heap_release = None
-        await self.async_flush()
-        await self.commands.stop()
-        await self.transport.stop()
+        await self.service.stop()
         await self._store.async_save(self._store_data())
-        await self.hass.async_add_executor_job(self.community.ledger.close)
+
+    def _store_data(self) -> dict[str, Any]:
+        return {
+            "thresholds": {
+                meter_id: str(meter.low_threshold)
+                for meter_id, meter in self.community.meters.items()
+                if meter.low_threshold is not None
+            },
+        }
 
     # ------------------------------------------------------------------ listeners
 
@@ -327,116 +337,111 @@ class PrepaidRuntime:
         for listener in tuple(self._community_listeners):
             listener()
 
-    # ------------------------------------------------------------------ MQTT
+    # ------------------------------------------------------------------ the service's listener
 
     @callback
-    def _on_connect(self) -> None:
-        if not self.connected and self._disconnected_at is not None:
-            _LOGGER.info("Broker for community %s is reachable again", self.community_id)
-        self.connected = True
-        self._disconnected_at = None
-        self.commands.reconcile()
-        ir.async_delete_issue(self.hass, DOMAIN, f"broker_unreachable_{self.entry.entry_id}")
-        for meter_id in self.community.meters:
-            self._notify_meter(meter_id)
-        self._notify_community()
+    def events(self, events: Sequence[Event]) -> None:
+        """Turn the engine's events into repairs, device names and bus events.
+
+        The match names every kind (mypy's exhaustiveness check: a new kind the engine adds
+        fails type-checking here until the adapter says what it means). Commands, publishes
+        and displays are the service's own business, done before this is called.
+        """
+        for event in events:
+            meter_id = event.meter_id
+            match event.kind:
+                case "relay" | "account":
+                    self._community_dirty = True
+                case "register_reset" | "unassigned_meter":
+                    assert meter_id is not None
+                    self._create_issue(event.kind, meter_id, ir.IssueSeverity.WARNING)
+                case "unknown_meter":
+                    assert meter_id is not None
+                    self._create_community_issue(
+                        "unknown_meter", ir.IssueSeverity.WARNING, meter_id=meter_id
+                    )
+                case "assigned":
+                    assert meter_id is not None
+                    issue_id = f"unassigned_meter_{self.entry.entry_id}_{meter_id}"
+                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+                    self._issues.discard(issue_id)
+                    self._update_device_name(meter_id)
+                    self._community_dirty = True
+                case "command_failed":
+                    assert meter_id is not None
+                    if not self._command_failed(meter_id, event):
+                        continue  # the same wish failing again: already told
+                case "command_confirmed":
+                    assert meter_id is not None
+                    self._command_failures.pop(meter_id, None)
+                    issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
+                    self._issues.discard(issue_id)
+                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+                case (
+                    "low_balance"
+                    | "supply_cut"
+                    | "supply_restored"
+                    | "supply_cut_deferred"
+                    | "top_up"
+                    | "alarm"
+                    | "inactivity"
+                ):
+                    pass  # bus events only (below)
+                case (
+                    "announce"
+                    | "availability"
+                    | "cycle_closed"
+                    | "rejected"
+                    | "reconcile"
+                    | "display"
+                ):
+                    pass  # the meter's entities and diagnostics show these; the service acted
+                case unknown:
+                    assert_never(unknown)
+            if event.kind in BUS_EVENTS:
+                self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
 
     @callback
-    def _on_disconnect(self, reason: str = "") -> None:
-        if self.connected:
+    def meter_changed(self, meter_id: str) -> None:
+        """A meter's state changed: let its entities write."""
+        self._notify_meter(meter_id)
+
+    @callback
+    def meter_discovered(self, meter_id: str) -> None:
+        """A meter became known: give it a device and entities."""
+        self._discover(meter_id)
+
+    @callback
+    def connection(self, connected: bool, reason: str) -> None:
+        """Log once when the broker goes and once when it is back; entities follow."""
+        if connected:
+            if self._disconnected_at is not None:
+                _LOGGER.info("Broker for community %s is reachable again", self.community_id)
+            self._disconnected_at = None
+            ir.async_delete_issue(self.hass, DOMAIN, f"broker_unreachable_{self.entry.entry_id}")
+        elif self._disconnected_at is None:
             _LOGGER.info(
                 "Broker for community %s is unreachable (%s); retrying with backoff",
                 self.community_id,
                 reason,
             )
-        self.connected = False
-        if self._disconnected_at is None:
             self._disconnected_at = time.monotonic()
         for meter_id in self.community.meters:
             self._notify_meter(meter_id)
         self._notify_community()
 
     @callback
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        """Handle one MQTT message; nothing a meter sends may raise out of here."""
-        try:
-            parsed = self.profile.parse(topic, payload, time.time())
-        except Exception:
-            _LOGGER.exception("Unexpected error parsing a message on %s", topic)
-            return
-        if parsed is None:
-            return
-        if isinstance(parsed, Rejected):
-            if parsed.meter_id is not None and parsed.meter_id in self.community.meters:
-                meter = self.community.meters[parsed.meter_id]
-                meter.rejected[parsed.kind] = meter.rejected.get(parsed.kind, 0) + 1
-            return
-        try:
-            self._handle(parsed)
-        except Exception:
-            _LOGGER.exception("Unexpected error handling a message on %s", topic)
+    def _command_failed(self, meter_id: str, event: Event) -> bool:
+        """Raise the repair of a relay command the meter did not carry out; False if known.
 
-    @callback
-    def _handle(self, parsed: Reading | Announce | Availability | Ack | RelayReport) -> None:
-        meter_id = parsed.meter_id
-        self.commands.observe(parsed)
-        if isinstance(parsed, Ack | RelayReport) and meter_id not in self.community.meters:
-            return  # an answer from a meter we never heard of: nothing to show
-        if isinstance(parsed, Reading):
-            events = self.community.handle_reading(parsed)
-        elif isinstance(parsed, Announce):
-            events = self.community.handle_announce(
-                meter_id,
-                model=parsed.model,
-                firmware=parsed.fw,
-                rated_current_a=parsed.rated_current_a,
-            )
-        elif isinstance(parsed, Availability):
-            events = self.community.handle_availability(meter_id, parsed.online)
-        elif isinstance(parsed, Ack):
-            if parsed.ok and parsed.relay is not None:
-                meter = self.community.meters.get(meter_id)
-                if meter is not None:
-                    meter.reported_relay = parsed.relay
-            events = []
-        else:
-            meter = self.community.meters.get(meter_id)
-            if meter is not None:
-                meter.reported_relay = parsed.relay
-            events = []
-        if meter_id in self.community.meters:
-            self._discover(meter_id)
-        self._dispatch(events)
-        self._notify_meter(meter_id)
-
-    async def _send(self, meter_id: str, state: str, command_id: str, reason: str) -> None:
-        """Publish one relay command through the meter's profile (the tracker retries)."""
-        relay: Relay = "off" if state == "off" else "on"
-        for topic, payload in self.profile.relay_command(meter_id, relay, command_id, reason):
-            await self.transport.publish(topic, payload, qos=1)
-
-    @callback
-    def _on_command_outcome(self, outcome: CommandOutcome) -> None:
-        """Tell people about a relay command the meter did not carry out; clear it when it does.
-
-        A command that expired (no ack within its tries) or failed (refused) fires
-        `prepaid_meter_command_failed` (once per meter until a command succeeds again) and
-        raises a repair; a later command acked, or the meter confirming the wanted state (a
-        late ack, a reading), removes the repair.
+        Once per meter and wanted state until a command succeeds again (a relay stuck and
+        refusing would otherwise be reported at every retried reconciliation).
         """
-        meter_id = outcome.meter_id
-        issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
-        if outcome.status in ("acked", "confirmed"):
-            self._command_failures.pop(meter_id, None)
-            self._issues.discard(issue_id)
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-            return
-        if outcome.status not in ("expired", "failed"):
-            return  # superseded: a newer command speaks for the meter now
-        state: Relay = "off" if outcome.state == "off" else "on"
+        state: Relay = "off" if event.data["state"] == "off" else "on"
         if self._command_failures.get(meter_id) == state:
-            return  # the same wish failing again (a retried reconciliation): already told
+            return False
         self._command_failures[meter_id] = state
+        issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
         self._issues.add(issue_id)
         ir.async_create_issue(
             self.hass,
@@ -452,96 +457,7 @@ class PrepaidRuntime:
                 "state": state,
             },
         )
-        meter = self.community.meters.get(meter_id)
-        event = Event(
-            "command_failed",
-            meter_id,
-            None if meter is None else meter.account_id,
-            {
-                "state": state,
-                "reason": outcome.reason,
-                "actor": outcome.actor,
-                "outcome": outcome.status,
-                "error": outcome.error,
-                "tries": outcome.tries,
-                "command_id": outcome.id,
-            },
-        )
-        self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
-
-    # ------------------------------------------------------------------ events
-
-    @callback
-    def _dispatch(self, events: Iterable[Event]) -> None:
-        """Turn the engine's events into commands, publishes, repairs and bus events.
-
-        The match names every kind (mypy's exhaustiveness check: a new kind the engine adds
-        fails type-checking here until the adapter says what it means).
-        """
-        community_changed = False
-        for event in events:
-            meter_id, account_id = event.meter_id, event.account_id
-            match event.kind:
-                case "relay":
-                    assert meter_id is not None
-                    state: Relay = "off" if event.data["state"] == "off" else "on"
-                    reason, actor = str(event.data["reason"]), str(event.data["actor"])
-                    # The decision is in the community's next ledger batch (see Community).
-                    self.commands.set_desired(meter_id, state, reason, actor)
-                    if account_id is not None:
-                        self._urgent_accounts.add(account_id)
-                    community_changed = True
-                case "reconcile":
-                    # The meter reports the other state and the tracker does not know what
-                    # we want (e.g. a wish lost in a crash): tell it, once; it retries.
-                    assert meter_id is not None
-                    status = self.commands.status(meter_id)
-                    if status is None or status.desired != event.data["state"]:
-                        meter = self.community.meters[meter_id]
-                        self.commands.set_desired(
-                            meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
-                        )
-                case "display":
-                    self.hass.async_create_task(self._send_display(event))
-                case "account":
-                    if account_id is not None:
-                        self._dirty_accounts.add(account_id)
-                    community_changed = True
-                case "register_reset" | "unassigned_meter":
-                    assert meter_id is not None
-                    self._create_issue(event.kind, meter_id, ir.IssueSeverity.WARNING)
-                case "unknown_meter":
-                    assert meter_id is not None
-                    self._create_community_issue(
-                        "unknown_meter", ir.IssueSeverity.WARNING, meter_id=meter_id
-                    )
-                case "assigned":
-                    assert meter_id is not None
-                    issue_id = f"unassigned_meter_{self.entry.entry_id}_{meter_id}"
-                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-                    self._issues.discard(issue_id)
-                    self._update_device_name(meter_id)
-                case (
-                    "low_balance"
-                    | "supply_cut"
-                    | "supply_restored"
-                    | "supply_cut_deferred"
-                    | "top_up"
-                    | "alarm"
-                    | "inactivity"
-                    | "command_failed"
-                ):
-                    pass  # bus events only (below)
-                case "announce" | "availability" | "cycle_closed" | "rejected":
-                    pass  # shown by the meter's entities and diagnostics, already updated
-                case unknown:
-                    assert_never(unknown)
-            if event.kind in BUS_EVENTS:
-                self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
-        if community_changed:
-            # Readings change the totals all the time: written with the next publish (2 s),
-            # not once per reading (each would walk every household).
-            self._community_dirty = True
+        return True
 
     def _event_data(self, event: Event) -> dict[str, Any]:
         meter_id = event.meter_id
@@ -609,78 +525,42 @@ class PrepaidRuntime:
         if device is not None and household is not None:
             dr.async_get(self.hass).async_update_device(device.id, name=household.label)
 
-    async def _send_display(self, event: Event) -> None:
-        assert event.meter_id is not None
-        messages = self.profile.display_command(
-            event.meter_id,
-            f"display-{event.meter_id}-{int(time.time())}",
-            Decimal(str(event.data["balance"])),
-            self.currency,
-            bool(event.data.get("low", True)),
-        )
-        try:
-            for topic, payload in messages:
-                await self.transport.publish(topic, payload, qos=1)
-        except Exception:  # a display update is best effort
-            _LOGGER.debug("Display update for %s not sent", event.meter_id, exc_info=True)
-
-    def _load_community(self, legacy: dict[str, dict[str, Any]]) -> list[str]:
-        """Load the community; return the meters with a supply decision (blocking).
-
-        Versions before the ledger kept the decisions (`legacy`) in Home Assistant's storage:
-        those of the ledger's meters that it has no decision for are written into it, once.
-        """
-        ledger = self.community.ledger
-        if legacy:
-            decided, meters = ledger.supply_states(), ledger.meters()
-            for meter_id, record in legacy.items():
-                if meter_id in meters and meter_id not in decided:
-                    ledger.record_supply(
-                        SupplyChange(
-                            meter_id,
-                            "off" if record["state"] == "off" else "on",
-                            str(record["reason"]),
-                            str(record["actor"]),
-                            int(record["ts"]),
-                        )
-                    )
-        self.community.load()
-        return [m for m in ledger.supply_states() if m in self.community.meters]
-
-    def _store_data(self) -> dict[str, Any]:
-        return {
-            "thresholds": {
-                meter_id: str(meter.low_threshold)
-                for meter_id, meter in self.community.meters.items()
-                if meter.low_threshold is not None
-            },
-        }
-
     # ------------------------------------------------------------------ periodic work
 
-    async def _async_flush_interval(self, _now: Any) -> None:
-        await self.async_flush()
-
-    async def _async_publish_interval(self, _now: Any) -> None:
+    async def _async_publish_interval(self, _now: Any = None) -> None:
+        """Write the community figures if they changed (readings change them all the time)."""
         if self._community_dirty:
             self._notify_community()
-        await self._publish_accounts()
 
     async def async_flush(self) -> None:
-        """Commit pending charges (executor), apply the result and publish account topics."""
-        async with self._flush_lock:
-            batch = self.community.take_batch()
-            if batch:
-                try:
-                    result = await self.hass.async_add_executor_job(self.community.commit, batch)
-                except Exception:
-                    _LOGGER.exception("Ledger commit failed; the batch is kept for the next try")
-                    self.community.restore_batch(batch)
-                    return
-                self._dispatch(self.community.apply_results(result))
-            if self._community_dirty:
-                self._notify_community()
-            await self._publish_accounts()
+        """Commit what is pending now (the service also does every minute)."""
+        await self.service.flush()
+        if self._community_dirty:
+            self._notify_community()
+
+    async def _publish_accounts(self) -> None:
+        await self.service.publish_accounts()
+
+    @property
+    def _dirty_accounts(self) -> set[str]:
+        return self.service._dirty_accounts
+
+    @callback
+    def async_check_size(self) -> None:
+        """Hold the heap frozen once the community is large (at setup, then every minute).
+
+        Tens of thousands of entities make every full garbage collection a long pause; see
+        heap.py. A community that grows past FREEZE_ABOVE meters while running joins then.
+        """
+        if self._heap_release is None and len(self.community.meters) > FREEZE_ABOVE:
+            self._heap_release = async_hold_frozen(self.hass, self.entry.entry_id)
+
+    async def _async_minute(self, _now: Any = None) -> None:
+        """Home Assistant's side of the minute: heap, fee figures, clock-driven states."""
+        self.async_check_size()
+        await self._async_refresh_rates()
+        for meter_id in self.community.meters:  # days left and price move with the clock
+            self._notify_measurements(meter_id)
         if (
             self._disconnected_at is not None
             and time.monotonic() - self._disconnected_at > BROKER_ISSUE_AFTER_S
@@ -695,74 +575,15 @@ class PrepaidRuntime:
                 translation_placeholders={"community": self.community_name},
             )
 
-    async def _publish_accounts(self) -> None:
-        if not self._dirty_accounts or not self.connected:
-            return
-        now = time.monotonic()
-        due = {
-            account_id
-            for account_id in self._dirty_accounts
-            if not self.throttled
-            or account_id in self._urgent_accounts
-            or now - self._account_sent.get(account_id, -ACCOUNT_INTERVAL_S) >= ACCOUNT_INTERVAL_S
-        }
-        self._dirty_accounts -= due
-        self._urgent_accounts -= due
-        for meter in list(self.community.meters.values()):
-            if meter.account_id not in due:
-                continue
-            body = self.community.account_payload(meter)
-            if body is None:
-                continue
-            payload = account_payload(
-                balance=Decimal(body["balance"]),
-                currency=self.currency,
-                low=bool(body["low"]),
-                relay=meter.desired_relay,
-                cycle=meter.billing.cycle,
-                cycle_kwh=Decimal(body["cycle_kwh"]),
-                tier=int(body["tier"]),
-                price=Decimal(body["price"]),
-                updated=int(time.time()),
-            )
-            topic = topic_for(self.prefix, self.community_id, meter.meter_id, "account")
-            try:
-                await self.transport.publish(topic, payload, qos=1, retain=True)
-            except Exception:  # republished on the next change
-                self._dirty_accounts.add(meter.account_id)
-                return
-            self._account_sent[meter.account_id] = now
-
-    @callback
-    def async_check_size(self) -> None:
-        """Hold the heap frozen once the community is large (at setup, then every minute).
-
-        Tens of thousands of entities make every full garbage collection a long pause; see
-        heap.py. A community that grows past FREEZE_ABOVE meters while running joins then.
-        """
-        if self._heap_release is None and len(self.community.meters) > FREEZE_ABOVE:
-            self._heap_release = async_hold_frozen(self.hass, self.entry.entry_id)
-
-    async def _async_tick(self, _now: Any) -> None:
-        self.async_check_size()
-        self._dispatch(self.community.tick())
-        await self._async_refresh_rates()
-        for meter_id in self.community.meters:  # days left and price move with the clock
-            self._notify_measurements(meter_id)
+    async def _async_tick(self, _now: Any = None) -> None:
+        """The whole minute at once: the service's tick (deferred cuts) and this side's."""
+        await self.service.tick()
+        await self._async_minute()
 
     async def _async_refresh_rates(self) -> None:
-        """Recompute the fee collection rate of this month from the ledger (executor)."""
-        self.fee_collection_rate = await self.hass.async_add_executor_job(self._collection_rate)
+        """Recompute the fee collection rate of this month from the ledger."""
+        self.fee_collection_rate = await self.service.collection_rate()
         self._notify_community()
-
-    def _collection_rate(self) -> float | None:
-        ledger = self.community.ledger
-        start = self.community.month_start_ts()
-        fees = -ledger.sum_kind_since(EntryKind.FEE, start)
-        paid = ledger.sum_kind_since(EntryKind.PAYMENT, start)
-        if fees <= 0:
-            return None
-        return round(float(min(paid / fees, Decimal(1)) * 100), 1)
 
     # ------------------------------------------------------------------ requests
 
@@ -791,27 +612,20 @@ class PrepaidRuntime:
             raise ServiceValidationError(translation_domain=DOMAIN, translation_key="not_admin")
         if is_admin and not actor.startswith("operator"):
             actor = f"operator:{actor}"
-        try:
-            events = self.community.request_relay(
-                meter_id, state, actor=actor, operator_override=operator_override
-            )
-        except CommunityError as err:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key=err.key,
-                translation_placeholders=err.placeholders,
-            ) from err
-        self._dispatch(events)
-        self._notify_meter(meter_id)
-        # A person's decision is written to the ledger now, not with the next minute's batch.
-        await self.async_flush()
+        await self.async_call(
+            self.service.request_supply,
+            meter_id,
+            state,
+            actor=actor,
+            operator_override=operator_override,
+        )
 
-    async def async_ledger_call(
-        self, func: Callable[..., LedgerResult | Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        """Run a blocking Community ledger method in the executor; map its errors."""
+    async def async_call[T](
+        self, request: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """Ask the service for something; its refusals become translated errors."""
         try:
-            return await self.hass.async_add_executor_job(lambda: func(*args, **kwargs))
+            return await request(*args, **kwargs)
         except CommunityError as err:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
@@ -825,27 +639,6 @@ class PrepaidRuntime:
                 translation_placeholders={"error": str(err)},
             ) from err
 
-    @callback
-    def apply_money(self, result: LedgerResult, *, top_up: bool) -> None:
-        """Take a money movement into the live state and tell whoever needs to know."""
-        events = (
-            self.community.apply_top_up(result) if top_up else self.community.apply_results(result)
-        )
-        self._dispatch(events)
-        for account_id, _sub in result.balances:
-            for meter in self.community.meters.values():
-                if meter.account_id == account_id:
-                    self._notify_meter(meter.meter_id)
-        self._notify_community()
-
-    @callback
-    def apply_assignment(self, meter_id: str, info: dict[str, Any]) -> None:
-        """Take an assignment into the live state."""
-        self._dispatch(self.community.apply_assignment(meter_id, info))
-        self._discover(meter_id)
-        self._notify_meter(meter_id)
-        self._notify_community()
-
     # ------------------------------------------------------------------ thresholds
 
     def low_threshold(self, meter_id: str) -> Decimal:
@@ -855,9 +648,10 @@ class PrepaidRuntime:
     @callback
     def set_low_threshold(self, meter_id: str, value: Decimal) -> None:
         """Set a meter's low-balance threshold."""
-        self.community.meters[meter_id].low_threshold = value
-        if (account := self.community.meters[meter_id].account_id) is not None:
-            self._dirty_accounts.add(account)  # its account topic says "low"
+        meter = self.community.meters[meter_id]
+        meter.low_threshold = value
+        if meter.account_id is not None:
+            self.service.account_changed(meter.account_id)  # its account topic says "low"
         self._store.async_delay_save(self._store_data, 1)
         self._notify_meter(meter_id)
 

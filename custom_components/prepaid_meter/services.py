@@ -168,15 +168,14 @@ async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     await _require_admin(hass, call)
     runtime = _runtime(hass, call)
     account_id = _account_of(runtime, call)
-    result = await runtime.async_ledger_call(
-        runtime.community.top_up,
+    result = await runtime.async_call(
+        runtime.service.top_up,
         account_id,
         call.data[ATTR_AMOUNT],
         call.data[ATTR_TRANSACTION_ID],
         call.data[ATTR_CHANNEL],
-        actor=_actor(call),
+        _actor(call),
     )
-    runtime.apply_money(result, top_up=True)
     post = result.results[0]
     return {
         "household": account_id,
@@ -194,8 +193,8 @@ def _post_money(
         await _require_admin(hass, call)
         runtime = _runtime(hass, call)
         account_id = _account_of(runtime, call)
-        result = await runtime.async_ledger_call(
-            runtime.community.post_money,
+        result = await runtime.async_call(
+            runtime.service.post_money,
             account_id,
             SubAccount(call.data[ATTR_SUB_ACCOUNT]),
             kind,
@@ -204,7 +203,6 @@ def _post_money(
             actor=_actor(call),
             meta={meta_field: call.data[meta_field]},
         )
-        runtime.apply_money(result, top_up=False)
         return {"household": account_id, "balance": str(result.results[0].balance_after)}
 
     return handle
@@ -218,14 +216,13 @@ async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
         raise _error("unknown_meter", meter_id=meter_id)
     household = call.data[ATTR_HOUSEHOLD]
     label = call.data.get(ATTR_LABEL) or household
-    info = await runtime.async_ledger_call(
-        runtime.community.assign_meter,
+    info = await runtime.async_call(
+        runtime.service.assign,
         meter_id,
         household,
         label,
         supply_protected=call.data.get(ATTR_SUPPLY_PROTECTED),
     )
-    runtime.apply_assignment(meter_id, info)
     return {"household": household, "meter_id": meter_id, "label": str(info["label"])}
 
 
@@ -243,8 +240,8 @@ async def _restore_supply(hass: HomeAssistant, call: ServiceCall) -> ServiceResp
 async def _get_statement(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     runtime = _runtime(hass, call)
     account_id = _account_of(runtime, call)
-    statement: dict[str, Any] = await runtime.async_ledger_call(
-        runtime.community.statement, account_id, call.data[ATTR_CYCLE]
+    statement: dict[str, Any] = await runtime.async_call(
+        runtime.service.statement, account_id, call.data[ATTR_CYCLE]
     )
     return statement
 

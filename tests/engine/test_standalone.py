@@ -1,9 +1,10 @@
 """The engine stands alone: a community runs against a real broker with no Home Assistant.
 
 A fresh interpreter (so nothing this test session imported counts) runs a prepaid/v1
-community through the engine's own parts, transport included, on a real mosquitto: a meter
-announces itself, is assigned and topped up, sends readings, is billed, and is cut when its
-credit runs out. Then no `homeassistant` module may be loaded.
+community through `CommunityService`, the engine's one door, on a real mosquitto: a meter
+announces itself, is assigned and topped up (the same transaction twice credits once),
+sends readings, is billed, and is cut when its credit runs out, the meter told and the
+decision in the ledger. Then no `homeassistant` module may be loaded.
 """
 
 from __future__ import annotations
@@ -27,69 +28,80 @@ from decimal import Decimal
 import aiomqtt
 
 from custom_components.prepaid_meter.engine.community import Community
-from custom_components.prepaid_meter.engine.ledger import Ledger
+from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
 from custom_components.prepaid_meter.engine.profiles import make_profile
-from custom_components.prepaid_meter.engine.protocol import Announce, Reading
+from custom_components.prepaid_meter.engine.service import CommunityService
 from custom_components.prepaid_meter.engine.tariff import load_preset
-from custom_components.prepaid_meter.engine.transport import MqttTransport, TransportConfig
+from custom_components.prepaid_meter.engine.transport import TransportConfig
 
 HOST, PORT, LEDGER = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 METER = "000012345678"
 
 
+class Listener:
+    def __init__(self):
+        self.kinds, self.discovered, self.changed = [], [], asyncio.Event()
+
+    def events(self, events):
+        self.kinds += [e.kind for e in events]
+
+    def meter_changed(self, meter_id):
+        self.changed.set()
+
+    def meter_discovered(self, meter_id):
+        self.discovered.append(meter_id)
+
+    def connection(self, connected, reason):
+        pass
+
+
 async def main() -> dict:
-    profile = make_profile("native", community="alone")
     policy = PolicyConfig.from_options(
         {"friendly_start": "00:00", "friendly_end": "00:00", "friendly_weekends": False,
          "emergency_credit": "0"}
     )
-    community = Community(Ledger(LEDGER), load_preset("flat"), policy)
-    community.load()
-    commands: list[dict] = []
-    heard = asyncio.Event()
-
-    def handle(topic: str, payload: bytes) -> None:
-        parsed = profile.parse(topic, payload, time.time())
-        if isinstance(parsed, Announce):
-            community.handle_announce(METER, model=parsed.model, firmware=parsed.fw,
-                                      rated_current_a=parsed.rated_current_a)
-            heard.set()
-        elif isinstance(parsed, Reading):
-            for event in community.handle_reading(parsed):
-                if event.kind == "supply_cut":
-                    commands.append(event.data)
-            heard.set()
-
-    transport = MqttTransport(
+    listener = Listener()
+    service = CommunityService(
+        Community(Ledger(LEDGER), load_preset("flat"), policy),
+        make_profile("native", community="alone"),
         TransportConfig(host=HOST, port=PORT, client_id="standalone-community"),
-        handle, profile.subscriptions(),
+        prefix="prepaid", community_id="alone", currency="CNY", listener=listener,
     )
-    await transport.start()
+    await service.start()
     async with asyncio.timeout(10):
-        await transport.wait_connected()
+        await service.transport.wait_connected()
     base = f"prepaid/alone/{METER}"
     async with aiomqtt.Client(HOST, PORT, identifier="standalone-meter") as meter:
+        await meter.subscribe(f"{base}/cmd", qos=1)
         await meter.publish(f"{base}/announce", json.dumps({"v": 1, "meter_id": METER}), qos=1)
         async with asyncio.timeout(10):
-            await heard.wait()
-        community.apply_assignment(METER, community.assign_meter(METER, "h1", "Household 1"))
-        community.apply_top_up(
-            community.top_up("h1", Decimal("5"), "tx-1", "cash", actor="operator")
-        )
+            while METER not in listener.discovered:
+                await asyncio.sleep(0.02)
+        await service.assign(METER, "h1", "Household 1")
+        await service.top_up("h1", Decimal("5"), "tx-1", "cash", "operator")
+        await service.top_up("h1", Decimal("5"), "tx-1", "cash", "operator")  # once only
         now = int(time.time())
         for seq, (ts, kwh) in enumerate([(now - 120, "100"), (now - 60, "120")], start=1):
-            heard.clear()
+            listener.changed.clear()
             body = {"v": 1, "seq": seq, "ts": ts, "energy_kwh": kwh, "relay": "on"}
             await meter.publish(f"{base}/telemetry", json.dumps(body), qos=1)
             async with asyncio.timeout(10):
-                await heard.wait()
-    community.apply_results(community.commit(community.take_batch()))
-    await transport.stop()
-    household = community.households["h1"]
+                await listener.changed.wait()
+        async with asyncio.timeout(10):
+            async for message in meter.messages:
+                command = json.loads(message.payload)
+                if command.get("op") == "relay":
+                    break
+    await service.stop()
+    with Ledger(LEDGER) as ledger:
+        wanted = ledger.supply_states()[METER]
+        balance = ledger.balance("h1", SubAccount.ELECTRICITY)
     return {
-        "balance": str(household.electricity),
-        "cuts": [c["reason"] for c in commands],
+        "balance": str(balance),
+        "command": command["state"],
+        "wanted": [wanted.state, wanted.reason],
+        "kinds": sorted(set(listener.kinds)),
         "homeassistant": sorted(m for m in sys.modules if m.split(".")[0] == "homeassistant"),
     }
 
@@ -121,8 +133,10 @@ def test_a_community_runs_without_home_assistant(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["homeassistant"] == []
-    assert Decimal(result["balance"]) < 0  # 20 kWh of the flat price exceeds the 5 paid
-    assert result["cuts"] == ["credit_exhausted"]
+    assert Decimal(result["balance"]) < 0  # 20 kWh at the flat price exceed the 5 paid once
+    assert result["command"] == "off"  # the meter was told
+    assert result["wanted"] == ["off", "credit_exhausted"]  # and the ledger knows why
+    assert {"top_up", "supply_cut", "relay", "assigned"} <= set(result["kinds"])
 
 
 def test_the_bill_command_loads_no_home_assistant() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 import time
@@ -450,7 +451,7 @@ async def test_large_community_account_topic_at_most_every_30_s_relay_at_once(
             sent.append(topic)
 
     with (
-        patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0),
+        patch.object(runtime.service, "timing", replace(runtime.service.timing, throttle_above=0)),
         patch.object(runtime.transport, "publish", record),
     ):
         now = int(time.time())

@@ -125,12 +125,13 @@ async def test_broker_outage_and_return(
     await call(hass, "top_up", household=HOUSEHOLD, amount="5", transaction_id="t2")
     assert runtime.community.households[HOUSEHOLD].electricity == 55
     await runtime.async_flush()
+    await runtime._async_minute()
     assert _issue(hass, issue_id) is None  # not yet: only after five minutes
     with patch.object(coordinator, "time", _Later(coordinator.BROKER_ISSUE_AFTER_S - 10)):
-        await runtime.async_flush()
+        await runtime._async_minute()
     assert _issue(hass, issue_id) is None
     with patch.object(coordinator, "time", _Later(coordinator.BROKER_ISSUE_AFTER_S + 1)):
-        await runtime.async_flush()
+        await runtime._async_minute()
     issue = _issue(hass, issue_id)
     assert issue is not None
     assert issue.severity is ir.IssueSeverity.ERROR
@@ -233,7 +234,7 @@ async def test_refused_ack_leaves_the_reported_state(
     # An ok ack of a command for a meter the community does not know changes nothing.
     await meter.publish("ack", {"v": 1, "id": "nobody", "ok": True, "relay": "off"})
     # A relay report (as a Tasmota device sends) updates the reported state.
-    runtime._handle(RelayReport(METER_ID, "off"))
+    runtime.service._handle(RelayReport(METER_ID, "off"))
     await hass.async_block_till_done()
     assert runtime.community.meters[METER_ID].reported_relay == "off"
     assert state(hass, entry, "supply_on") == "off"

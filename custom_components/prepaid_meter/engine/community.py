@@ -112,6 +112,8 @@ type EventKind = Literal[
     "alarm",
     "inactivity",
     "command_failed",
+    # a relay command carried out (after all): clears what command_failed raised
+    "command_confirmed",
     # for the operator (repairs)
     "register_reset",
     "unassigned_meter",

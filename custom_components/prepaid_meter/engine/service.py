@@ -1,0 +1,499 @@
+"""The one door to a community: meters, money and supply behind one service.
+
+`CommunityService` owns everything a community needs to run, with no Home Assistant in it:
+the MQTT transport, the device profile, the live `Community` (gate, pricing, policy, safety
+watch), the relay command tracker, the ledger (its blocking work runs in an executor inside
+the service), the periodic commit, tick and account publishing, and the meters' displays.
+Callers ask it for things (`top_up`, `assign`, `request_supply`, ...) and never pair two-phase
+calls by hand; what happens comes back to one `ServiceListener`: the engine's events (after
+the service has acted on those that are its own business: commands, publishes), which meter
+changed, which meter was discovered, and the state of the broker link.
+
+A Home Assistant config entry is one adapter of it (coordinator.py): events to the bus,
+logbook and repairs, meter changes to entity writes. tests/engine/test_standalone.py runs it
+with no Home Assistant at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from dataclasses import dataclass
+from decimal import Decimal
+import logging
+import time
+from typing import Any, Protocol, TypeVar
+
+from .commands import CommandOutcome, CommandTracker
+from .community import Community, Event, LedgerResult, Relay
+from .ledger import EntryKind, SupplyChange
+from .profiles import Profile
+from .protocol import (
+    Ack,
+    Announce,
+    Availability,
+    Reading,
+    Rejected,
+    RelayReport,
+    account_payload,
+    topic_for,
+)
+from .transport import MqttTransport, TransportConfig
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+__all__ = ["CommunityService", "ServiceListener", "ServiceTiming"]
+
+
+class ServiceListener(Protocol):
+    """What the service tells its host (a Home Assistant entry, a test, another program)."""
+
+    def events(self, events: Sequence[Event]) -> None:
+        """Every event, after the service has acted on it (commands, publishes)."""
+
+    def meter_changed(self, meter_id: str) -> None:
+        """A meter's live state changed (a reading, a relay report, a balance)."""
+
+    def meter_discovered(self, meter_id: str) -> None:
+        """A meter became known (announced, assigned, or loaded from the ledger)."""
+
+    def connection(self, connected: bool, reason: str) -> None:
+        """The broker link came up or went down."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceTiming:
+    """How often the service does its periodic work, and its command retry budget.
+
+    Charges are committed once a minute: one journal entry per meter and minute (not a write
+    per reading), the meter's cursor in the same transaction. A relay command is sent up to
+    `command_max_tries` times, the waits doubling from `command_base_delay_s` up to
+    `command_max_delay_s`, before it counts as not acknowledged (a `command_failed` event).
+    A community of more than `throttle_above` meters publishes a household's account topic
+    at most every `account_interval_s` (a relay change at once).
+    """
+
+    commit_interval_s: float = 60.0
+    publish_interval_s: float = 2.0
+    tick_interval_s: float = 60.0
+    account_interval_s: float = 30.0
+    throttle_above: int = 100
+    command_max_tries: int = 5
+    command_base_delay_s: float = 2.0
+    command_max_delay_s: float = 60.0
+
+
+class CommunityService:
+    """One community's meters, money and supply (see the module docstring)."""
+
+    def __init__(
+        self,
+        community: Community,
+        profile: Profile,
+        transport_config: TransportConfig,
+        *,
+        prefix: str,
+        community_id: str,
+        currency: str,
+        listener: ServiceListener,
+        timing: ServiceTiming | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Bind the parts; nothing runs until `start`."""
+        self.community = community
+        self.profile = profile
+        self.prefix = prefix
+        self.community_id = community_id
+        self.currency = currency
+        self.timing = timing or ServiceTiming()
+        self._listener = listener
+        self._clock = clock
+        self.transport = MqttTransport(
+            transport_config,
+            self._on_message,
+            profile.subscriptions(),
+            on_connected=self._on_connect,
+            on_disconnected=self._on_disconnect,
+        )
+        self.commands = CommandTracker(
+            sender=self._send,
+            clock=time.monotonic,
+            on_outcome=self._on_command_outcome,
+            max_tries=self.timing.command_max_tries,
+            base_delay=self.timing.command_base_delay_s,
+            max_delay=self.timing.command_max_delay_s,
+        )
+        self.connected = False
+        self._flush_lock = asyncio.Lock()
+        self._dirty_accounts: set[str] = set()
+        self._urgent_accounts: set[str] = set()
+        self._account_sent: dict[str, float] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self, legacy_supply: dict[str, dict[str, Any]] | None = None) -> None:
+        """Load the ledger (with each meter's wanted supply), connect, start the periodic work.
+
+        `legacy_supply`: relay wishes an earlier version kept outside the ledger (meter id ->
+        state, reason, actor, ts); those of the ledger's meters without a decision move in.
+        """
+        decided = await self._in_executor(self._load, legacy_supply or {})
+        for meter_id in decided:  # the ledger's wish for each decided meter: enforced
+            meter = self.community.meters[meter_id]
+            self.commands.set_desired(
+                meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
+            )
+        for meter_id in sorted(self.community.meters):
+            self._listener.meter_discovered(meter_id)
+        await self.transport.start()
+        for work, seconds, name in (
+            (self.flush, self.timing.commit_interval_s, "commit"),
+            (self._publish_due, self.timing.publish_interval_s, "publish"),
+            (self.tick, self.timing.tick_interval_s, "tick"),
+        ):
+            self._loops.append(
+                asyncio.create_task(self._every(seconds, work), name=f"prepaid_meter {name}")
+            )
+
+    async def stop(self) -> None:
+        """Commit what is pending, stop every task, disconnect and close the ledger."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+        await self.flush()
+        await self.commands.stop()
+        await self.transport.stop()
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._in_executor(self.community.ledger.close)
+
+    async def _every(self, seconds: float, work: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except Exception:
+                _LOGGER.exception("Periodic work of community %s failed", self.community_id)
+
+    def _load(self, legacy: dict[str, dict[str, Any]]) -> list[str]:
+        ledger = self.community.ledger
+        if legacy:
+            decided, meters = ledger.supply_states(), ledger.meters()
+            for meter_id, record in legacy.items():
+                if meter_id in meters and meter_id not in decided:
+                    ledger.record_supply(
+                        SupplyChange(
+                            meter_id,
+                            "off" if record["state"] == "off" else "on",
+                            str(record["reason"]),
+                            str(record["actor"]),
+                            int(record["ts"]),
+                        )
+                    )
+        self.community.load()
+        return [m for m in ledger.supply_states() if m in self.community.meters]
+
+    async def _in_executor(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking (ledger) work off the event loop, in the loop's executor."""
+        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def flush(self) -> None:
+        """Commit pending charges and decisions, apply the result, publish account topics."""
+        async with self._flush_lock:
+            batch = self.community.take_batch()
+            if batch:
+                try:
+                    result = await self._in_executor(self.community.commit, batch)
+                except Exception:
+                    _LOGGER.exception("Ledger commit failed; the batch is kept for the next try")
+                    self.community.restore_batch(batch)
+                    return
+                self._dispatch(self.community.apply_results(result))
+            await self.publish_accounts()
+
+    async def tick(self) -> None:
+        """Re-evaluate deferred cuts (friendly hours end) and daily counters."""
+        self._dispatch(self.community.tick())
+
+    async def _publish_due(self) -> None:
+        await self.publish_accounts()
+
+    @property
+    def throttled(self) -> bool:
+        """Return whether this is a large community (account topics at most every 30 s)."""
+        return len(self.community.meters) > self.timing.throttle_above
+
+    def account_changed(self, account_id: str) -> None:
+        """Publish this household's account topic with the next publish."""
+        self._dirty_accounts.add(account_id)
+
+    async def publish_accounts(self) -> None:
+        """Publish the retained `account` topic of each household that changed."""
+        if not self._dirty_accounts or not self.connected:
+            return
+        now = time.monotonic()
+        interval = self.timing.account_interval_s
+        due = {
+            account_id
+            for account_id in self._dirty_accounts
+            if not self.throttled
+            or account_id in self._urgent_accounts
+            or now - self._account_sent.get(account_id, -interval) >= interval
+        }
+        self._dirty_accounts -= due
+        self._urgent_accounts -= due
+        for meter in list(self.community.meters.values()):
+            if meter.account_id not in due:
+                continue
+            body = self.community.account_payload(meter)
+            if body is None:
+                continue
+            payload = account_payload(
+                balance=Decimal(body["balance"]),
+                currency=self.currency,
+                low=bool(body["low"]),
+                relay=meter.desired_relay,
+                cycle=meter.billing.cycle,
+                cycle_kwh=Decimal(body["cycle_kwh"]),
+                tier=int(body["tier"]),
+                price=Decimal(body["price"]),
+                updated=int(self._clock()),
+            )
+            topic = topic_for(self.prefix, self.community_id, meter.meter_id, "account")
+            try:
+                await self.transport.publish(topic, payload, qos=1, retain=True)
+            except Exception:  # republished on the next change
+                self._dirty_accounts.add(meter.account_id)
+                return
+            self._account_sent[meter.account_id] = now
+
+    # ------------------------------------------------------------------ requests
+
+    async def top_up(
+        self, account_id: str, amount: Decimal, transaction_id: str, channel: str, actor: str
+    ) -> LedgerResult:
+        """Credit a payment once (by transaction id): durable before it returns."""
+        result = await self._in_executor(
+            lambda: self.community.top_up(account_id, amount, transaction_id, channel, actor=actor)
+        )
+        self._money_applied(result, self.community.apply_top_up(result))
+        return result
+
+    async def post_money(self, *args: Any, **kwargs: Any) -> LedgerResult:
+        """Post an adjustment, a fee or a fee payment (see `Community.post_money`)."""
+        result = await self._in_executor(lambda: self.community.post_money(*args, **kwargs))
+        self._money_applied(result, self.community.apply_results(result))
+        return result
+
+    def _money_applied(self, result: LedgerResult, events: list[Event]) -> None:
+        self._dispatch(events)
+        for account_id, _sub in result.balances:
+            for meter in self.community.meters.values():
+                if meter.account_id == account_id:
+                    self._listener.meter_changed(meter.meter_id)
+
+    async def assign(
+        self,
+        meter_id: str,
+        account_id: str,
+        label: str,
+        *,
+        supply_protected: bool | None = None,
+    ) -> dict[str, Any]:
+        """Bind a meter to a household (created if new); return what was assigned."""
+        info = await self._in_executor(
+            lambda: self.community.assign_meter(
+                meter_id, account_id, label, supply_protected=supply_protected
+            )
+        )
+        self._dispatch(self.community.apply_assignment(meter_id, info))
+        self._listener.meter_discovered(meter_id)
+        self._listener.meter_changed(meter_id)
+        return info
+
+    async def statement(self, account_id: str, cycle: str) -> dict[str, Any]:
+        """Return a cycle's statement of a household."""
+        return await self._in_executor(self.community.statement, account_id, cycle)
+
+    async def request_supply(
+        self, meter_id: str, state: Relay, *, actor: str, operator_override: bool = False
+    ) -> None:
+        """Turn a supply on or off on someone's request, by the prepaid rules.
+
+        Raises `CommunityError` (nothing changed) when the rules refuse; the decision is in
+        the ledger before this returns.
+        """
+        events = self.community.request_relay(
+            meter_id, state, actor=actor, operator_override=operator_override
+        )
+        self._dispatch(events)
+        self._listener.meter_changed(meter_id)
+        await self.flush()
+
+    async def collection_rate(self) -> float | None:
+        """Return this month's fee collection rate in percent (None without fees)."""
+        return await self._in_executor(self._collection_rate)
+
+    def _collection_rate(self) -> float | None:
+        ledger = self.community.ledger
+        start = self.community.month_start_ts()
+        fees = -ledger.sum_kind_since(EntryKind.FEE, start)
+        paid = ledger.sum_kind_since(EntryKind.PAYMENT, start)
+        if fees <= 0:
+            return None
+        return round(float(min(paid / fees, Decimal(1)) * 100), 1)
+
+    # ------------------------------------------------------------------ MQTT
+
+    def _on_connect(self) -> None:
+        self.connected = True
+        self.commands.reconcile()
+        self._listener.connection(True, "")
+
+    def _on_disconnect(self, reason: str = "") -> None:
+        self.connected = False
+        self._listener.connection(False, reason)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Handle one MQTT message; nothing a meter sends may raise out of here."""
+        try:
+            parsed = self.profile.parse(topic, payload, self._clock())
+        except Exception:
+            _LOGGER.exception("Unexpected error parsing a message on %s", topic)
+            return
+        if parsed is None:
+            return
+        if isinstance(parsed, Rejected):
+            if parsed.meter_id is not None and parsed.meter_id in self.community.meters:
+                meter = self.community.meters[parsed.meter_id]
+                meter.rejected[parsed.kind] = meter.rejected.get(parsed.kind, 0) + 1
+            return
+        try:
+            self._handle(parsed)
+        except Exception:
+            _LOGGER.exception("Unexpected error handling a message on %s", topic)
+
+    def _handle(self, parsed: Reading | Announce | Availability | Ack | RelayReport) -> None:
+        meter_id = parsed.meter_id
+        self.commands.observe(parsed)
+        known = meter_id in self.community.meters
+        if isinstance(parsed, Ack | RelayReport) and not known:
+            return  # an answer from a meter we never heard of: nothing to show
+        events: list[Event] = []
+        if isinstance(parsed, Reading):
+            events = self.community.handle_reading(parsed)
+        elif isinstance(parsed, Announce):
+            events = self.community.handle_announce(
+                meter_id,
+                model=parsed.model,
+                firmware=parsed.fw,
+                rated_current_a=parsed.rated_current_a,
+            )
+        elif isinstance(parsed, Availability):
+            events = self.community.handle_availability(meter_id, parsed.online)
+        elif isinstance(parsed, Ack):
+            if parsed.ok and parsed.relay is not None:
+                self.community.meters[meter_id].reported_relay = parsed.relay
+        else:
+            self.community.meters[meter_id].reported_relay = parsed.relay
+        if not known and meter_id in self.community.meters:
+            self._listener.meter_discovered(meter_id)
+        self._dispatch(events)
+        self._listener.meter_changed(meter_id)
+
+    async def _send(self, meter_id: str, state: str, command_id: str, reason: str) -> None:
+        """Publish one relay command through the meter's profile (the tracker retries)."""
+        relay: Relay = "off" if state == "off" else "on"
+        for topic, payload in self.profile.relay_command(meter_id, relay, command_id, reason):
+            await self.transport.publish(topic, payload, qos=1)
+
+    def _on_command_outcome(self, outcome: CommandOutcome) -> None:
+        """A command ended: not carried out (expired, failed) or carried out (acked, confirmed)."""
+        if outcome.status == "superseded":
+            return  # a newer command speaks for the meter now
+        meter = self.community.meters.get(outcome.meter_id)
+        account_id = None if meter is None else meter.account_id
+        if outcome.status in ("acked", "confirmed"):
+            self._listener.events(
+                [Event("command_confirmed", outcome.meter_id, account_id, {"state": outcome.state})]
+            )
+            return
+        self._listener.events(
+            [
+                Event(
+                    "command_failed",
+                    outcome.meter_id,
+                    account_id,
+                    {
+                        "state": "off" if outcome.state == "off" else "on",
+                        "reason": outcome.reason,
+                        "actor": outcome.actor,
+                        "outcome": outcome.status,
+                        "error": outcome.error,
+                        "tries": outcome.tries,
+                        "command_id": outcome.id,
+                    },
+                )
+            ]
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def _dispatch(self, events: Iterable[Event]) -> None:
+        """Act on the events that are the service's business, then hand all to the listener."""
+        events = list(events)
+        for event in events:
+            meter_id, account_id = event.meter_id, event.account_id
+            if event.kind == "relay" and meter_id is not None:
+                state: Relay = "off" if event.data["state"] == "off" else "on"
+                self.commands.set_desired(
+                    meter_id, state, str(event.data["reason"]), str(event.data["actor"])
+                )
+                if account_id is not None:
+                    self._urgent_accounts.add(account_id)
+            elif event.kind == "reconcile" and meter_id is not None:
+                # The meter reports the other state and the tracker does not know what we
+                # want (e.g. a wish lost in a crash): tell it, once; it retries from there.
+                status = self.commands.status(meter_id)
+                if status is None or status.desired != event.data["state"]:
+                    meter = self.community.meters[meter_id]
+                    self.commands.set_desired(
+                        meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
+                    )
+            elif event.kind == "display" and meter_id is not None:
+                self._spawn(self._send_display(event))
+            elif event.kind == "account" and account_id is not None:
+                self._dirty_accounts.add(account_id)
+        if events:
+            self._listener.events(events)
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_display(self, event: Event) -> None:
+        assert event.meter_id is not None
+        messages = self.profile.display_command(
+            event.meter_id,
+            f"display-{event.meter_id}-{int(self._clock())}",
+            Decimal(str(event.data["balance"])),
+            self.currency,
+            bool(event.data.get("low", True)),
+        )
+        try:
+            for topic, payload in messages:
+                await self.transport.publish(topic, payload, qos=1)
+        except Exception:  # a display update is best effort
+            _LOGGER.debug("Display update for %s not sent", event.meter_id, exc_info=True)
