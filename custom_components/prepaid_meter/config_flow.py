@@ -51,6 +51,7 @@ from .const import (
     CONF_FRIENDLY_START,
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
+    CONF_MEASUREMENT_INTERVAL,
     CONF_PREFIX,
     CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
@@ -58,6 +59,7 @@ from .const import (
     CONF_TLS,
     CONF_WARN_LEVEL_1,
     CONF_WARN_LEVEL_2,
+    CONF_WORKDAYS,
     DEFAULT_CURRENCY,
     DEFAULT_PORT,
     DEFAULT_PREFIX,
@@ -75,6 +77,7 @@ from .engine.transport import CannotConnect, InvalidAuth, check_connection
 from .entry import resolve_tariff, transport_config
 
 _LOGGER = logging.getLogger(__name__)
+MAX_MEASUREMENT_INTERVAL_S = 3600
 
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 PREFIX_MAX_LENGTH = 100
@@ -457,6 +460,18 @@ def options_schema(currency: str) -> vol.Schema:
             ),
             vol.Required(CONF_RECLOSE_THRESHOLD): _amount_selector(currency, minimum=-100000),
             vol.Required(CONF_AUTO_RESTORE): BooleanSelector(),
+            vol.Optional(CONF_WORKDAYS, default=list): TextSelector(
+                TextSelectorConfig(type=TextSelectorType.DATE, multiple=True)
+            ),
+            vol.Optional(CONF_MEASUREMENT_INTERVAL): NumberSelector(
+                NumberSelectorConfig(
+                    min=0,
+                    max=MAX_MEASUREMENT_INTERVAL_S,
+                    step=10,
+                    unit_of_measurement="s",
+                    mode=NumberSelectorMode.BOX,
+                )
+            ),
         }
     )
 
@@ -477,7 +492,10 @@ def policy_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
         CONF_RECLOSE_THRESHOLD,
     ):
         values[key] = _form_number(values[key])
-    return {key: values[key] for key in POLICY_OPTIONS}
+    shown = {key: values[key] for key in POLICY_OPTIONS}
+    if (interval := options.get(CONF_MEASUREMENT_INTERVAL)) is not None:
+        shown[CONF_MEASUREMENT_INTERVAL] = interval
+    return shown
 
 
 class PrepaidMeterOptionsFlow(OptionsFlow):
@@ -506,7 +524,12 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
             else:
                 stored = policy.to_options()
                 policy_options = {key: stored[key] for key in POLICY_OPTIONS}
-                return self.async_create_entry(data={**self.config_entry.options, **policy_options})
+                options = {**self.config_entry.options, **policy_options}
+                # Empty: the default by community size (see coordinator.measurement_interval).
+                options.pop(CONF_MEASUREMENT_INTERVAL, None)
+                if (interval := values.get(CONF_MEASUREMENT_INTERVAL)) is not None:
+                    options[CONF_MEASUREMENT_INTERVAL] = int(interval)
+                return self.async_create_entry(data=options)
         currency = str(self.config_entry.data.get(CONF_CURRENCY, DEFAULT_CURRENCY))
         return self.async_show_form(
             step_id="init",

@@ -45,6 +45,9 @@ CONF_FRIENDLY_WEEKENDS: Final = "friendly_weekends"
 CONF_HOLIDAYS: Final = "holidays"
 CONF_RECLOSE_THRESHOLD: Final = "reclose_threshold"
 CONF_AUTO_RESTORE: Final = "auto_restore"
+CONF_WORKDAYS: Final = "workdays"
+#: Seconds between writes of a meter's measurement sensors (not a policy option).
+CONF_MEASUREMENT_INTERVAL: Final = "measurement_interval"
 POLICY_OPTIONS: Final = (
     CONF_WARN_LEVEL_1,
     CONF_WARN_LEVEL_2,
@@ -53,6 +56,7 @@ POLICY_OPTIONS: Final = (
     CONF_FRIENDLY_END,
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
+    CONF_WORKDAYS,
     CONF_RECLOSE_THRESHOLD,
     CONF_AUTO_RESTORE,
 )

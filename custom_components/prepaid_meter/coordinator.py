@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 import logging
+import math
 from pathlib import Path
 import time
 from typing import Any, assert_never
@@ -26,7 +27,7 @@ from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.storage import Store
 
 from .compat import get_device
-from .const import DOMAIN
+from .const import CONF_MEASUREMENT_INTERVAL, DOMAIN
 from .engine.commands import CommandTracker
 from .engine.community import Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
@@ -65,15 +66,18 @@ BROKER_ISSUE_AFTER_S = 300
 COMMAND_MAX_TRIES = 5
 COMMAND_BASE_DELAY_S = 2.0
 COMMAND_MAX_DELAY_S = 60.0
-# Measurements (energy, power, balance, cycle figures) of a large community are written to
-# Home Assistant's state machine at most this often per meter; a small one's at once. Relay,
-# low-balance and online states are always written at once, and every money and relay
-# decision is taken by the engine on each reading, whatever this says.
-MEASUREMENT_INTERVAL_S = 60.0
+# Measurements (energy, power, balance, cycle figures) of a community of more than
+# MEASUREMENT_THROTTLE_ABOVE meters are written to Home Assistant's state machine (and so its
+# recorder) at most every LARGE_MEASUREMENT_INTERVAL_S per meter, unless the option
+# `measurement_interval` says otherwise; a small one's at once. Relay, low-balance and online
+# states are always written at once, and every money and relay decision is taken by the
+# engine on each reading, whatever this says. (Five minutes is also the period of Home
+# Assistant's short-term statistics, which the Energy dashboard reads.)
+LARGE_MEASUREMENT_INTERVAL_S = 300.0
 MEASUREMENT_THROTTLE_ABOVE = 100
-# The minute's writes are spread over this many slices, oldest change first, so that no
-# single job stalls the event loop with every meter's states at once.
-MEASUREMENT_SLICES = 12
+# The writes are spread over slices run this often, oldest change first, so that no single
+# job stalls the event loop with every meter's states at once.
+MEASUREMENT_SLICE_S = 5.0
 # A long run of state writes gives the event loop back this often, so that a reading that
 # exhausts a credit is handled (and its cut sent) without waiting for the whole slice.
 YIELD_AFTER_S = 0.01
@@ -210,7 +214,7 @@ class PrepaidRuntime:
             (self._async_minute, TICK_INTERVAL_S, "minute"),
             (
                 self._async_write_measurements,
-                MEASUREMENT_INTERVAL_S / MEASUREMENT_SLICES,
+                MEASUREMENT_SLICE_S,
                 "measurements",
             ),
         ):
@@ -253,8 +257,7 @@ class PrepaidRuntime:
     ) -> CALLBACK_TYPE:
         """Call `listener` when this meter changes; return the remover.
 
-        A `measurement` listener of a community larger than MEASUREMENT_THROTTLE_ABOVE meters
-        is called at most every MEASUREMENT_INTERVAL_S seconds.
+        A `measurement` listener is called at most every `measurement_interval` seconds.
         """
         registry = self._measurement_listeners if measurement else self._meter_listeners
         listeners = registry.setdefault(meter_id, [])
@@ -290,7 +293,17 @@ class PrepaidRuntime:
     @property
     def throttled(self) -> bool:
         """Return whether measurements are written on a timer (a large community)."""
-        return len(self.community.meters) > MEASUREMENT_THROTTLE_ABOVE
+        return self.measurement_interval > 0
+
+    @property
+    def measurement_interval(self) -> float:
+        """Return the seconds between a meter's measurement writes (0: every change)."""
+        chosen = self.entry.options.get(CONF_MEASUREMENT_INTERVAL)
+        if chosen is not None:
+            return float(chosen)
+        if len(self.community.meters) > MEASUREMENT_THROTTLE_ABOVE:
+            return LARGE_MEASUREMENT_INTERVAL_S
+        return 0.0
 
     @callback
     def _notify_meter(self, meter_id: str) -> None:
@@ -311,12 +324,13 @@ class PrepaidRuntime:
     ) -> None:
         """Write the measurements of the meters that changed longest ago (one slice).
 
-        Run every MEASUREMENT_INTERVAL_S / MEASUREMENT_SLICES seconds, each meter that keeps
-        changing is written about once per MEASUREMENT_INTERVAL_S.
+        Run every MEASUREMENT_SLICE_S seconds, each meter that keeps changing is written about
+        once per `measurement_interval`.
         """
         count = len(self._measured)
         if not everything:
-            count = min(count, -(-len(self.community.meters) // MEASUREMENT_SLICES))
+            slices = max(self.measurement_interval / MEASUREMENT_SLICE_S, 1.0)
+            count = min(count, math.ceil(len(self.community.meters) / slices))
         pause_at = time.monotonic() + YIELD_AFTER_S
         for meter_id in list(self._measured)[:count]:
             if meter_id not in self._measured:

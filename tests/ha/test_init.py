@@ -19,7 +19,7 @@ from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
-from custom_components.prepaid_meter.const import DOMAIN
+from custom_components.prepaid_meter.const import CONF_MEASUREMENT_INTERVAL, DOMAIN
 from tests.ha.conftest import METER_ID
 from tests.ha.meter import TestMeter
 
@@ -469,3 +469,35 @@ async def test_large_community_account_topic_at_most_every_30_s_relay_at_once(
         await runtime._publish_accounts()
         assert len(sent) == 2  # a relay change goes out at once
         assert sent[-1].endswith(f"/{METER_ID}/account")
+
+
+async def test_measurement_interval_by_size_and_by_option(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Small communities write at once, large ones every 300 s; the option overrides both.
+
+    Each slice (every 5 s) writes enough of the changed meters that every one is written
+    once per interval: 1,000 changed meters at 300 s are 17 a slice.
+    """
+    entry = init_integration
+    runtime = entry.runtime_data
+    await wait_until(hass, lambda: METER_ID in runtime.community.meters)
+    assert runtime.measurement_interval == 0 and not runtime.throttled
+    with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
+        assert runtime.measurement_interval == 300
+        with patch.dict(
+            runtime.community.meters,
+            {f"m{n}": runtime.community.meters[METER_ID] for n in range(999)},
+        ):
+            for n in range(999):
+                runtime._notify_measurements(f"m{n}")
+            await runtime._async_write_measurements()
+            assert len(runtime._measured) == 999 - 17
+            runtime._measured.clear()
+    hass.config_entries.async_update_entry(
+        entry, options={**entry.options, CONF_MEASUREMENT_INTERVAL: 0}
+    )
+    await hass.async_block_till_done()  # saving options reloads the entry
+    runtime = entry.runtime_data
+    with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
+        assert runtime.measurement_interval == 0 and not runtime.throttled

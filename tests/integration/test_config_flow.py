@@ -28,6 +28,7 @@ from custom_components.prepaid_meter.const import (
     CONF_FRIENDLY_START,
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
+    CONF_MEASUREMENT_INTERVAL,
     CONF_PREFIX,
     CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
@@ -35,6 +36,7 @@ from custom_components.prepaid_meter.const import (
     CONF_TLS,
     CONF_WARN_LEVEL_1,
     CONF_WARN_LEVEL_2,
+    CONF_WORKDAYS,
     DOMAIN,
     POLICY_OPTIONS,
     PRESET_TARIFFS,
@@ -576,6 +578,7 @@ def policy_input(**changes: Any) -> dict[str, Any]:
         CONF_HOLIDAYS: ["2025-10-01", "2025-10-02"],
         CONF_RECLOSE_THRESHOLD: -2.5,
         CONF_AUTO_RESTORE: True,
+        CONF_WORKDAYS: ["2026-10-03"],
     }
     data.update(changes)
     return data
@@ -602,6 +605,7 @@ async def test_options_store_the_policy_exactly(hass: HomeAssistant, community_i
         CONF_HOLIDAYS: ["2025-10-01", "2025-10-02"],
         CONF_RECLOSE_THRESHOLD: "-2.5",
         CONF_AUTO_RESTORE: True,
+        CONF_WORKDAYS: ["2026-10-03"],
     }
     assert "timezone" not in entry.options
     policy = PolicyConfig.from_options(entry.options)
@@ -609,6 +613,25 @@ async def test_options_store_the_policy_exactly(hass: HomeAssistant, community_i
     assert policy.reclose_threshold == Decimal("-2.5")
     assert policy.friendly_end == time(9, 30)
     assert policy.holidays == {date(2025, 10, 1), date(2025, 10, 2)}
+    assert policy.workdays == {date(2026, 10, 3)}
+
+
+async def test_options_measurement_interval_is_kept_or_left_to_the_default(
+    hass: HomeAssistant, community_id: str
+) -> None:
+    """The measurement interval is stored in whole seconds; empty means the default by size."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], policy_input(**{CONF_MEASUREMENT_INTERVAL: 120.0})
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options[CONF_MEASUREMENT_INTERVAL] == 120
+    assert policy_form_values(entry.options)[CONF_MEASUREMENT_INTERVAL] == 120
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
+    assert CONF_MEASUREMENT_INTERVAL not in entry.options
 
 
 async def test_options_form_shows_stored_policy(hass: HomeAssistant, community_id: str) -> None:
@@ -623,6 +646,7 @@ async def test_options_form_shows_stored_policy(hass: HomeAssistant, community_i
         CONF_HOLIDAYS: [],
         CONF_RECLOSE_THRESHOLD: 0,
         CONF_AUTO_RESTORE: False,
+        CONF_WORKDAYS: [],
     }
     values = policy_form_values({CONF_WARN_LEVEL_2: "5.50", "other": 1})
     assert values[CONF_WARN_LEVEL_2] == 5.5
