@@ -23,6 +23,7 @@ from pathlib import Path
 import tempfile
 import time
 
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.billing import BillingState, bill_interval
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import Ledger
@@ -88,7 +89,11 @@ def bench_community(
             community.apply_assignment(meter_id, info)
             community.apply_top_up(
                 community.top_up(
-                    f"hh-{meter_id}", Decimal(10_000), f"tx-{meter_id}", "app", actor="bench"
+                    f"hh-{meter_id}",
+                    Decimal(10_000),
+                    f"tx-{meter_id}",
+                    "app",
+                    actor=Actor("operator", name="bench"),
                 )
             )
         base = int(START.timestamp())

@@ -50,6 +50,7 @@ from homeassistant.const import __version__ as HA_VERSION
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from custom_components.prepaid_meter.engine.actor import Actor  # noqa: E402
 from custom_components.prepaid_meter.engine.billing import (  # noqa: E402
     BillingState,
     bill_interval,
@@ -162,7 +163,7 @@ def set_budgets(settings: DemoSettings, prepared: Prepared, budgets: dict[str, D
                 EntryKind.ADJUSTMENT,
                 budget - meter.top_up,
                 f"bench-budget-{meter.account_id}",
-                actor="operator:bench",
+                actor=Actor("operator", name="bench"),
             )
     finally:
         ledger.close()

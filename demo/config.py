@@ -46,6 +46,7 @@ from custom_components.prepaid_meter.const import (
     CONF_TARIFF,
     DOMAIN,
 )
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import Ledger
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
@@ -340,7 +341,7 @@ def seed_ledger(settings: DemoSettings, meters: Sequence[DemoMeter]) -> None:
                     meter.top_up,
                     f"opening-{meter.account_id}",
                     "demo",
-                    actor="operator:demo",
+                    actor=Actor("operator", name="demo"),
                 )
     finally:
         ledger.close()

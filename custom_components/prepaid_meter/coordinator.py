@@ -28,6 +28,7 @@ from homeassistant.helpers.storage import Store
 
 from .compat import get_device
 from .const import CONF_MEASUREMENT_INTERVAL, DOMAIN
+from .engine.actor import Actor
 from .engine.commands import CommandTracker
 from .engine.community import Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
@@ -601,16 +602,9 @@ class PrepaidRuntime:
 
     # ------------------------------------------------------------------ requests
 
-    async def _actor(self, context: Context | None) -> tuple[str, bool]:
-        """Return (actor, is_admin) for whoever is behind a service call or entity action."""
-        if context is None or context.user_id is None:
-            return "automation", True
-        user = await self.hass.auth.async_get_user(context.user_id)
-        if user is None:
-            return f"user:{context.user_id}", False
-        return (
-            "operator:" if user.is_admin else "resident:"
-        ) + user.name if user.name else context.user_id, user.is_admin
+    async def _actor(self, context: Context | None) -> Actor:
+        """Return whoever is behind a service call or entity action."""
+        return await async_actor(self.hass, context)
 
     async def async_request_relay(
         self,
@@ -621,11 +615,9 @@ class PrepaidRuntime:
         operator_override: bool = False,
     ) -> None:
         """Turn a supply on or off on someone's request, by the prepaid rules."""
-        actor, is_admin = await self._actor(context)
-        if operator_override and not is_admin:
+        actor = await self._actor(context)
+        if operator_override and not actor.is_operator:
             raise ServiceValidationError(translation_domain=DOMAIN, translation_key="not_admin")
-        if is_admin and not actor.startswith("operator"):
-            actor = f"operator:{actor}"
         await self.async_call(
             self.service.request_supply,
             meter_id,
@@ -634,10 +626,14 @@ class PrepaidRuntime:
             operator_override=operator_override,
         )
 
-    async def async_call[T](
-        self, request: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    async def async_call[**P, T](
+        self, request: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Ask the service for something; its refusals become translated errors."""
+        """Ask the service for something; its refusals become translated errors.
+
+        Typed with the request's own parameters, so that mypy checks each argument (an
+        `Actor`, not a string, for who asked).
+        """
         try:
             return await request(*args, **kwargs)
         except CommunityError as err:
@@ -683,7 +679,7 @@ class PrepaidRuntime:
                     "desired_relay": meter.desired_relay,
                     "reported_relay": meter.reported_relay,
                     "relay_reason": meter.relay_reason,
-                    "relay_actor": meter.relay_actor,
+                    "relay_actor": str(meter.relay_actor),
                     "deferred": meter.deferred,
                     "rejected": dict(meter.rejected),
                     "cycle": meter.billing.cycle,
@@ -700,6 +696,23 @@ class PrepaidRuntime:
             ],
             "totals": {k: str(v) for k, v in self.community.totals().items()},
         }
+
+
+async def async_actor(hass: HomeAssistant, context: Context | None) -> Actor:
+    """Return the actor behind a service call or entity action, from its Home Assistant user.
+
+    An administrator is an operator, any other user a resident; with no user (an automation
+    or a script, which the administrator's configuration runs) the operator "automation". A
+    user that no longer exists is a resident (the least privilege).
+    """
+    if context is None or context.user_id is None:
+        return Actor.AUTOMATION
+    user = await hass.auth.async_get_user(context.user_id)
+    if user is None:
+        return Actor("resident", user_id=context.user_id)
+    return Actor(
+        "operator" if user.is_admin else "resident", user_id=user.id, name=user.name or None
+    )
 
 
 def ledger_path(hass: HomeAssistant, community_id: str) -> Path:

@@ -14,6 +14,25 @@ from homeassistant.core import Event, HomeAssistant, callback
 
 from .const import DOMAIN
 from .coordinator import BUS_EVENTS, EVENT_PREFIX
+from .engine.actor import KINDS, Actor
+
+
+def _by(data: dict[str, Any]) -> str:
+    """Say who acted: "operator Ops", "resident Alice", "the system", "the safety protection".
+
+    Events of earlier versions carry only `actor`, a string whose prefix named the role.
+    """
+    kind, who = data.get("actor_kind"), data.get("actor")
+    if kind not in KINDS:
+        actor = Actor.parse(str(who or "system"))
+        kind, who = actor.kind, actor.display
+    if kind == "system":
+        return "the system" if who in (None, "system") else f"the system ({who})"
+    if kind == "safety":
+        return "the safety protection"
+    if who and who != kind:
+        return f"{kind} {who}"
+    return "an operator" if kind == "operator" else "a resident"
 
 
 def _message(kind: str, data: dict[str, Any]) -> str:
@@ -21,9 +40,9 @@ def _message(kind: str, data: dict[str, Any]) -> str:
     if kind == "low_balance":
         return f"balance is low ({balance}), warning level {data.get('level')}"
     if kind == "supply_cut":
-        return f"supply cut ({data.get('reason')}, by {data.get('actor')}), balance {balance}"
+        return f"supply cut ({data.get('reason')}, by {_by(data)}), balance {balance}"
     if kind == "supply_restored":
-        return f"supply restored ({data.get('reason')}, by {data.get('actor')}), balance {balance}"
+        return f"supply restored ({data.get('reason')}, by {_by(data)}), balance {balance}"
     if kind == "supply_cut_deferred":
         return f"cut deferred ({data.get('reason')}), balance {balance}"
     if kind == "top_up":

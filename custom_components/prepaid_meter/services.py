@@ -19,7 +19,8 @@ from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor
+from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
 
@@ -133,18 +134,15 @@ def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
     return entries[0].runtime_data
 
 
-async def _require_admin(hass: HomeAssistant, call: ServiceCall) -> None:
-    """Money moves only on an administrator's (or an automation's) request."""
-    user_id = call.context.user_id
-    if user_id is None:
-        return
-    user = await hass.auth.async_get_user(user_id)
-    if user is None or not user.is_admin:
+async def _require_admin(hass: HomeAssistant, call: ServiceCall) -> Actor:
+    """Money moves only on an administrator's (or an automation's) request: an operator's.
+
+    Return that operator, recorded with the movement.
+    """
+    actor = await async_actor(hass, call.context)
+    if not actor.is_operator:
         raise Unauthorized(context=call.context)
-
-
-def _actor(call: ServiceCall) -> str:
-    return f"user:{call.context.user_id}" if call.context.user_id else "automation"
+    return actor
 
 
 def _account_of(runtime: PrepaidRuntime, call: ServiceCall) -> str:
@@ -165,7 +163,7 @@ def _account_of(runtime: PrepaidRuntime, call: ServiceCall) -> str:
 
 
 async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    await _require_admin(hass, call)
+    actor = await _require_admin(hass, call)
     runtime = _runtime(hass, call)
     account_id = _account_of(runtime, call)
     result = await runtime.async_call(
@@ -174,7 +172,7 @@ async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
         call.data[ATTR_AMOUNT],
         call.data[ATTR_TRANSACTION_ID],
         call.data[ATTR_CHANNEL],
-        _actor(call),
+        actor,
     )
     post = result.results[0]
     return {
@@ -190,7 +188,7 @@ def _post_money(
     """Return the handler of an action that posts one money entry of `kind` to a household."""
 
     async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-        await _require_admin(hass, call)
+        actor = await _require_admin(hass, call)
         runtime = _runtime(hass, call)
         account_id = _account_of(runtime, call)
         result = await runtime.async_call(
@@ -200,7 +198,7 @@ def _post_money(
             kind,
             call.data[ATTR_AMOUNT],
             call.data[ATTR_TRANSACTION_ID],
-            actor=_actor(call),
+            actor=actor,
             meta={meta_field: call.data[meta_field]},
         )
         return {"household": account_id, "balance": str(result.results[0].balance_after)}

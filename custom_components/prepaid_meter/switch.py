@@ -45,11 +45,11 @@ class PrepaidSupplySwitch(PrepaidMeterEntity, SwitchEntity):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
-        """Say who or what set the relay, and why."""
+        """Say who or what set the relay (as the supply events do), and why."""
         meter = self.meter
         return {
             "reason": meter.relay_reason,
-            "actor": meter.relay_actor,
+            **meter.relay_actor.event_data(),
             "reported": meter.reported_relay,
             "deferred": meter.deferred,
         }

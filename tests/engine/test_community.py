@@ -13,8 +13,15 @@ from unittest.mock import patch
 
 import pytest
 
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.community import Community, CommunityError, Event
-from custom_components.prepaid_meter.engine.ledger import EntryKind, Ledger, LedgerError, SubAccount
+from custom_components.prepaid_meter.engine.ledger import (
+    EntryKind,
+    Ledger,
+    LedgerError,
+    SubAccount,
+    SupplyChange,
+)
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
 from custom_components.prepaid_meter.engine.tariff import load_preset
 
@@ -32,6 +39,8 @@ M1 = "000000000001"
 M2 = "000000000002"
 A = "b3-u2-501"
 B = "b3-u2-502"
+OPS = Actor("operator", user_id="u-ops", name="Ops")
+ALICE = Actor("resident", user_id="u-alice", name="Alice")
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def _assign(
 
 def _top_up(community: Community, amount: str, txn: str, account: str = A) -> list[Event]:
     return community.apply_top_up(
-        community.top_up(account, Decimal(amount), txn, "wechat", actor="test")
+        community.top_up(account, Decimal(amount), txn, "wechat", actor=OPS)
     )
 
 
@@ -363,7 +372,7 @@ def test_fee_arrears_never_cut(ledger: Ledger, clock: Clock) -> None:
         EntryKind.FEE,
         Decimal("5000"),
         "fee-2026-03",
-        actor="op",
+        actor=OPS,
     )
     community.apply_results(result)
     community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(0)))
@@ -381,13 +390,16 @@ def test_restore_after_top_up(ledger: Ledger, clock: Clock) -> None:
     community.handle_reading(R("000000000001", 2, NOON, Decimal(100)))
     assert community.meters["000000000001"].desired_relay == "off"
     with pytest.raises(CommunityError) as info:
-        community.request_relay("000000000001", "on", actor="resident")
+        community.request_relay("000000000001", "on", actor=ALICE)
     assert info.value.key == "credit_exhausted_restore_refused"
     events = _top_up(community, "100", "tx-2")
     assert "supply_restored" not in _kinds(events)
     assert community.can_restore("000000000001")
-    events = community.request_relay("000000000001", "on", actor="resident")
-    assert [e.data["actor"] for e in events if e.kind == "supply_restored"] == ["resident"]
+    events = community.request_relay("000000000001", "on", actor=ALICE)
+    restored = [e.data for e in events if e.kind == "supply_restored"]
+    assert [(d["actor"], d["actor_kind"], d["actor_user_id"]) for d in restored] == [
+        ("Alice", "resident", "u-alice")
+    ]
 
 
 def test_auto_restore_option(ledger: Ledger, clock: Clock) -> None:
@@ -406,13 +418,118 @@ def test_operator_override(ledger: Ledger, clock: Clock) -> None:
     community.handle_reading(R("000000000001", 1, NOON - 60, Decimal(0)))
     community.handle_reading(R("000000000001", 2, NOON, Decimal(100)))
     with pytest.raises(CommunityError):
-        community.request_relay("000000000001", "on", actor="resident", operator_override=True)
-    events = community.request_relay(
-        "000000000001", "on", actor="operator:admin", operator_override=True
-    )
+        community.request_relay("000000000001", "on", actor=ALICE, operator_override=True)
+    events = community.request_relay("000000000001", "on", actor=OPS, operator_override=True)
     assert [e.data["reason"] for e in events if e.kind == "supply_restored"] == [
         "operator_override"
     ]
+
+
+def test_restore_is_decided_by_the_actor_kind(ledger: Ledger, clock: Clock) -> None:
+    """Below the reclose threshold only an operator's override restores; no name decides."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(0)))
+    community.handle_reading(R(M1, 2, NOON, Decimal(100)))
+    assert community.meters[M1].desired_relay == "off"
+    # A resident named like an operator, the system and the protective watch: all refused.
+    for actor in (
+        Actor("resident", user_id="u-x", name="operator"),
+        Actor("resident", name="operator:admin"),
+        Actor.SYSTEM,
+        Actor.SAFETY,
+    ):
+        with pytest.raises(CommunityError, match="stays off"):
+            community.request_relay(M1, "on", actor=actor, operator_override=True)
+    with pytest.raises(CommunityError):  # an operator without the override: refused too
+        community.request_relay(M1, "on", actor=OPS)
+    events = community.request_relay(M1, "on", actor=Actor.AUTOMATION, operator_override=True)
+    restored = next(e for e in events if e.kind == "supply_restored")
+    assert (restored.data["reason"], restored.data["actor"], restored.data["actor_kind"]) == (
+        "operator_override",
+        "automation",
+        "operator",
+    )
+    assert community.meters[M1].relay_actor == Actor.AUTOMATION
+
+
+@pytest.mark.parametrize("auto_restore", [False, True])
+def test_the_system_restores_only_with_automatic_restore(
+    ledger: Ledger, clock: Clock, auto_restore: bool
+) -> None:
+    """The system's own request is an automatic one: the option decides, as after a top-up."""
+    community = _community(ledger, clock, policy={"auto_restore": auto_restore})
+    _assign(community)
+    community.request_relay(M1, "off", actor=OPS)
+    _top_up(community, "100", "t1")
+    if not auto_restore:
+        with pytest.raises(CommunityError):
+            community.request_relay(M1, "on", actor=Actor.SYSTEM)
+        return
+    events = community.request_relay(M1, "on", actor=Actor.SYSTEM)
+    assert community.meters[M1].relay_actor == Actor.SYSTEM
+    assert [e.data["actor_kind"] for e in events if e.kind == "supply_restored"] == ["system"]
+
+
+def test_the_actor_is_recorded_with_money_and_supply(ledger: Ledger, clock: Clock) -> None:
+    """Journal entries and supply decisions keep who acted, in the actor's text form."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.apply_top_up(community.top_up(A, Decimal(30), "t1", "cash", actor=OPS))
+    community.apply_results(
+        community.post_money(
+            A,
+            SubAccount.ELECTRICITY,
+            EntryKind.ADJUSTMENT,
+            Decimal(-5),
+            "adj-1",
+            actor=Actor.AUTOMATION,
+            meta={"reason": "meter fault"},
+        )
+    )
+    community.request_relay(M1, "off", actor=ALICE)
+    _flush(community)
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(0), events=("arc_fault",)))
+    _flush(community)
+    metas = {entry.key: dict(entry.meta) for entry in ledger.entries(A)}
+    assert metas["topup:t1"]["actor"] == "operator|u-ops|Ops"
+    assert metas["adjustment:adj-1"] == {
+        "actor": "operator||automation",
+        "transaction_id": "adj-1",
+        "reason": "meter fault",
+    }
+    assert [(c.reason, c.actor) for c in ledger.supply_history(M1)] == [
+        ("manual", "resident|u-alice|Alice")
+    ]
+    community.request_relay(M1, "on", actor=OPS)
+    community.handle_reading(R(M1, 2, NOON, Decimal(0), events=("arc_fault",)))
+    _flush(community)
+    assert [(c.state, c.reason, c.actor) for c in ledger.supply_history(M1)] == [
+        ("off", "manual", "resident|u-alice|Alice"),
+        ("on", "restored", "operator|u-ops|Ops"),
+        ("off", "arc_fault", "safety"),
+    ]
+    restarted = _community(ledger, clock)
+    assert restarted.meters[M1].relay_actor == Actor.SAFETY
+
+
+@pytest.mark.parametrize(
+    ("stored", "actor"),
+    [
+        ("operator:Ops", Actor("operator", name="Ops")),
+        ("user:0123456789abcdef0123456789abcdef", Actor("resident", "0123456789abcdef" * 2)),
+        ("auto", Actor.SYSTEM),
+        ("resident|u-alice|Alice", ALICE),
+    ],
+)
+def test_a_decision_of_an_earlier_version_loads_typed(
+    ledger: Ledger, clock: Clock, stored: str, actor: Actor
+) -> None:
+    """A supply decision stored with an earlier version's actor string loads as an Actor."""
+    _assign(_community(ledger, clock))
+    ledger.record_supply(SupplyChange(M1, "off", "manual", stored, NOON))
+    meter = _community(ledger, clock).meters[M1]
+    assert (meter.desired_relay, meter.relay_actor) == ("off", actor)
 
 
 # ---------------------------------------------------------------------------- supply requests
@@ -422,16 +539,18 @@ def test_request_relay_refusals_and_manual_cut(ledger: Ledger, clock: Clock) -> 
     """Unknown meters are refused; off always works and names the actor."""
     community = _community(ledger, clock)
     with pytest.raises(CommunityError) as info:
-        community.request_relay("nope", "off", actor="operator:x")
+        community.request_relay("nope", "off", actor=OPS)
     assert (info.value.key, info.value.placeholders) == ("unknown_meter", {"meter_id": "nope"})
     _assign(community)
     _top_up(community, "50", "t1")
-    events = community.request_relay(M1, "off", actor="operator:ops")
+    events = community.request_relay(M1, "off", actor=OPS)
     cut = next(e for e in events if e.kind == "supply_cut")
     assert cut.data == {
         "state": "off",
         "reason": "manual",
-        "actor": "operator:ops",
+        "actor": "Ops",
+        "actor_kind": "operator",
+        "actor_user_id": "u-ops",
         "balance": "50",
         "household": f"Household {A}",
     }
@@ -441,10 +560,10 @@ def test_request_relay_refusals_and_manual_cut(ledger: Ledger, clock: Clock) -> 
     assert community.restore_candidates("nobody") == []
     # An unassigned meter has no credit: only an operator's override switches it on.
     community.handle_announce(M2, model=None, firmware=None, rated_current_a=None)
-    community.request_relay(M2, "off", actor="operator:ops")
+    community.request_relay(M2, "off", actor=OPS)
     with pytest.raises(CommunityError):
-        community.request_relay(M2, "on", actor="resident")
-    events = community.request_relay(M2, "on", actor="operator:ops", operator_override=True)
+        community.request_relay(M2, "on", actor=ALICE)
+    events = community.request_relay(M2, "on", actor=OPS, operator_override=True)
     assert [e.data["reason"] for e in events if e.kind == "supply_restored"] == [
         "operator_override"
     ]
@@ -455,11 +574,11 @@ def test_can_restore(ledger: Ledger, clock: Clock) -> None:
     community = _community(ledger, clock)
     assert community.can_restore("nope") is False
     community.handle_announce(M2, model=None, firmware=None, rated_current_a=None)
-    community.request_relay(M2, "off", actor="operator:ops")
+    community.request_relay(M2, "off", actor=OPS)
     assert community.can_restore(M2) is False  # unassigned
     _assign(community)
     assert community.can_restore(M1) is False  # on already
-    community.request_relay(M1, "off", actor="operator:ops")
+    community.request_relay(M1, "off", actor=OPS)
     assert community.can_restore(M1) is False  # no credit
     _top_up(community, "10", "t1")
     assert community.can_restore(M1) is True
@@ -536,7 +655,8 @@ def test_arc_fault_cuts_for_safety_once(ledger: Ledger, clock: Clock) -> None:
     events = community.handle_reading(R(M1, 1, NOON - 120, Decimal(1), events=("arc_fault",)))
     assert [e.data["type"] for e in events if e.kind == "alarm"] == ["arc_fault"]
     cuts = [e for e in events if e.kind == "supply_cut"]
-    assert [(c.data["reason"], c.data["actor"]) for c in cuts] == [("arc_fault", "system")]
+    assert [(c.data["reason"], c.data["actor_kind"]) for c in cuts] == [("arc_fault", "safety")]
+    assert community.meters[M1].relay_actor == Actor.SAFETY
     events = community.handle_reading(R(M1, 2, NOON - 60, Decimal(2), events=("arc_fault",)))
     assert "supply_cut" not in _kinds(events)
     assert "alarm" in _kinds(events)
@@ -646,14 +766,14 @@ def test_top_up_is_idempotent(ledger: Ledger, clock: Clock) -> None:
     assert community.households["b3-u2-501"].electricity == Decimal(30)
     assert community.top_ups_today == Decimal(30)
     with pytest.raises(CommunityError) as info:
-        community.top_up("b3-u2-501", Decimal("31"), "wx-123", "wechat", actor="test")
+        community.top_up("b3-u2-501", Decimal("31"), "wx-123", "wechat", actor=OPS)
     assert info.value.key == "duplicate_transaction_conflict"
     for bad in ("0", "-5", "0.001", "1000000"):
         with pytest.raises(CommunityError) as info:
-            community.top_up("b3-u2-501", Decimal(bad), "wx-9", "wechat", actor="test")
+            community.top_up("b3-u2-501", Decimal(bad), "wx-9", "wechat", actor=OPS)
         assert info.value.key == "invalid_amount"
     with pytest.raises(CommunityError) as info:
-        community.top_up("nobody", Decimal(1), "wx-10", "wechat", actor="test")
+        community.top_up("nobody", Decimal(1), "wx-10", "wechat", actor=OPS)
     assert info.value.key == "unknown_household"
     assert ledger.check_invariant() == []
 
@@ -671,33 +791,29 @@ def test_post_money_errors(ledger: Ledger, clock: Clock) -> None:
     ]
     for kind, sub, amount, txn, key in cases:
         with pytest.raises(CommunityError) as info:
-            community.post_money(A, sub, kind, Decimal(amount), txn, actor="op")
+            community.post_money(A, sub, kind, Decimal(amount), txn, actor=OPS)
         assert info.value.key == key, (kind, amount)
     with pytest.raises(CommunityError) as info:
         community.post_money(
-            "nobody", SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f2", actor="op"
+            "nobody", SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f2", actor=OPS
         )
     assert info.value.key == "unknown_household"
     with pytest.raises(CommunityError) as info:
-        community.top_up(A, Decimal(5), " ", "cash", actor="op")
+        community.top_up(A, Decimal(5), " ", "cash", actor=OPS)
     assert info.value.key == "invalid_transaction"
     assert ledger.entries(A) == []
     result = community.post_money(
-        A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f3", actor="op", meta=None
+        A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f3", actor=OPS, meta=None
     )
     assert result.results[0].balance_after == Decimal(-5)
     with pytest.raises(CommunityError) as info:
-        community.post_money(
-            A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(6), "f3", actor="op"
-        )
+        community.post_money(A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(6), "f3", actor=OPS)
     assert info.value.key == "duplicate_transaction_conflict"
     with (
         patch.object(ledger, "post", side_effect=LedgerError("The disk is full.")),
         pytest.raises(CommunityError) as info,
     ):
-        community.post_money(
-            A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f4", actor="op"
-        )
+        community.post_money(A, SubAccount.PROPERTY_FEE, EntryKind.FEE, Decimal(5), "f4", actor=OPS)
     assert (info.value.key, info.value.placeholders) == (
         "ledger_error",
         {"error": "The disk is full."},
@@ -709,7 +825,7 @@ def test_top_up_for_a_household_not_in_memory(ledger: Ledger, clock: Clock) -> N
     """A top-up written for a household the live state does not hold changes no live state."""
     community = _community(ledger, clock)
     ledger.ensure_household(B, "elsewhere", NOON)
-    result = community.top_up(B, Decimal(10), "t-b", "cash", actor="op")
+    result = community.top_up(B, Decimal(10), "t-b", "cash", actor=OPS)
     events = community.apply_top_up(result)
     assert "account" not in _kinds(events)
     assert B not in community.households
@@ -845,8 +961,8 @@ def test_stale_ledger_results_do_not_roll_balances_back(ledger: Ledger, clock: C
     """A result older than what the live state has seen is not applied again."""
     community = _community(ledger, clock)
     _assign(community)
-    old = community.top_up(A, Decimal(10), "t1", "cash", actor="op")
-    newer = community.top_up(A, Decimal(5), "t2", "cash", actor="op")
+    old = community.top_up(A, Decimal(10), "t1", "cash", actor=OPS)
+    newer = community.top_up(A, Decimal(5), "t2", "cash", actor=OPS)
     community.apply_top_up(newer)
     community.apply_top_up(old)
     assert community.households[A].electricity == Decimal(15)
@@ -1045,6 +1161,18 @@ def test_an_unassigned_meter_reporting_off_is_left_off(ledger: Ledger, clock: Cl
     assert "relay" not in _kinds(events)
 
 
+def test_a_safety_cut_of_an_unassigned_meter_is_kept(ledger: Ledger, clock: Clock) -> None:
+    """An arc fault cuts an unassigned meter too; reported on again, it is told off again."""
+    community = _community(ledger, clock)
+    community.handle_announce(M1, model=None, firmware=None, rated_current_a=None)
+    events = community.handle_reading(R(M1, 1, NOON - 120, Decimal(5), events=("arc_fault",)))
+    assert [e.data["actor_kind"] for e in events if e.kind == "supply_cut"] == ["safety"]
+    events = community.handle_reading(R(M1, 2, NOON - 60, Decimal(5), relay="on"))
+    assert [e.data for e in events if e.kind == "reconcile"] == [
+        {"state": "off", "reason": "arc_fault"}
+    ]
+
+
 def test_telemetry_of_a_meter_never_announced_creates_no_meter(
     ledger: Ledger, clock: Clock
 ) -> None:
@@ -1108,7 +1236,7 @@ def test_the_wanted_supply_comes_back_from_the_ledger(ledger: Ledger, clock: Clo
     assert (meter.desired_relay, meter.relay_reason, meter.relay_actor) == (
         "off",
         "credit_exhausted",
-        "system",
+        Actor.SYSTEM,
     )
 
 
@@ -1118,11 +1246,11 @@ def test_a_failed_commit_keeps_the_supply_decision_for_the_next(
     """A batch put back after a failed commit still carries its decision, oldest first."""
     community = _community(ledger, clock)
     _assign(community)
-    community.request_relay("000000000001", "off", actor="operator:u1")
+    community.request_relay("000000000001", "off", actor=OPS)
     batch = community.take_batch()
     community.restore_batch(batch)  # as after a failed commit
-    community.request_relay("000000000001", "on", actor="operator:u1", operator_override=True)
+    community.request_relay("000000000001", "on", actor=OPS, operator_override=True)
     _flush(community)
     history = ledger.supply_history("000000000001")
-    assert [(c.state, c.actor) for c in history] == [("off", "operator:u1"), ("on", "operator:u1")]
+    assert [(c.state, Actor.parse(c.actor)) for c in history] == [("off", OPS), ("on", OPS)]
     assert ledger.supply_states()["000000000001"].state == "on"

@@ -27,6 +27,7 @@ from decimal import Decimal
 
 import aiomqtt
 
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
@@ -79,8 +80,9 @@ async def main() -> dict:
             while METER not in listener.discovered:
                 await asyncio.sleep(0.02)
         await service.assign(METER, "h1", "Household 1")
-        await service.top_up("h1", Decimal("5"), "tx-1", "cash", "operator")
-        await service.top_up("h1", Decimal("5"), "tx-1", "cash", "operator")  # once only
+        cashier = Actor("operator", name="cashier")
+        await service.top_up("h1", Decimal("5"), "tx-1", "cash", cashier)
+        await service.top_up("h1", Decimal("5"), "tx-1", "cash", cashier)  # once only
         now = int(time.time())
         for seq, (ts, kwh) in enumerate([(now - 120, "100"), (now - 60, "120")], start=1):
             listener.changed.clear()
@@ -97,10 +99,13 @@ async def main() -> dict:
     with Ledger(LEDGER) as ledger:
         wanted = ledger.supply_states()[METER]
         balance = ledger.balance("h1", SubAccount.ELECTRICITY)
+        paid_by = [entry.meta["actor"] for entry in ledger.entries("h1")
+                   if entry.kind == "top_up"]
     return {
         "balance": str(balance),
         "command": command["state"],
-        "wanted": [wanted.state, wanted.reason],
+        "wanted": [wanted.state, wanted.reason, str(wanted.actor)],
+        "paid_by": paid_by,
         "kinds": sorted(set(listener.kinds)),
         "homeassistant": sorted(m for m in sys.modules if m.split(".")[0] == "homeassistant"),
     }
@@ -135,7 +140,8 @@ def test_a_community_runs_without_home_assistant(
     assert result["homeassistant"] == []
     assert Decimal(result["balance"]) < 0  # 20 kWh at the flat price exceed the 5 paid once
     assert result["command"] == "off"  # the meter was told
-    assert result["wanted"] == ["off", "credit_exhausted"]  # and the ledger knows why
+    assert result["wanted"] == ["off", "credit_exhausted", "system"]  # the ledger knows why
+    assert result["paid_by"] == ["operator||cashier"]
     assert {"top_up", "supply_cut", "relay", "assigned"} <= set(result["kinds"])
 
 

@@ -116,4 +116,4 @@ async def test_diagnostics_list_pending_commands(
     meter_state = diagnostics["runtime"]["meters"][METER_ID]
     assert meter_state["desired_relay"] == "off"
     assert meter_state["relay_reason"] == "manual"
-    assert meter_state["relay_actor"] == "operator:automation"
+    assert meter_state["relay_actor"] == "operator||automation"

@@ -33,8 +33,27 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
     )
     assert cut == {
         "name": "Bldg 3 / 501",
-        "message": "supply cut (credit_exhausted, by system), balance -10.50",
+        "message": "supply cut (credit_exhausted, by the system), balance -10.50",
     }
+    by = {
+        # this version's events: the actor's display text and kind
+        "by operator Ops": {"actor": "Ops", "actor_kind": "operator", "actor_user_id": "u1"},
+        "by resident Alice": {"actor": "Alice", "actor_kind": "resident"},
+        "by the system": {"actor": "system", "actor_kind": "system"},
+        "by the safety protection": {"actor": "safety", "actor_kind": "safety"},
+        # events recorded by earlier versions: the role was the actor's prefix
+        "by operator automation": {"actor": "operator:automation"},
+        "by resident Bob": {"actor": "resident:Bob"},
+        "by a resident": {"actor": "resident"},
+    }
+    for words, actor in by.items():
+        restored = described["prepaid_meter_supply_restored"](
+            Event(
+                "prepaid_meter_supply_restored",
+                {"household": "H", "reason": "restored", "balance": "5.00", **actor},
+            )
+        )
+        assert restored["message"] == f"supply restored (restored, {words}), balance 5.00"
     top_up = described["prepaid_meter_top_up"](
         Event(
             "prepaid_meter_top_up",

@@ -30,6 +30,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.const import CONF_COMMUNITY_ID, DOMAIN
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
 from custom_components.prepaid_meter.engine.protocol import RelayReport
 from custom_components.prepaid_meter.engine.transport import NotConnected
@@ -294,16 +295,21 @@ async def test_switch_turn_off_names_who_and_why(
     found = hass.states.get(switch)
     assert found is not None
     assert found.state == "off"
-    assert found.attributes["actor"] == "operator:Ops"
+    ops = Actor("operator", user_id=admin.id, name="Ops")
+    assert found.attributes["actor"] == "Ops"
+    assert found.attributes["actor_kind"] == "operator"
+    assert found.attributes["actor_user_id"] == admin.id
     assert found.attributes["reason"] == "manual"
-    assert cuts[0].data["actor"] == "operator:Ops"
+    assert (cuts[0].data["actor"], cuts[0].data["actor_kind"]) == ("Ops", "operator")
+    assert cuts[0].data["actor_user_id"] == admin.id
     assert cuts[0].data["reason"] == "manual"
     assert cuts[0].data["household"] == "Household 3-501"
 
     # The wish is a ledger fact at once (a person's request is committed before the action
     # returns), with who asked and why; Home Assistant's storage no longer holds it.
     change = entry.runtime_data.community.ledger.supply_states()[METER_ID]
-    assert (change.state, change.reason, change.actor) == ("off", "manual", "operator:Ops")
+    assert (change.state, change.reason, change.actor) == ("off", "manual", str(ops))
+    assert change.actor == f"operator|{admin.id}|Ops"
     assert "relays" not in (hass_storage.get(f"{DOMAIN}.{entry.entry_id}.relays") or {}).get(
         "data", {}
     )
@@ -318,7 +324,7 @@ async def test_switch_turn_off_names_who_and_why(
     assert (restored.desired_relay, restored.relay_reason, restored.relay_actor) == (
         "off",
         "manual",
-        "operator:Ops",
+        ops,
     )
     status = runtime.commands.status(METER_ID)
     assert status is not None and status.desired == "off"
@@ -332,7 +338,7 @@ async def test_switch_turn_off_names_who_and_why(
         blocking=True,
         context=Context(user_id="gone"),
     )
-    assert runtime.community.meters[METER_ID].relay_actor == "user:gone"
+    assert runtime.community.meters[METER_ID].relay_actor == Actor("resident", user_id="gone")
     with pytest.raises(ServiceValidationError) as info:
         await hass.services.async_call(
             DOMAIN,
@@ -722,7 +728,8 @@ async def test_command_not_acknowledged_raises_an_event_and_a_repair_until_confi
         "balance": "50.00",
         "state": "off",
         "reason": "manual",
-        "actor": "operator:automation",
+        "actor": "automation",
+        "actor_kind": "operator",
         "outcome": "expired",
         "tries": 3,
         "command_id": cut[0]["id"],
@@ -831,7 +838,7 @@ async def test_relay_wishes_of_an_earlier_version_move_into_the_ledger(
     assert (meter.desired_relay, meter.relay_reason, meter.relay_actor) == (
         "off",
         "arc_fault",
-        "safety",
+        Actor.SAFETY,
     )
     change = runtime.community.ledger.supply_states()[METER_ID]
     assert (change.state, change.reason, change.actor, change.ts) == (

@@ -21,11 +21,12 @@ import voluptuous as vol
 
 from custom_components.prepaid_meter.const import CONF_COMMUNITY_ID, DOMAIN
 from custom_components.prepaid_meter.coordinator import PrepaidRuntime
+from custom_components.prepaid_meter.engine.actor import Actor
 from custom_components.prepaid_meter.engine.ledger import EntryKind, SubAccount
 from tests.broker import Mosquitto
 from tests.ha.conftest import METER_ID
 from tests.ha.meter import TestMeter
-from tests.ha.test_init import call, setup_household, state, wait_until
+from tests.ha.test_init import call, entity_id, setup_household, state, wait_until
 
 HOUSEHOLD = "b3-501"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -100,7 +101,8 @@ async def test_adjust_both_ways_keeps_the_invariant(
         (EntryKind.ADJUSTMENT, Decimal("-12.5"), "meter read twice"),
         (EntryKind.TOP_UP, Decimal(100), None),
     ]
-    assert entries[0].meta["actor"] == "automation"
+    assert entries[0].meta["actor"] == "operator||automation"
+    assert Actor.parse(str(entries[0].meta["actor"])) == Actor.AUTOMATION
     with pytest.raises(ServiceValidationError) as info:
         await call(
             hass, "adjust", household=HOUSEHOLD, amount="0", reason="x", transaction_id="adj-4"
@@ -312,7 +314,7 @@ async def test_admin_user_moves_money_and_is_journaled(
     )
     assert response == {"household": HOUSEHOLD, "balance": "20", "duplicate": False}
     entries = await hass.async_add_executor_job(runtime.community.ledger.entries, HOUSEHOLD)
-    assert entries[0].meta["actor"] == f"user:{admin.id}"
+    assert entries[0].meta["actor"] == f"operator|{admin.id}|Operator"
     assert entries[0].meta["channel"] == "cash"
 
 
@@ -368,11 +370,40 @@ async def test_restore_supply_operator_override(
     await meter.wait_for(lambda: meter.relay == "on")
     assert state(hass, entry, "supply") == "on"
     assert restored[0].data["reason"] == "operator_override"
-    assert restored[0].data["actor"] == "operator:Operator"
+    assert (restored[0].data["actor"], restored[0].data["actor_kind"]) == ("Operator", "operator")
+    assert restored[0].data["actor_user_id"] == admin.id
     switch = hass.states.get(_switch(hass, entry))
     assert switch is not None
-    assert switch.attributes["actor"] == "operator:Operator"
+    assert (switch.attributes["actor"], switch.attributes["actor_kind"]) == (
+        "Operator",
+        "operator",
+    )
     assert switch.attributes["reason"] == "operator_override"
+
+
+async def test_resident_restores_after_a_top_up_as_a_resident(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """The restore button of a resident (not an administrator) is recorded as the resident's."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await _cut(hass, entry, meter)
+    await call(hass, "top_up", household=HOUSEHOLD, amount="500", transaction_id="t-back")
+    resident = await _resident(hass)
+    restored = async_capture_events(hass, "prepaid_meter_supply_restored")
+    await hass.services.async_call(
+        "button",
+        "press",
+        {"entity_id": entity_id(hass, entry, "restore_supply")},
+        blocking=True,
+        context=Context(user_id=resident.id),
+    )
+    await meter.wait_for(lambda: meter.relay == "on")
+    actor = Actor("resident", user_id=resident.id, name="resident")
+    assert runtime.community.meters[METER_ID].relay_actor == actor
+    assert (restored[0].data["reason"], restored[0].data["actor_kind"]) == ("restored", "resident")
+    change = runtime.community.ledger.supply_states()[METER_ID]
+    assert (change.state, change.actor) == ("on", f"resident|{resident.id}|resident")
 
 
 async def test_restore_supply_by_automation_and_nameless_admin(
@@ -383,7 +414,7 @@ async def test_restore_supply_by_automation_and_nameless_admin(
     runtime = entry.runtime_data
     await _cut(hass, entry, meter)
     await call(hass, "restore_supply", meter_id=METER_ID, operator_override=True)
-    assert runtime.community.meters[METER_ID].relay_actor == "operator:automation"
+    assert runtime.community.meters[METER_ID].relay_actor == Actor.AUTOMATION
     await hass.services.async_call(
         "switch", "turn_off", {"entity_id": _switch(hass, entry)}, blocking=True
     )
@@ -395,7 +426,7 @@ async def test_restore_supply_by_automation_and_nameless_admin(
         blocking=True,
         context=Context(user_id=nameless.id),
     )
-    assert runtime.community.meters[METER_ID].relay_actor == f"operator:{nameless.id}"
+    assert runtime.community.meters[METER_ID].relay_actor == Actor("operator", user_id=nameless.id)
     assert runtime.community.meters[METER_ID].desired_relay == "on"
 
 

@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Any, Literal, Protocol
 
+from .actor import Actor, ActorKind
 from .billing import BillingState, Piece, bill_interval, current_price, statement_for
 from .ledger import (
     Cursor,
@@ -40,6 +41,7 @@ from .ledger import (
 )
 from .policy import (
     PolicyConfig,
+    Requester,
     WarningTracker,
     decide_restore,
     decide_supply,
@@ -63,7 +65,15 @@ THEFT_READINGS = 2
 TAMPER_EVENTS = frozenset({"cover_open", "magnetic_tamper", "reverse_energy"})
 
 type Relay = Literal["on", "off"]
-type Actor = str  # "system", "resident", "operator:<user id>", "auto"
+
+#: How the restore rules see each kind of actor: only an operator may override the reclose
+#: threshold; the system's (and the protective watch's) requests are automatic ones.
+_REQUESTER: Mapping[ActorKind, Requester] = {
+    "operator": "operator",
+    "resident": "resident",
+    "system": "auto",
+    "safety": "auto",
+}
 
 
 class CommunityError(Exception):
@@ -165,7 +175,8 @@ class MeterState:
     #: The resident's own low-balance threshold (None: the first warning level).
     low_threshold: Decimal | None = None
     relay_reason: str = "in_credit"
-    relay_actor: Actor = "system"
+    #: Who decided the wanted relay state (the system until anybody does).
+    relay_actor: Actor = Actor.SYSTEM
     deferred: str | None = None
     billing: BillingState = field(default_factory=BillingState)
     cycle_cost: Decimal = _ZERO
@@ -342,7 +353,8 @@ class Community:
                 self._load_cycle(meter, self.households[account_id])
             if (wanted := supply.get(meter_id)) is not None:
                 meter.desired_relay = "off" if wanted.state == "off" else "on"
-                meter.relay_reason, meter.relay_actor = wanted.reason, wanted.actor
+                meter.relay_reason = wanted.reason
+                meter.relay_actor = Actor.parse(wanted.actor)  # an earlier version's text too
         self._top_up_day = self._today()
         self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
 
@@ -660,7 +672,7 @@ class Community:
                     {"reason": "supply_protected", "cause": reason},
                 )
             ]
-        return self._set_relay(meter, "off", reason, "system")
+        return self._set_relay(meter, "off", reason, Actor.SAFETY)
 
     def _decide(self, meter: MeterState, household: HouseholdState) -> list[Event]:
         """Warnings and the credit cut, from the electricity balance alone."""
@@ -698,7 +710,7 @@ class Community:
             )
             if decision.action == "cut":
                 meter.deferred = None
-                events += self._set_relay(meter, "off", decision.reason, "system")
+                events += self._set_relay(meter, "off", decision.reason, Actor.SYSTEM)
             elif decision.action in ("defer", "protected_debt"):
                 if meter.deferred != decision.reason:
                     meter.deferred = decision.reason
@@ -725,7 +737,7 @@ class Community:
         data = {
             "state": state,
             "reason": reason,
-            "actor": actor,
+            **actor.event_data(),
             "balance": str(household.electricity) if household else None,
             "household": household.label if household else None,
         }
@@ -739,11 +751,12 @@ class Community:
     def _reconcile(self, meter: MeterState) -> list[Event]:
         """Ask for the command again when the meter reports the other state.
 
-        Not for an unassigned meter that nobody has decided about: no household pays for it
-        (an empty flat, works in progress), so it stays as the meter reports until it is
-        assigned or an operator switches it.
+        Not for an unassigned meter that nobody has decided about (its actor is still the
+        system): no household pays for it (an empty flat, works in progress), so it stays as
+        the meter reports until it is assigned or someone switches it. A safety cut is a
+        decision: it is kept.
         """
-        if meter.account_id is None and meter.relay_actor == "system":
+        if meter.account_id is None and meter.relay_actor == Actor.SYSTEM:
             return []
         if meter.reported_relay is not None and meter.reported_relay != meter.desired_relay:
             return [
@@ -790,7 +803,12 @@ class Community:
     def request_relay(
         self, meter_id: str, state: Relay, *, actor: Actor, operator_override: bool = False
     ) -> list[Event]:
-        """A person asks for the supply on or off; on is refused while credit is exhausted."""
+        """A person asks for the supply on or off; on is refused while credit is exhausted.
+
+        The actor's kind decides: below the reclose threshold only an operator's request with
+        `operator_override` restores (a resident's override is ignored); the system's and the
+        protective watch's requests are automatic ones (allowed only with automatic restore).
+        """
         meter = self.meters.get(meter_id)
         if meter is None:
             raise CommunityError("unknown_meter", f"Unknown meter {meter_id}", meter_id=meter_id)
@@ -800,7 +818,7 @@ class Community:
         balance = household.electricity if household else _ZERO
         decision = decide_restore(
             balance,
-            requested_by="operator" if actor.startswith("operator") else "resident",
+            requested_by=_REQUESTER[actor.kind],
             operator_override=operator_override,
             config=self.policy,
         )
@@ -838,7 +856,7 @@ class Community:
                 config=self.policy,
             )
             if decision.allowed:
-                events += self._set_relay(meter, "on", "auto_restore", "auto")
+                events += self._set_relay(meter, "on", "auto_restore", Actor.SYSTEM)
         return events
 
     def can_restore(self, meter_id: str) -> bool:
@@ -980,7 +998,7 @@ class Community:
                 kind=EntryKind.TOP_UP,
                 amount=amount,
                 ts=int(self.clock()),
-                meta={"channel": channel, "transaction_id": transaction_id, "actor": actor},
+                meta={"channel": channel, "transaction_id": transaction_id, "actor": str(actor)},
             )
         )
         event = Event(
@@ -1032,7 +1050,7 @@ class Community:
                 kind=kind,
                 amount=signed,
                 ts=int(self.clock()),
-                meta={"actor": actor, "transaction_id": transaction_id, **(meta or {})},
+                meta={"actor": str(actor), "transaction_id": transaction_id, **(meta or {})},
             )
         )
         return LedgerResult({(account_id, sub): (result.entry_id, result.balance_after)}, [result])

@@ -14,7 +14,9 @@ so a crash between two batches loses nothing and bills nothing twice.
 Whether a meter's supply should be on is a ledger fact too: every change of the wanted relay
 state (state, reason, actor, time) is appended to `supply_changes` (append-only), in the same
 transaction as the charges that led to it (`commit_batch`) or on its own (`record_supply`);
-the newest row of each meter is what is wanted after a restart.
+the newest row of each meter is what is wanted after a restart. Actors are text here (the
+engine's `Actor` in its stored form, see engine/actor.py; this module imports nothing of
+the package), in `supply_changes.actor` and in a journal entry's `meta`.
 
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
@@ -140,7 +142,7 @@ class SupplyChange:
     meter_id: str
     state: str  # "on" or "off"
     reason: str
-    actor: str
+    actor: str  # the text form of an engine.actor.Actor
     ts: int
 
 

@@ -17,7 +17,7 @@ with no Home Assistant at all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import contextlib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,9 +25,10 @@ import logging
 import time
 from typing import Any, Protocol, TypeVar
 
+from .actor import Actor
 from .commands import CommandOutcome, CommandTracker
 from .community import Community, Event, LedgerResult, Relay
-from .ledger import EntryKind, SupplyChange
+from .ledger import EntryKind, SubAccount, SupplyChange
 from .profiles import Profile
 from .protocol import (
     Ack,
@@ -143,10 +144,7 @@ class CommunityService:
         """
         decided = await self._in_executor(self._load, legacy_supply or {})
         for meter_id in decided:  # the ledger's wish for each decided meter: enforced
-            meter = self.community.meters[meter_id]
-            self.commands.set_desired(
-                meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
-            )
+            self._want(meter_id)
         for meter_id in sorted(self.community.meters):
             self._listener.meter_discovered(meter_id)
         await self.transport.start()
@@ -195,7 +193,7 @@ class CommunityService:
                             meter_id,
                             "off" if record["state"] == "off" else "on",
                             str(record["reason"]),
-                            str(record["actor"]),
+                            str(Actor.parse(str(record["actor"]))),
                             int(record["ts"]),
                         )
                     )
@@ -281,7 +279,7 @@ class CommunityService:
     # ------------------------------------------------------------------ requests
 
     async def top_up(
-        self, account_id: str, amount: Decimal, transaction_id: str, channel: str, actor: str
+        self, account_id: str, amount: Decimal, transaction_id: str, channel: str, actor: Actor
     ) -> LedgerResult:
         """Credit a payment once (by transaction id): durable before it returns."""
         result = await self._in_executor(
@@ -290,9 +288,23 @@ class CommunityService:
         self._money_applied(result, self.community.apply_top_up(result))
         return result
 
-    async def post_money(self, *args: Any, **kwargs: Any) -> LedgerResult:
+    async def post_money(
+        self,
+        account_id: str,
+        sub: SubAccount,
+        kind: EntryKind,
+        amount: Decimal,
+        transaction_id: str,
+        *,
+        actor: Actor,
+        meta: Mapping[str, str] | None = None,
+    ) -> LedgerResult:
         """Post an adjustment, a fee or a fee payment (see `Community.post_money`)."""
-        result = await self._in_executor(lambda: self.community.post_money(*args, **kwargs))
+        result = await self._in_executor(
+            lambda: self.community.post_money(
+                account_id, sub, kind, amount, transaction_id, actor=actor, meta=meta
+            )
+        )
         self._money_applied(result, self.community.apply_results(result))
         return result
 
@@ -327,7 +339,7 @@ class CommunityService:
         return await self._in_executor(self.community.statement, account_id, cycle)
 
     async def request_supply(
-        self, meter_id: str, state: Relay, *, actor: str, operator_override: bool = False
+        self, meter_id: str, state: Relay, *, actor: Actor, operator_override: bool = False
     ) -> None:
         """Turn a supply on or off on someone's request, by the prepaid rules.
 
@@ -438,7 +450,8 @@ class CommunityService:
                     {
                         "state": "off" if outcome.state == "off" else "on",
                         "reason": outcome.reason,
-                        "actor": outcome.actor,
+                        # the tracker keeps the actor's text form
+                        **Actor.parse(outcome.actor).event_data(),
                         "outcome": outcome.status,
                         "error": outcome.error,
                         "tries": outcome.tries,
@@ -457,9 +470,10 @@ class CommunityService:
             meter_id, account_id = event.meter_id, event.account_id
             if event.kind == "relay" and meter_id is not None:
                 state: Relay = "off" if event.data["state"] == "off" else "on"
-                self.commands.set_desired(
-                    meter_id, state, str(event.data["reason"]), str(event.data["actor"])
-                )
+                # The event's data is for people (the actor's display text); the tracker
+                # keeps the text form of the actor the meter records.
+                actor = self.community.meters[meter_id].relay_actor
+                self.commands.set_desired(meter_id, state, str(event.data["reason"]), str(actor))
                 if account_id is not None:
                     self._urgent_accounts.add(account_id)
             elif event.kind == "reconcile" and meter_id is not None:
@@ -467,16 +481,20 @@ class CommunityService:
                 # want (e.g. a wish lost in a crash): tell it, once; it retries from there.
                 status = self.commands.status(meter_id)
                 if status is None or status.desired != event.data["state"]:
-                    meter = self.community.meters[meter_id]
-                    self.commands.set_desired(
-                        meter_id, meter.desired_relay, meter.relay_reason, meter.relay_actor
-                    )
+                    self._want(meter_id)
             elif event.kind == "display" and meter_id is not None:
                 self._spawn(self._send_display(event))
             elif event.kind == "account" and account_id is not None:
                 self._dirty_accounts.add(account_id)
         if events:
             self._listener.events(events)
+
+    def _want(self, meter_id: str) -> None:
+        """Tell the command tracker the meter's wanted relay state (and why, and by whom)."""
+        meter = self.community.meters[meter_id]
+        self.commands.set_desired(
+            meter_id, meter.desired_relay, meter.relay_reason, str(meter.relay_actor)
+        )
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(work)
