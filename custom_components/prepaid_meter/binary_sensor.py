@@ -15,7 +15,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime
+from .coordinator import PrepaidConfigEntry
+from .engine.views import MeterView
 from .entity import PrepaidMeterEntity
 
 PARALLEL_UPDATES = 0
@@ -25,18 +26,8 @@ PARALLEL_UPDATES = 0
 class MeterBinarySensorDescription(BinarySensorEntityDescription):
     """How one binary sensor reads the runtime."""
 
-    value_fn: Callable[[PrepaidRuntime, str], bool | None]
+    value_fn: Callable[[MeterView], bool | None]
     always_available: bool = False
-
-
-def _low_balance(runtime: PrepaidRuntime, meter_id: str) -> bool | None:
-    return runtime.community.is_low(runtime.community.meters[meter_id])
-
-
-def _supply_on(runtime: PrepaidRuntime, meter_id: str) -> bool | None:
-    meter = runtime.community.meters[meter_id]
-    state = meter.reported_relay or meter.desired_relay
-    return state == "on"
 
 
 BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
@@ -44,21 +35,21 @@ BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
         key="low_balance",
         translation_key="low_balance",
         device_class=BinarySensorDeviceClass.PROBLEM,
-        value_fn=_low_balance,
+        value_fn=lambda view: view.low,
     ),
     MeterBinarySensorDescription(
         key="online",
         translation_key="online",
         device_class=BinarySensorDeviceClass.CONNECTIVITY,
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda rt, m: rt.community.meters[m].online is True,
+        value_fn=lambda view: view.online is True,
         always_available=True,
     ),
     MeterBinarySensorDescription(
         key="supply_on",
         translation_key="supply_on",
         device_class=BinarySensorDeviceClass.POWER,
-        value_fn=_supply_on,
+        value_fn=lambda view: view.supply_on,
     ),
 )
 
@@ -94,4 +85,4 @@ class PrepaidBinarySensor(PrepaidMeterEntity, BinarySensorEntity):
     @property
     def is_on(self) -> bool | None:
         """Return the value from the live meter state."""
-        return self.entity_description.value_fn(self.runtime, self.meter_id)
+        return self.entity_description.value_fn(self.view)

@@ -35,6 +35,7 @@ from .engine.ledger import Ledger
 from .engine.profiles import Profile
 from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
+from .engine.views import MeterView, meter_view
 from .heap import FREEZE_ABOVE, async_hold_frozen
 
 _LOGGER = logging.getLogger(__package__)
@@ -135,6 +136,7 @@ class PrepaidRuntime:
         self._meter_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measurement_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measured: dict[str, None] = {}  # meters whose measurements changed, oldest first
+        self._views: dict[str, MeterView] = {}  # built on first read after a change
         self._community_dirty = False
         self.totals: dict[str, Any] = community.totals()
         self._community_listeners: list[CALLBACK_TYPE] = []
@@ -306,14 +308,25 @@ class PrepaidRuntime:
             return LARGE_MEASUREMENT_INTERVAL_S
         return 0.0
 
+    def view(self, meter_id: str) -> MeterView:
+        """Return what a meter shows now: built once per change, read by all its entities."""
+        view = self._views.get(meter_id)
+        if view is None:
+            view = self._views[meter_id] = meter_view(
+                self.community, self.community.meters[meter_id]
+            )
+        return view
+
     @callback
     def _notify_meter(self, meter_id: str) -> None:
+        self._views.pop(meter_id, None)
         for listener in tuple(self._meter_listeners.get(meter_id, ())):
             listener()
         self._notify_measurements(meter_id)
 
     @callback
     def _notify_measurements(self, meter_id: str) -> None:
+        self._views.pop(meter_id, None)
         if self.throttled:
             self._measured.setdefault(meter_id)
             return

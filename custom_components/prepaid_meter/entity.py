@@ -10,6 +10,7 @@ from .compat import device_info
 from .const import DOMAIN
 from .coordinator import PrepaidRuntime
 from .engine.community import MeterState
+from .engine.views import MeterView
 
 
 def hub_device_info(runtime: PrepaidRuntime) -> DeviceInfo:
@@ -61,6 +62,11 @@ class PrepaidMeterEntity(Entity):
     def meter(self) -> MeterState:
         """Return the live state of this entity's meter."""
         return self.runtime.community.meters[self.meter_id]
+
+    @property
+    def view(self) -> MeterView:
+        """Return what this entity's meter shows now (built once per change, shared)."""
+        return self.runtime.view(self.meter_id)
 
     @property
     def available(self) -> bool:

@@ -29,6 +29,7 @@ from homeassistant.util import dt as dt_util
 
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .engine.ledger import SubAccount
+from .engine.views import MeterView
 from .entity import PrepaidCommunityEntity, PrepaidMeterEntity
 
 PARALLEL_UPDATES = 0
@@ -41,7 +42,7 @@ type SensorValue = StateType | Decimal | datetime
 class MeterSensorDescription(SensorEntityDescription):
     """How one meter sensor reads the runtime."""
 
-    value_fn: Callable[[PrepaidRuntime, str], SensorValue]
+    value_fn: Callable[[MeterView], SensorValue]
     currency_unit: str | None = None  # "{currency}" or "{currency}/kWh"
 
 
@@ -53,46 +54,9 @@ class CommunitySensorDescription(SensorEntityDescription):
     currency_unit: str | None = None
 
 
-def _meter_value(attr: str) -> Callable[[PrepaidRuntime, str], SensorValue]:
-    def value(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-        result: SensorValue = getattr(runtime.community.meters[meter_id], attr)
-        return result
-
-    return value
-
-
-def _balance(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    balance = runtime.community.balance(runtime.community.meters[meter_id])
-    return None if balance is None else balance.quantize(CENT)
-
-
-def _last_reading(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    ts = runtime.community.meters[meter_id].ts
+def _last_reading(view: MeterView) -> SensorValue:
+    ts = view.last_reading_ts
     return None if ts is None else dt_util.utc_from_timestamp(ts)
-
-
-def _cycle_energy(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    meter = runtime.community.meters[meter_id]
-    return (
-        None if meter.billing.cycle is None else meter.billing.cycle_kwh.quantize(Decimal("0.001"))
-    )
-
-
-def _cycle_cost(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    meter = runtime.community.meters[meter_id]
-    return None if meter.billing.cycle is None else meter.cycle_cost.quantize(CENT)
-
-
-def _tier(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    return runtime.community.price_now(runtime.community.meters[meter_id])[0]
-
-
-def _price(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    return runtime.community.price_now(runtime.community.meters[meter_id])[2]
-
-
-def _days_left(runtime: PrepaidRuntime, meter_id: str) -> SensorValue:
-    return runtime.community.days_left(runtime.community.meters[meter_id])
 
 
 METER_SENSORS: tuple[MeterSensorDescription, ...] = (
@@ -103,7 +67,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         currency_unit="{currency}",
         suggested_display_precision=2,
-        value_fn=_balance,
+        value_fn=lambda view: view.balance,
     ),
     MeterSensorDescription(
         key="energy",
@@ -112,7 +76,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
         suggested_display_precision=2,
-        value_fn=_meter_value("energy_kwh"),
+        value_fn=lambda view: view.energy_kwh,
     ),
     MeterSensorDescription(
         key="power",
@@ -120,7 +84,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.POWER,
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfPower.WATT,
-        value_fn=_meter_value("power_w"),
+        value_fn=lambda view: view.power_w,
     ),
     MeterSensorDescription(
         key="voltage",
@@ -129,7 +93,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
         entity_registry_enabled_default=False,
-        value_fn=_meter_value("voltage_v"),
+        value_fn=lambda view: view.voltage_v,
     ),
     MeterSensorDescription(
         key="current",
@@ -138,7 +102,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
         entity_registry_enabled_default=False,
-        value_fn=_meter_value("current_a"),
+        value_fn=lambda view: view.current_a,
     ),
     MeterSensorDescription(
         key="cycle_energy",
@@ -147,7 +111,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
         suggested_display_precision=1,
-        value_fn=_cycle_energy,
+        value_fn=lambda view: view.cycle_kwh,
     ),
     MeterSensorDescription(
         key="cycle_cost",
@@ -156,15 +120,15 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         currency_unit="{currency}",
         suggested_display_precision=2,
-        value_fn=_cycle_cost,
+        value_fn=lambda view: view.cycle_cost,
     ),
-    MeterSensorDescription(key="tier", translation_key="tier", value_fn=_tier),
+    MeterSensorDescription(key="tier", translation_key="tier", value_fn=lambda view: view.tier),
     MeterSensorDescription(
         key="price",
         translation_key="price",
         currency_unit="{currency}/kWh",
         suggested_display_precision=4,
-        value_fn=_price,
+        value_fn=lambda view: view.price,
     ),
     MeterSensorDescription(
         key="days_left",
@@ -172,7 +136,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.DAYS,
         suggested_display_precision=1,
-        value_fn=_days_left,
+        value_fn=lambda view: view.days_left,
     ),
     MeterSensorDescription(
         key="last_reading",
@@ -279,8 +243,8 @@ class PrepaidMeterSensor(PrepaidMeterEntity, SensorEntity):
 
     @property
     def native_value(self) -> SensorValue:
-        """Return the value from the live meter state."""
-        return self.entity_description.value_fn(self.runtime, self.meter_id)
+        """Return the value from the meter's view (built once per change)."""
+        return self.entity_description.value_fn(self.view)
 
 
 class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
