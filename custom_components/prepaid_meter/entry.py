@@ -157,7 +157,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
     runtime = PrepaidRuntime(
         hass,
         entry,
-        community=Community(ledger, tariff, policy, birth_announces=not profile.announces),
+        community=Community(
+            ledger,
+            tariff,
+            policy,
+            birth_announces=not profile.announces,
+            issues=profile.issues,  # one counter of what the profile and the gate refuse
+        ),
         transport_config=config,
         profile=profile,
         prefix=prefix,

@@ -308,7 +308,10 @@ def test_a_reading_that_breaks_the_handler_is_dropped(
     """An unexpected error inside the handler is logged; nothing is raised to the caller."""
     community = _community(ledger, clock)
     _announce(community)
-    broken = R(M1, 1, NOON - 60, None)  # type: ignore[arg-type]
+    # A register the gate refuses is counted, not an error.
+    assert community.handle_reading(R(M1, 1, NOON - 90, None))[0].kind == "rejected"  # type: ignore[arg-type]
+    # A current that is not a number passes the gate and breaks the safety watch.
+    broken = R(M1, 1, NOON - 60, Decimal(0), current_a="x")  # type: ignore[arg-type]
     assert community.handle_reading(broken) == []
     assert "could not be handled" in caplog.text
     community.handle_reading(R(M1, 2, NOON - 30, Decimal(1)))

@@ -297,13 +297,13 @@ def test_gate_rejects_future_and_old_readings() -> None:
     assert isinstance(gate.check(reading(5, NOW, "1")), Accepted)
     future = gate.check(reading(6, NOW + 601, "2"))
     assert isinstance(future, Rejected)
-    assert future.kind == "future"
+    assert future.kind == "future_ts"
     assert isinstance(gate.check(reading(6, NOW + 600, "2")), Accepted)  # 10 minutes is allowed
     old = gate.check(reading(7, NOW + 599, "3"))  # newer seq, older ts
     assert isinstance(old, Rejected)
-    assert old.kind == "old"
-    assert gate.rejections[(METER, "future")] == 1
-    assert gate.rejections[(METER, "old")] == 1
+    assert old.kind == "old_ts"
+    assert gate.rejections[(METER, "future_ts")] == 1
+    assert gate.rejections[(METER, "old_ts")] == 1
 
 
 def test_gate_flags_a_register_reset_as_a_new_baseline() -> None:
@@ -365,9 +365,9 @@ def test_rejections_are_logged_once_per_meter_and_kind(caplog: pytest.LogCapture
         gate.check(reading(1, NOW + 5000, "1", meter="other"))
     future_logs = [r for r in caplog.records if "future" in r.getMessage()]
     assert len(future_logs) == 2
-    assert gate.rejections[(METER, "future")] == 50
-    assert gate.rejections[("other", "future")] == 50
-    assert gate.issues.total("future") == 100
+    assert gate.rejections[(METER, "future_ts")] == 50
+    assert gate.rejections[("other", "future_ts")] == 50
+    assert gate.issues.total("future_ts") == 100
 
 
 def test_issues_counts_without_meter() -> None:

@@ -47,11 +47,11 @@ from .policy import (
     decide_supply,
     estimate_days_left,
 )
+from .protocol import Issues, MeterGate, Rejected
 from .tariff import Tariff, to_us
 
 _LOGGER = logging.getLogger(__name__)
 _ZERO = Decimal(0)
-FUTURE_TOLERANCE_S = 600
 MAX_AMOUNT = Decimal(100_000)
 DEFAULT_RATED_CURRENT_A = 60.0
 #: Meters one community takes by discovery; announces beyond are refused and counted, so a
@@ -298,12 +298,15 @@ class Community:
         inactivity_power_w: float = 250.0,
         protective_cut: bool = True,
         birth_announces: bool = False,
+        issues: Issues | None = None,
     ) -> None:
         """Bind the parts; call `load()` (blocking) before use.
 
         A meter becomes known by its announce, or by an operator assigning it. Device families
         with no announce message (Tasmota, Shelly) take `birth_announces`: their first
-        "online" availability message counts as the announce.
+        "online" availability message counts as the announce. Every reading passes the one
+        `MeterGate` (duplicates, old or future clocks, bad registers), which counts into
+        `issues` (share the profile's to have one counter of everything refused).
         """
         self.ledger = ledger
         self.tariff = tariff
@@ -321,7 +324,7 @@ class Community:
         self.top_ups_today = _ZERO
         self._top_up_day: date | None = None
         self._batch = Batch()
-        self._logged: set[tuple[str, str]] = set()
+        self.gate = MeterGate(clock=clock, issues=issues or Issues())
         self.warnings = WarningTracker(policy)
 
     # ------------------------------------------------------------------ start-up (blocking)
@@ -340,6 +343,7 @@ class Community:
             self.warnings.update(household.account_id, state.electricity)
             self.households[household.account_id] = state
         cursors = self.ledger.cursors()
+        self.gate.seed_cursors(cursors.values())
         supply = self.ledger.supply_states()
         # Meters assigned once, and meters someone decided about (an operator's cut of an
         # unassigned meter too): both are known meters after a restart.
@@ -396,16 +400,9 @@ class Community:
             )
         return [Event("unknown_meter", meter_id)]
 
-    def _reject(self, meter: MeterState, kind: str, detail: str) -> list[Event]:
+    def _reject(self, meter: MeterState, kind: str) -> list[Event]:
+        """Count a reading the gate refused (the gate's `Issues` logged it once)."""
         meter.rejected[kind] = meter.rejected.get(kind, 0) + 1
-        if (meter.meter_id, kind) not in self._logged:
-            self._logged.add((meter.meter_id, kind))
-            _LOGGER.warning(
-                "Meter %s: %s (%s); further ones are counted in diagnostics, not logged",
-                meter.meter_id,
-                kind,
-                detail,
-            )
         return [Event("rejected", meter.meter_id, meter.account_id, {"reason": kind})]
 
     def handle_announce(
@@ -456,18 +453,11 @@ class Community:
         meter = self.meters.get(reading.meter_id)
         if meter is None:
             return self._unknown(reading.meter_id)
-        now = self.clock()
-        if reading.ts > now + FUTURE_TOLERANCE_S:
-            return self._reject(meter, "future_ts", f"ts {reading.ts} is ahead of now {int(now)}")
-        if meter.seq is not None and reading.seq is not None and reading.seq <= meter.seq:
-            if meter.ts is None or reading.ts <= meter.ts:
-                return self._reject(meter, "duplicate", f"seq {reading.seq} <= {meter.seq}")
-            # seq went back while the clock went forward: the meter restarted its counter.
-            self._reject(meter, "seq_restart", f"seq {reading.seq} after {meter.seq}")
-        if meter.ts is not None and reading.ts < meter.ts:
-            return self._reject(meter, "old_ts", f"ts {reading.ts} < last {meter.ts}")
-        if not reading.energy_kwh.is_finite() or reading.energy_kwh < 0:
-            return self._reject(meter, "bad_energy", str(reading.energy_kwh))
+        verdict = self.gate.check(reading)
+        if isinstance(verdict, Rejected):
+            return self._reject(meter, verdict.kind)
+        if verdict.seq_restart:  # the meter restarted its counter: accepted, counted
+            meter.rejected["seq_restart"] = meter.rejected.get("seq_restart", 0) + 1
 
         events: list[Event] = []
         meter.online = True

@@ -667,7 +667,7 @@ class Accepted:
     back while its clock went forward (a meter that lost its counter): accepted, logged once.
     """
 
-    reading: Reading
+    reading: CursorLike
     reset: bool = False
     previous: GateCursor | None = None
     seq_restart: bool = False
@@ -681,11 +681,14 @@ class MeterGate:
       the one exception is a `seq` that goes back while `ts` goes forward, which can only be a
       meter that restarted its counter: accepted with `seq_restart=True`;
     - without `seq`, the same `ts` and `energy_kwh` again is a `duplicate`;
-    - `ts` more than `max_future_s` ahead of `clock()` is rejected as `future`;
-    - `ts` older than the last accepted reading is rejected as `old`;
+    - an energy register that is not a finite, non-negative number is `bad_energy`;
+    - `ts` more than `max_future_s` ahead of `clock()` is rejected as `future_ts`;
+    - `ts` older than the last accepted reading is rejected as `old_ts`;
     - a register lower than the last one is accepted with `reset=True` (a new baseline).
 
-    Seed it at start-up from persisted cursors with `seed` / `seed_cursors`.
+    This is the one gate: the community passes every reading through it (its kinds are the
+    ones diagnostics count per meter). Seed it at start-up from persisted cursors with
+    `seed` / `seed_cursors`.
     """
 
     clock: Callable[[], float] = time.time
@@ -715,7 +718,7 @@ class MeterGate:
         """Drop a meter's cursor (a removed meter)."""
         self._cursors.pop(meter_id, None)
 
-    def check(self, reading: Reading) -> Accepted | Rejected:
+    def check(self, reading: CursorLike) -> Accepted | Rejected:
         """Accept (and remember) or reject one reading."""
         try:
             return self._check(reading)
@@ -724,13 +727,16 @@ class MeterGate:
                 Rejected("internal", f"{type(err).__name__}: {err}", reading.meter_id)
             )
 
-    def _check(self, reading: Reading) -> Accepted | Rejected:
+    def _check(self, reading: CursorLike) -> Accepted | Rejected:
         meter_id = reading.meter_id
         now = self.clock()
+        energy = reading.energy_kwh
+        if not isinstance(energy, Decimal) or not energy.is_finite() or energy < 0:
+            return self.issues.reject(Rejected("bad_energy", str(energy), meter_id))
         if reading.ts > now + self.max_future_s:
             return self.issues.reject(
                 Rejected(
-                    "future",
+                    "future_ts",
                     f"ts {reading.ts} is {reading.ts - now:.0f} s ahead of the clock",
                     meter_id,
                 )
@@ -757,7 +763,9 @@ class MeterGate:
             if reading.ts < last.ts:
                 return self.issues.reject(
                     Rejected(
-                        "old", f"ts {reading.ts} is older than the last reading {last.ts}", meter_id
+                        "old_ts",
+                        f"ts {reading.ts} is older than the last reading {last.ts}",
+                        meter_id,
                     )
                 )
         reset = last is not None and reading.energy_kwh < last.energy_kwh
