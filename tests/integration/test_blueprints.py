@@ -273,7 +273,20 @@ async def test_supply_cut_notification(hass: HomeAssistant) -> None:
             "household": "3-501",
             "reason": "credit_exhausted",
             "actor": "system",
+            "actor_kind": "system",
             "balance": "-10.01",
+        },
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_supply_cut",
+        {
+            "config_entry_id": "e",
+            "meter_id": "000012345678",
+            "household": "3-501",
+            "reason": "manual",
+            "actor": "Ops",
+            "actor_kind": "operator",
+            "balance": "12.00",
         },
     )
     await hass.async_block_till_done()
@@ -281,6 +294,11 @@ async def test_supply_cut_notification(hass: HomeAssistant) -> None:
         {
             "title": "Supply cut: 3-501",
             "message": "3-501 (meter 000012345678): supply cut, reason credit_exhausted, by "
-            "system, balance -10.01.",
-        }
+            "the system, balance -10.01.",
+        },
+        {
+            "title": "Supply cut: 3-501",
+            "message": "3-501 (meter 000012345678): supply cut, reason manual, by "
+            "operator Ops, balance 12.00.",
+        },
     ]
