@@ -466,11 +466,22 @@ async def test_threshold_restored_from_the_last_state(
 
 
 async def test_timers_commit_tick_and_collection_rate(
-    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path, meter: TestMeter
 ) -> None:
-    """The minute timer commits charges; the tick recomputes the fee collection rate."""
-    entry = init_integration
+    """The service's commit loop commits charges; the minute timer recomputes the fee rate.
+
+    The commit loop is the engine service's own (asyncio, every COMMIT_INTERVAL_S): made
+    short here. The fee collection rate is Home Assistant's minute timer.
+    """
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    with patch.object(coordinator, "COMMIT_INTERVAL_S", 0.2):
+        assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    entry = config_entry
     runtime = entry.runtime_data
+    async with asyncio.timeout(10):
+        await runtime.transport.wait_connected()
     await setup_household(hass, entry, meter)
     await call(hass, "top_up", household=HOUSEHOLD, amount="50", transaction_id="t1")
     for kind, amount, txn in (("charge_fee", "300", "f1"), ("pay_fee", "120", "p1")):
@@ -489,15 +500,17 @@ async def test_timers_commit_tick_and_collection_rate(
     await meter.reading(now - 60, "110.000")
     await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 2)
     ledger = runtime.community.ledger
-    committed = await hass.async_add_executor_job(ledger.cursor, METER_ID)
-    assert committed is None  # not yet committed
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=61))
     await wait_until(hass, lambda: rate() is not None)
     assert rate() == 40.0
-    cursor = await hass.async_add_executor_job(ledger.cursor, METER_ID)
-    assert cursor is not None and cursor.seq == 2
+    cursor = None
+    async with asyncio.timeout(10):
+        while cursor is None or cursor.seq != 2:  # the next run of the commit loop
+            await asyncio.sleep(0.05)
+            cursor = await hass.async_add_executor_job(ledger.cursor, METER_ID)
     balances = await hass.async_add_executor_job(ledger.balances, HOUSEHOLD)
     assert balances[SubAccount.ELECTRICITY] == Decimal("45.117")
+    assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_failed_commit_keeps_the_charges(
