@@ -129,14 +129,19 @@ in_root() {
   local root="$1" dir="$2"
   shift 2
   mkdir -p "$root$ROOT"
+  # The contracts beside the checkout (../shared: the golden billing cases) come along.
+  local shared
+  shared="$(cd "$ROOT/.." && pwd)/shared"
+  [ -d "$shared" ] && mkdir -p "$root$shared" || shared=""
   unshare --mount --propagation private -- sh -c '
-    root="$1"; src="$2"; dir="$3"; shift 3
+    root="$1"; src="$2"; dir="$3"; shared="$4"; shift 4
     mount --rbind /proc "$root/proc" && mount --rbind /dev "$root/dev" &&
       mount --rbind /sys "$root/sys" && mount --bind "$src" "$root$src" &&
+      { [ -z "$shared" ] || mount --bind -o ro "$shared" "$root$shared"; } &&
       exec chroot "$root" /usr/bin/env -C "$dir" \
         PATH="/opt/ha/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" HOME=/root \
         PREPAID_METER_AMQTT=/opt/broker/bin/amqtt "$@"
-  ' in_root "$root" "$ROOT" "$dir" "$@"
+  ' in_root "$root" "$ROOT" "$dir" "$shared" "$@"
 }
 
 # current CMD...: run CMD (python, pytest, mypy, ...) with the current Home Assistant, in the
