@@ -20,6 +20,7 @@ import time
 from typing import Any, assert_never
 
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
@@ -150,6 +151,7 @@ class PrepaidRuntime:
         # Meters whose supply is not known to be as wanted: the state their failed command asked.
         self._command_failures: dict[str, Relay] = {}
         self._heap_release: CALLBACK_TYPE | None = None
+        self._started = False
 
     # The service's parts, as entities, diagnostics and tests read them.
 
@@ -209,6 +211,15 @@ class PrepaidRuntime:
         stored = await self._store.async_load() or {}
         # Relay wishes of versions before the ledger held them move into the ledger, once.
         await self.service.start(stored.get("relays", {}))
+        self._started = True
+
+        async def commit_at_stop(_event: Any) -> None:
+            # Home Assistant does not unload entries when it stops: commit what is pending.
+            await self.service.flush()
+
+        self._unsubs.append(
+            self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, commit_at_stop)
+        )
         for meter_id, value in stored.get("thresholds", {}).items():
             if (meter := self.community.meters.get(meter_id)) is not None:
                 meter.low_threshold = Decimal(value)
@@ -241,7 +252,8 @@ class PrepaidRuntime:
             self._heap_release()
             self._heap_release = None
         await self.service.stop()
-        await self._store.async_save(self._store_data())
+        if self._started:  # a failed start must not overwrite what it could not load
+            await self._store.async_save(self._store_data())
 
     def _store_data(self) -> dict[str, Any]:
         return {

@@ -210,7 +210,9 @@ async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
     await _require_admin(hass, call)
     runtime = _runtime(hass, call)
     meter_id = call.data[ATTR_METER_ID]
-    if meter_id not in runtime.community.meters:
+    community = runtime.community
+    # A meter heard but never announced (counted, see the unknown-meter repair) is adopted.
+    if meter_id not in community.meters and meter_id not in community.unknown_meters:
         raise _error("unknown_meter", meter_id=meter_id)
     household = call.data[ATTR_HOUSEHOLD]
     label = call.data.get(ATTR_LABEL) or household

@@ -883,7 +883,7 @@ def test_statement_for_an_unknown_household(ledger: Ledger, clock: Clock) -> Non
 
 
 def test_readings_between_commits_make_one_charge_entry(ledger: Ledger, clock: Clock) -> None:
-    """Six readings in one commit window: one journal entry, keyed by the last seq."""
+    """Six readings in one commit window: one entry, keyed by the last reading's ts and register."""
     community = _community(ledger, clock)
     _assign(community)
     for seq in range(1, 8):
@@ -892,11 +892,36 @@ def test_readings_between_commits_make_one_charge_entry(ledger: Ledger, clock: C
     charges = [
         e for e in ledger.entries("b3-u2-501", SubAccount.ELECTRICITY) if e.kind == EntryKind.CHARGE
     ]
-    assert [(e.key, e.amount) for e in charges] == [("charge:000000000001:7", Decimal("-2.9298"))]
+    assert [(e.key, e.amount) for e in charges] == [
+        (f"charge:000000000001:{NOON}:107", Decimal("-2.9298"))
+    ]
+    assert charges[0].meta["last_seq"] == 7
     assert charges[0].meta["first_seq"] == 2
     cursor = ledger.cursor("000000000001")
     assert cursor is not None
     assert cursor.seq == 7
+
+
+def test_a_meter_that_restarts_its_counter_reuses_no_charge_key(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """After a reboot the meter counts seq from 1 again: its charges are new entries.
+
+    Keyed by seq, they would repeat committed keys with other amounts and the ledger would
+    refuse every later batch of the community (or, with equal amounts, drop them).
+    """
+    community = _community(ledger, clock)
+    _assign(community)
+    for seq in (1, 2, 3):
+        community.handle_reading(R(M1, seq, NOON - 600 + seq * 60, Decimal(100 + seq)))
+    _flush(community)
+    for seq in (1, 2, 3):  # rebooted: seq from 1, clock and register moving on
+        community.handle_reading(R(M1, seq, NOON - 300 + seq * 60, Decimal(103 + seq)))
+    _flush(community)
+    assert len(_charges(ledger, A)) == 2
+    assert ledger.balance(A, SubAccount.ELECTRICITY) == -5 * Decimal("0.4883")
+    assert community.meters[M1].rejected == {"seq_restart": 1}
+    assert ledger.check_invariant() == []
 
 
 def test_failed_commit_keeps_the_batch(ledger: Ledger, clock: Clock) -> None:
@@ -925,8 +950,8 @@ def test_meter_moved_to_another_household_within_one_batch(ledger: Ledger, clock
     community.handle_reading(R(M1, 3, NOON - 180, Decimal(111)))
     community.handle_reading(R(M1, 4, NOON - 120, Decimal(120)))
     _flush(community)
-    assert _charges(ledger, A) == [(f"charge:{M1}:2", Decimal("-4.883"))]
-    assert _charges(ledger, B) == [(f"charge:{M1}:4", Decimal("-4.883"))]
+    assert _charges(ledger, A) == [(f"charge:{M1}:{NOON - 240}:110", Decimal("-4.883"))]
+    assert _charges(ledger, B) == [(f"charge:{M1}:{NOON - 120}:120", Decimal("-4.883"))]
     assert community.households[A].electricity == Decimal("-4.883")
     assert community.households[B].electricity == Decimal("-4.883")
     assert ledger.check_invariant() == []
@@ -942,8 +967,8 @@ def test_failed_batch_merges_with_the_next(ledger: Ledger, clock: Clock) -> None
     community.handle_reading(R(M1, 3, NOON - 280, Decimal(102)))
     community.restore_batch(failed)  # same household: one entry from seq 2 to seq 3
     _flush(community)
-    assert _charges(ledger, A) == [(f"charge:{M1}:3", Decimal("-0.9766"))]
-    entry = ledger.entry_by_key(f"charge:{M1}:3")
+    assert _charges(ledger, A) == [(f"charge:{M1}:{NOON - 280}:102", Decimal("-0.9766"))]
+    entry = ledger.entry_by_key(f"charge:{M1}:{NOON - 280}:102")
     assert entry is not None and entry.meta["first_seq"] == 2
 
     community.handle_reading(R(M1, 4, NOON - 270, Decimal(103)))
@@ -953,8 +978,8 @@ def test_failed_batch_merges_with_the_next(ledger: Ledger, clock: Clock) -> None
     community.handle_reading(R(M1, 5, NOON - 260, Decimal(104)))
     community.restore_batch(failed)  # another household: kept apart
     _flush(community)
-    assert _charges(ledger, A)[0] == (f"charge:{M1}:4", Decimal("-0.4883"))
-    assert _charges(ledger, B) == [(f"charge:{M1}:5", Decimal("-0.4883"))]
+    assert _charges(ledger, A)[0] == (f"charge:{M1}:{NOON - 270}:103", Decimal("-0.4883"))
+    assert _charges(ledger, B) == [(f"charge:{M1}:{NOON - 260}:104", Decimal("-0.4883"))]
     assert community.households[A].electricity == ledger.balance(A, SubAccount.ELECTRICITY)
     assert community.households[B].electricity == ledger.balance(B, SubAccount.ELECTRICITY)
     assert ledger.check_invariant() == []

@@ -17,7 +17,7 @@ import aiomqtt
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant, State
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, entity_registry as er, issue_registry as ir
 from homeassistant.util import dt as dt_util
 import pytest
@@ -31,7 +31,7 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.const import CONF_COMMUNITY_ID, DOMAIN
 from custom_components.prepaid_meter.engine.actor import Actor
-from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
+from custom_components.prepaid_meter.engine.ledger import Ledger, LedgerError, SubAccount
 from custom_components.prepaid_meter.engine.protocol import RelayReport
 from custom_components.prepaid_meter.engine.transport import NotConnected
 from tests.broker import Mosquitto
@@ -666,6 +666,13 @@ async def test_telemetry_from_a_meter_never_announced_makes_no_device(
     assert after == devices_before
     assert _issue(hass, f"unknown_meter_{entry.entry_id}") is not None
     assert runtime.diagnostics()["unknown_meters"] == dict.fromkeys(fakes, 2)
+    # Nothing kept for them either: no command state, no entity writes queued.
+    assert all(runtime.commands.status(fake) is None for fake in fakes)
+    assert not set(fakes) & set(runtime._measured)
+    # As the repair says, an operator can adopt one by assigning it.
+    await call(hass, "assign_meter", meter_id=fakes[0], household="h-fake", label="Fake 1")
+    assert fakes[0] in runtime.community.meters
+    await wait_until(hass, lambda: runtime.meter_device(fakes[0]) is not None)
 
 
 async def test_an_unassigned_meter_reporting_off_gets_no_command(
@@ -863,3 +870,59 @@ async def test_relay_wishes_of_an_earlier_version_move_into_the_ledger(
     status = runtime.commands.status(METER_ID)
     assert status is not None and status.desired == "off"
     assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_a_cut_is_in_the_ledger_at_once_not_a_minute_later(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A credit cut is committed when decided: a restart right after keeps it.
+
+    Home Assistant does not unload config entries when it stops, so waiting for the minute's
+    commit could lose a decision the meter has already carried out.
+    """
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "200.000")  # far below the emergency credit
+    await wait_until(hass, lambda: state(hass, entry, "supply") == "off")
+    ledger = runtime.community.ledger
+
+    def decided() -> str | None:
+        change = ledger.supply_states().get(METER_ID)
+        return None if change is None else change.state
+
+    found = None
+    async with asyncio.timeout(5):  # a background commit, well inside the minute
+        while found != "off":
+            await asyncio.sleep(0.05)
+            found = await hass.async_add_executor_job(decided)
+
+
+async def test_a_supply_request_the_ledger_cannot_save_is_an_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """The person is told when their decision is not saved; it is saved with the next commit."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household=HOUSEHOLD, amount="50", transaction_id="t1")
+    admin = await hass.auth.async_create_user("Ops", group_ids=["system-admin"])
+    switch = entity_id(hass, entry, "supply")
+    with (
+        patch.object(runtime.community, "commit", side_effect=LedgerError("disk full")),
+        pytest.raises(HomeAssistantError) as info,
+    ):
+        await hass.services.async_call(
+            "switch",
+            "turn_off",
+            {"entity_id": switch},
+            blocking=True,
+            context=Context(user_id=admin.id),
+        )
+    assert info.value.translation_key == "ledger_error"
+    assert runtime.community.meters[METER_ID].desired_relay == "off"  # it stands
+    await runtime.async_flush()
+    change = await hass.async_add_executor_job(runtime.community.ledger.supply_states)
+    assert change[METER_ID].state == "off"

@@ -225,11 +225,17 @@ class PendingCharge:
     first_seq: int
     last_seq: int
     ts: int
+    energy_kwh: Decimal  # the register of the last reading covered
 
     def posting(self, meter_id: str) -> Posting:
-        """Return the journal entry; its key names the last reading it covers."""
+        """Return the journal entry; its key names the last reading it covers.
+
+        By its time and register, not its `seq`: a meter that restarted its counter, or one
+        without `seq`, must never produce the key of a charge already written (the same key
+        with another amount would refuse the whole batch; with the same amount, lose it).
+        """
         return Posting(
-            key=f"charge:{meter_id}:{self.last_seq}",
+            key=f"charge:{meter_id}:{self.ts}:{self.energy_kwh}",
             account_id=self.account_id,
             sub=SubAccount.ELECTRICITY,
             kind=EntryKind.CHARGE,
@@ -541,11 +547,12 @@ class Community:
                 if pending is not None:  # reassigned within one batch: keep both
                     batch.charges[f"{meter.meter_id}@{pending.last_seq}"] = pending
                 batch.charges[meter.meter_id] = PendingCharge(
-                    household.account_id, amount, seq, seq, reading.ts
+                    household.account_id, amount, seq, seq, reading.ts, reading.energy_kwh
                 )
             else:
                 pending.amount += amount
                 pending.last_seq, pending.ts = seq, reading.ts
+                pending.energy_kwh = reading.energy_kwh
             household.pending += -amount
             batch.pending[household.account_id] = (
                 batch.pending.get(household.account_id, _ZERO) - amount
@@ -746,7 +753,7 @@ class Community:
         the meter reports until it is assigned or someone switches it. A safety cut is a
         decision: it is kept.
         """
-        if meter.account_id is None and meter.relay_actor == Actor.SYSTEM:
+        if meter.account_id is None and meter.relay_actor.kind == "system":
             return []
         if meter.reported_relay is not None and meter.reported_relay != meter.desired_relay:
             return [

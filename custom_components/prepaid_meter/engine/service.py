@@ -133,6 +133,8 @@ class CommunityService:
         self._account_sent: dict[str, float] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._flush_due = False
+        self._stopping = False
 
     # ------------------------------------------------------------------ life cycle
 
@@ -159,8 +161,10 @@ class CommunityService:
 
     async def stop(self) -> None:
         """Commit what is pending, stop every task, disconnect and close the ledger."""
-        for task in self._loops:
-            task.cancel()
+        self._stopping = True
+        async with self._flush_lock:  # a commit in progress ends first, applied or put back
+            for task in self._loops:
+                task.cancel()
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -206,9 +210,14 @@ class CommunityService:
 
     # ------------------------------------------------------------------ periodic work
 
-    async def flush(self) -> None:
-        """Commit pending charges and decisions, apply the result, publish account topics."""
+    async def flush(self, *, raise_errors: bool = False) -> None:
+        """Commit pending charges and decisions, apply the result, publish account topics.
+
+        A failed commit keeps the batch for the next one (logged); `raise_errors` also
+        raises it, for a caller who must tell a person that their decision is not saved yet.
+        """
         async with self._flush_lock:
+            self._flush_due = False
             batch = self.community.take_batch()
             if batch:
                 try:
@@ -216,9 +225,17 @@ class CommunityService:
                 except Exception:
                     _LOGGER.exception("Ledger commit failed; the batch is kept for the next try")
                     self.community.restore_batch(batch)
+                    if raise_errors:
+                        raise
                     return
                 self._dispatch(self.community.apply_results(result))
             await self.publish_accounts()
+
+    def _flush_soon(self) -> None:
+        """Commit now in the background (a supply decision must not wait for the minute)."""
+        if not self._flush_due and not self._stopping:
+            self._flush_due = True
+            self._spawn(self.flush())
 
     async def tick(self) -> None:
         """Re-evaluate deferred cuts (friendly hours end) and daily counters."""
@@ -343,15 +360,15 @@ class CommunityService:
     ) -> None:
         """Turn a supply on or off on someone's request, by the prepaid rules.
 
-        Raises `CommunityError` (nothing changed) when the rules refuse; the decision is in
-        the ledger before this returns.
+        Raises `CommunityError` (nothing changed) when the rules refuse. The decision is in
+        the ledger before this returns; if the ledger cannot be written this raises that
+        error: the decision stands and is written with the next commit.
         """
         events = self.community.request_relay(
             meter_id, state, actor=actor, operator_override=operator_override
         )
         self._dispatch(events)
-        self._listener.meter_changed(meter_id)
-        await self.flush()
+        await self.flush(raise_errors=True)
 
     async def collection_rate(self) -> float | None:
         """Return this month's fee collection rate in percent (None without fees)."""
@@ -398,9 +415,10 @@ class CommunityService:
 
     def _handle(self, parsed: Reading | Announce | Availability | Ack | RelayReport) -> None:
         meter_id = parsed.meter_id
-        self.commands.observe(parsed)
         known = meter_id in self.community.meters
-        if isinstance(parsed, Ack | RelayReport) and not known:
+        if known:  # the tracker keeps state per meter: none for made-up ids
+            self.commands.observe(parsed)
+        elif isinstance(parsed, Ack | RelayReport):
             return  # an answer from a meter we never heard of: nothing to show
         events: list[Event] = []
         if isinstance(parsed, Reading):
@@ -419,7 +437,11 @@ class CommunityService:
                 self.community.meters[meter_id].reported_relay = parsed.relay
         else:
             self.community.meters[meter_id].reported_relay = parsed.relay
-        if not known and meter_id in self.community.meters:
+        if meter_id not in self.community.meters:
+            self._dispatch(events)  # counted as unknown: nothing to show, nothing queued
+            return
+        if not known:  # discovered by this message
+            self.commands.observe(parsed)
             self._listener.meter_discovered(meter_id)
         self._dispatch(events)
         self._listener.meter_changed(meter_id)
@@ -476,6 +498,10 @@ class CommunityService:
                 self.commands.set_desired(meter_id, state, str(event.data["reason"]), str(actor))
                 if account_id is not None:
                     self._urgent_accounts.add(account_id)
+                # Whether a home should be on is a ledger fact: written now, not in a minute
+                # (Home Assistant does not unload entries when it stops).
+                self._flush_soon()
+                self._listener.meter_changed(meter_id)
             elif event.kind == "reconcile" and meter_id is not None:
                 # The meter reports the other state and the tracker does not know what we
                 # want (e.g. a wish lost in a crash): tell it, once; it retries from there.
