@@ -37,6 +37,7 @@ from decimal import ROUND_CEILING, Decimal
 import json
 import os
 from pathlib import Path
+import shutil
 import statistics
 import sys
 import tempfile
@@ -543,7 +544,8 @@ def main() -> int:
             folder = Path(tmp)
             if args.keep is not None:
                 folder = args.keep / f"{count}"
-                folder.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(folder, ignore_errors=True)  # nothing of an earlier run
+                folder.mkdir(parents=True)
             try:
                 result = asyncio.run(
                     measure(
