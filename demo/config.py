@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+import importlib
 import json
 import os
 from pathlib import Path
@@ -355,6 +356,35 @@ def stored_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return stored
 
 
+async def _async_stable_http_config(hass: HomeAssistant, settings: DemoSettings) -> None:
+    """Store the demo's HTTP settings as Home Assistant 2026's confirmed (stable) config.
+
+    From 2026, the `http:` section of configuration.yaml is migrated into storage as a
+    *pending* config that must be confirmed within 5 minutes, else Home Assistant reverts it
+    and restarts (measured: the demo and bench_ha died 5 minutes in). 2025.4 has no such
+    store and reads the YAML, which stays for it; where the store exists it is written here
+    as stable with the YAML migration done, and the YAML section is then ignored.
+    """
+    try:  # by name: the module exists only from 2026 (mypy checks both versions)
+        http_config: Any = importlib.import_module("homeassistant.components.http.config")
+    except ModuleNotFoundError:  # 2025.4: the YAML is the configuration
+        return
+    stable = dict(
+        http_config.HTTP_STORAGE_SCHEMA(
+            {"server_host": [settings.http_host], "server_port": settings.http_port}
+        )
+    )
+    stable.update(created_at=datetime.now(UTC).isoformat(), error=None, error_message=None)
+    store: Store[dict[str, Any]] = Store(
+        hass,
+        http_config.STORAGE_VERSION,
+        http_config.STORAGE_KEY,
+        minor_version=http_config.STORAGE_MINOR_VERSION,
+        private=True,
+    )
+    await store.async_save({"stable": stable, "pending": None, "yaml_migration_done": True})
+
+
 async def _async_prepare_storage(
     settings: DemoSettings, stored_token: str | None
 ) -> tuple[str, str]:
@@ -376,6 +406,7 @@ async def _async_prepare_storage(
     user = await _async_owner(hass, provider, settings.username, settings.password)
     token = await _async_token(hass, user, stored_token)
 
+    await _async_stable_http_config(hass, settings)
     onboarding: Store[dict[str, Any]] = Store(hass, 4, "onboarding", private=True)
     await onboarding.async_save({"done": ["user", "core_config", "analytics", "integration"]})
 
