@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, entity_platform
 
 #: 2026.x: a device names its parent by registry id (`via_device_id`); `via_device` (the
 #: parent's identifier) is deprecated there and is all that 2025.4 knows.
@@ -41,3 +41,8 @@ def get_device(
     if by_identifier is not None:
         return cast("dr.DeviceEntry | None", by_identifier(identifier, config_entry_id))
     return registry.async_get_device(identifiers={identifier})
+
+
+#: 2026.x registers at most this many enabled entities per config entry and silently adds no
+#: more (a log line); 2025.4 has no limit (None).
+ENTITY_LIMIT: int | None = getattr(entity_platform, "MAX_ENABLED_ENTITIES_PER_CONFIG_ENTRY", None)

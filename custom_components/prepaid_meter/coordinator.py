@@ -27,6 +27,7 @@ from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.storage import Store
 
+from . import compat
 from .compat import get_device
 from .const import CONF_MEASUREMENT_INTERVAL, DOMAIN
 from .engine.actor import Actor
@@ -63,6 +64,9 @@ BUS_EVENTS = frozenset(
     }
 )
 BROKER_ISSUE_AFTER_S = 300
+#: Entities each meter has enabled by default (8 sensors, 3 binary sensors, switch, button,
+#: number; voltage, current and last reading start disabled).
+ENTITIES_PER_METER = 14
 # A relay command is sent up to this many times, the waits between tries doubling from the
 # base delay up to the maximum (about a minute in all), before it counts as not acknowledged:
 # then an event, a logbook entry and a repair say that the supply may not be as wanted.
@@ -594,6 +598,17 @@ class PrepaidRuntime:
         """
         if self._heap_release is None and len(self.community.meters) > FREEZE_ABOVE:
             self._heap_release = async_hold_frozen(self.hass, self.entry.entry_id)
+        limit = compat.ENTITY_LIMIT
+        meters = len(self.community.meters)
+        if limit is not None and meters * ENTITIES_PER_METER > limit:
+            # Home Assistant adds no entity past its limit and only logs it: say so plainly.
+            self._create_community_issue(
+                "too_many_entities",
+                ir.IssueSeverity.WARNING,
+                meters=str(meters),
+                limit=str(limit),
+                fits=str(limit // ENTITIES_PER_METER),
+            )
 
     async def _async_minute(self, _now: Any = None) -> None:
         """Home Assistant's side of the minute: heap, fee figures, clock-driven states."""

@@ -183,3 +183,31 @@ async def test_a_freeze_made_by_someone_else_is_never_unfrozen(hass: HomeAssista
     gc.unfreeze()
     gc.collect()
     assert ref() is None  # it was garbage all along, kept only by that freeze
+
+
+async def test_a_community_past_home_assistants_entity_limit_raises_one_repair(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    """Where Home Assistant caps entities per entry (2026), a community past it is told so."""
+    from homeassistant.helpers import issue_registry as ir
+
+    from custom_components.prepaid_meter import compat
+
+    await setup(hass, config_entry, tmp_path)
+    runtime = config_entry.runtime_data
+    issue_id = f"too_many_entities_{config_entry.entry_id}"
+    with patch.object(compat, "ENTITY_LIMIT", None):  # 2025.4: no limit
+        runtime.async_check_size()
+    assert ir.async_get(hass).async_get_issue("prepaid_meter", issue_id) is None
+    known = {f"m{n}": None for n in range(3)}
+    with patch.object(compat, "ENTITY_LIMIT", 30), patch.dict(runtime.community.meters, known):
+        runtime.async_check_size()  # 3 meters x 14 entities > 30
+    issue = ir.async_get(hass).async_get_issue("prepaid_meter", issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders == {
+        "meters": "3",
+        "limit": "30",
+        "fits": "2",
+        "community": "Test community",
+    }
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
