@@ -32,7 +32,7 @@ from .compat import get_device
 from .const import CONF_MEASUREMENT_INTERVAL, DOMAIN
 from .engine.actor import Actor
 from .engine.commands import CommandTracker
-from .engine.community import Community, CommunityError, Event, Relay
+from .engine.community import PEOPLE_EVENTS, Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
 from .engine.profiles import Profile
 from .engine.service import CommunityService, ServiceTiming
@@ -51,18 +51,7 @@ PUBLISH_INTERVAL_S = 2.0
 TICK_INTERVAL_S = 60.0
 STORE_VERSION = 1
 EVENT_PREFIX = "prepaid_meter_"
-BUS_EVENTS = frozenset(
-    {
-        "low_balance",
-        "supply_cut",
-        "supply_restored",
-        "supply_cut_deferred",
-        "top_up",
-        "alarm",
-        "inactivity",
-        "command_failed",
-    }
-)
+BUS_EVENTS = PEOPLE_EVENTS  # fired as prepaid_meter_<kind>, described in the logbook
 BROKER_ISSUE_AFTER_S = 300
 #: Entities each meter has enabled by default (8 sensors, 3 binary sensors, switch, button,
 #: number; voltage, current and last reading start disabled).

@@ -24,7 +24,7 @@ from decimal import Decimal
 import json
 import logging
 import time
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from .actor import Actor, ActorKind
 from .billing import BillingState, Piece, bill_interval, current_price, statement_for
@@ -111,9 +111,8 @@ class ReadingLike(Protocol):
     def events(self) -> tuple[str, ...]: ...
 
 
-#: Every kind of Event: the adapter's `match` over it is exhaustive (mypy checks it).
-type EventKind = Literal[
-    # for people and automations (bus events, logbook)
+#: The kinds of Event meant for people and automations (bus events, logbook).
+type PeopleEventKind = Literal[
     "low_balance",
     "supply_cut",
     "supply_restored",
@@ -122,24 +121,32 @@ type EventKind = Literal[
     "alarm",
     "inactivity",
     "command_failed",
-    # a relay command carried out (after all): clears what command_failed raised
-    "command_confirmed",
-    # for the operator (repairs)
-    "register_reset",
-    "unassigned_meter",
-    "unknown_meter",
-    # for the meter and the household (commands, publishes)
-    "relay",  # the wanted relay state changed
-    "reconcile",  # the meter reports the other state
-    "display",  # tell the meter's display
-    "account",  # publish the household's account topic
-    # what entities and diagnostics show
-    "announce",
-    "assigned",
-    "availability",
-    "cycle_closed",
-    "rejected",
 ]
+PEOPLE_EVENTS: frozenset[str] = frozenset(get_args(PeopleEventKind.__value__))
+
+#: Every kind of Event: the adapter's `match` over it is exhaustive (mypy checks it).
+type EventKind = (
+    PeopleEventKind
+    | Literal[
+        # a relay command carried out (after all): clears what command_failed raised
+        "command_confirmed",
+        # for the operator (repairs)
+        "register_reset",
+        "unassigned_meter",
+        "unknown_meter",
+        # for the meter and the household (commands, publishes)
+        "relay",  # the wanted relay state changed
+        "reconcile",  # the meter reports the other state
+        "display",  # tell the meter's display
+        "account",  # publish the household's account topic
+        # what entities and diagnostics show
+        "announce",
+        "assigned",
+        "availability",
+        "cycle_closed",
+        "rejected",
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
