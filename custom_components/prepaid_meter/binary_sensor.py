@@ -11,7 +11,7 @@ from homeassistant.components.binary_sensor import (  # type: ignore[attr-define
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -62,9 +62,14 @@ async def async_setup_entry(
     """Add each meter's binary sensors, now and as meters appear."""
     runtime = entry.runtime_data
 
+    runtime.async_remove_unwanted_entities(Platform.BINARY_SENSOR, (d.key for d in BINARY_SENSORS))
+
     def add_meter(meter_id: str) -> None:
         async_add_entities(
-            PrepaidBinarySensor(runtime, meter_id, description) for description in BINARY_SENSORS
+            PrepaidBinarySensor(runtime, meter_id, description)
+            for description in runtime.meter_descriptions(
+                Platform.BINARY_SENSOR, meter_id, BINARY_SENSORS
+            )
         )
 
     runtime.async_on_new_meter(add_meter)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
+from homeassistant.components.button import (
+    ButtonEntity,
+    ButtonEntityDescription,
+)
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -21,8 +25,12 @@ async def async_setup_entry(
 ) -> None:
     """Add each meter's restore button, now and as meters appear."""
     runtime = entry.runtime_data
+    runtime.async_remove_unwanted_entities(Platform.BUTTON, [RESTORE.key])
     runtime.async_on_new_meter(
-        lambda meter_id: async_add_entities([PrepaidRestoreButton(runtime, meter_id, RESTORE)])
+        lambda meter_id: async_add_entities(
+            PrepaidRestoreButton(runtime, meter_id, description)
+            for description in runtime.meter_descriptions(Platform.BUTTON, meter_id, [RESTORE])
+        )
     )
 
 

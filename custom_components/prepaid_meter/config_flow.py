@@ -52,6 +52,7 @@ from .const import (
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
     CONF_MEASUREMENT_INTERVAL,
+    CONF_METER_ENTITIES,
     CONF_PREFIX,
     CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
@@ -65,6 +66,8 @@ from .const import (
     DEFAULT_PREFIX,
     DEFAULT_PROFILE,
     DOMAIN,
+    METER_ENTITIES_ALL,
+    METER_ENTITIES_ESSENTIAL,
     POLICY_OPTIONS,
     PRESET_TARIFFS,
     SECTION_TLS,
@@ -472,6 +475,13 @@ def options_schema(currency: str) -> vol.Schema:
                     mode=NumberSelectorMode.BOX,
                 )
             ),
+            vol.Optional(CONF_METER_ENTITIES): SelectSelector(
+                SelectSelectorConfig(
+                    options=[METER_ENTITIES_ALL, METER_ENTITIES_ESSENTIAL],
+                    mode=SelectSelectorMode.LIST,
+                    translation_key=CONF_METER_ENTITIES,
+                )
+            ),
         }
     )
 
@@ -493,8 +503,9 @@ def policy_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
     ):
         values[key] = _form_number(values[key])
     shown = {key: values[key] for key in POLICY_OPTIONS}
-    if (interval := options.get(CONF_MEASUREMENT_INTERVAL)) is not None:
-        shown[CONF_MEASUREMENT_INTERVAL] = interval
+    for key in (CONF_MEASUREMENT_INTERVAL, CONF_METER_ENTITIES):
+        if (value := options.get(key)) is not None:
+            shown[key] = value
     return shown
 
 
@@ -529,6 +540,10 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
                 options.pop(CONF_MEASUREMENT_INTERVAL, None)
                 if (interval := values.get(CONF_MEASUREMENT_INTERVAL)) is not None:
                     options[CONF_MEASUREMENT_INTERVAL] = int(interval)
+                # Empty: by community size (see coordinator.PrepaidRuntime.meter_entities).
+                options.pop(CONF_METER_ENTITIES, None)
+                if (entities := values.get(CONF_METER_ENTITIES)) is not None:
+                    options[CONF_METER_ENTITIES] = entities
                 return self.async_create_entry(data=options)
         currency = str(self.config_entry.data.get(CONF_CURRENCY, DEFAULT_CURRENCY))
         return self.async_show_form(

@@ -48,6 +48,11 @@ CONF_AUTO_RESTORE: Final = "auto_restore"
 CONF_WORKDAYS: Final = "workdays"
 #: Seconds between writes of a meter's measurement sensors (not a policy option).
 CONF_MEASUREMENT_INTERVAL: Final = "measurement_interval"
+#: Which entities each meter gets (not a policy option): all of them, or the essential set (see
+#: entity.py); empty: by the community's size (coordinator.PrepaidRuntime.meter_entities).
+CONF_METER_ENTITIES: Final = "meter_entities"
+METER_ENTITIES_ALL: Final = "all"
+METER_ENTITIES_ESSENTIAL: Final = "essential"
 POLICY_OPTIONS: Final = (
     CONF_WARN_LEVEL_1,
     CONF_WARN_LEVEL_2,

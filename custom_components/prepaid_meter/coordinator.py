@@ -10,7 +10,8 @@ turns people's requests (actions, entity controls) into service calls, with who 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 import logging
@@ -23,13 +24,24 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
+from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.storage import Store
 
 from . import compat
 from .compat import get_device
-from .const import CONF_MEASUREMENT_INTERVAL, DOMAIN
+from .const import (
+    CONF_MEASUREMENT_INTERVAL,
+    CONF_METER_ENTITIES,
+    DOMAIN,
+    METER_ENTITIES_ALL,
+    METER_ENTITIES_ESSENTIAL,
+)
 from .engine.actor import Actor
 from .engine.commands import CommandTracker
 from .engine.community import PEOPLE_EVENTS, Community, CommunityError, Event, Relay
@@ -53,9 +65,19 @@ STORE_VERSION = 1
 EVENT_PREFIX = "prepaid_meter_"
 BUS_EVENTS = PEOPLE_EVENTS  # fired as prepaid_meter_<kind>, described in the logbook
 BROKER_ISSUE_AFTER_S = 300
-#: Entities each meter has enabled by default (8 sensors, 3 binary sensors, switch, button,
-#: number; voltage, current and last reading start disabled).
+#: Entities each meter has enabled by default with all its entities (8 sensors, 3 binary
+#: sensors, switch, button, number; voltage, current and last reading start disabled).
 ENTITIES_PER_METER = 14
+#: A community of more meters gives each meter only the essential entities, unless the option
+#: `meter_entities` says otherwise: at 14 per meter current Home Assistant's limit of 10,000
+#: enabled entities per entry is passed at about 700 meters, and every entity costs memory,
+#: start time and recorder writes. A household's detail is its own instance's (household mode).
+ESSENTIAL_ABOVE = 500
+#: The essential set: each meter's balance, enabled (money is what an operator reads per home);
+#: its energy and supply switch, created disabled, for an operator to enable where needed.
+ESSENTIAL_KEYS = frozenset({"balance"})
+ON_REQUEST_KEYS = frozenset({"energy", "supply"})
+ESSENTIAL_ENTITIES_PER_METER = len(ESSENTIAL_KEYS)
 # A relay command is sent up to this many times, the waits between tries doubling from the
 # base delay up to the maximum (about a minute in all), before it counts as not acknowledged:
 # then an event, a logbook entry and a repair say that the supply may not be as wanted.
@@ -145,6 +167,7 @@ class PrepaidRuntime:
         self._command_failures: dict[str, Relay] = {}
         self._heap_release: CALLBACK_TYPE | None = None
         self._started = False
+        self._meter_entities: str | None = None
 
     # The service's parts, as entities, diagnostics and tests read them.
 
@@ -312,6 +335,83 @@ class PrepaidRuntime:
         if len(self.community.meters) > MEASUREMENT_THROTTLE_ABOVE:
             return LARGE_MEASUREMENT_INTERVAL_S
         return 0.0
+
+    # ------------------------------------------------------------------ entity budget
+
+    @property
+    def meter_entities(self) -> str:
+        """Return which entities each meter gets: "all" or "essential" (decided once a load).
+
+        The option decides; without it, the community's size at setup (so that a meter heard
+        later does not change what the others have).
+        """
+        if self._meter_entities is None:
+            chosen = self.entry.options.get(CONF_METER_ENTITIES)
+            if chosen not in (METER_ENTITIES_ALL, METER_ENTITIES_ESSENTIAL):
+                large = len(self.community.meters) > ESSENTIAL_ABOVE
+                chosen = METER_ENTITIES_ESSENTIAL if large else METER_ENTITIES_ALL
+            self._meter_entities = chosen
+        return self._meter_entities
+
+    @property
+    def entities_per_meter(self) -> int:
+        """Return how many entities each meter has enabled by default."""
+        if self.meter_entities == METER_ENTITIES_ESSENTIAL:
+            return ESSENTIAL_ENTITIES_PER_METER
+        return ENTITIES_PER_METER
+
+    def meter_unique_id(self, meter_id: str, key: str) -> str:
+        """Return the unique id of a meter's entity."""
+        return f"{self.community_identifier}_{meter_id}_{key}"
+
+    def meter_descriptions[D: EntityDescription](
+        self, domain: str, meter_id: str, descriptions: Sequence[D]
+    ) -> list[D]:
+        """Return the descriptions of the entities this meter gets on one platform.
+
+        With all entities, every one. With the essential set: the essential ones, the ones
+        on request created disabled, and (when the set was chosen by size, not by the
+        option) any other entity already registered, so that nothing people use vanishes.
+        """
+        if self.meter_entities == METER_ENTITIES_ALL:
+            return list(descriptions)
+        keep_registered = CONF_METER_ENTITIES not in self.entry.options
+        registry = er.async_get(self.hass)
+        chosen: list[D] = []
+        for description in descriptions:
+            if description.key in ESSENTIAL_KEYS:
+                chosen.append(description)
+            elif description.key in ON_REQUEST_KEYS:
+                disabled = dataclasses.replace(description, entity_registry_enabled_default=False)
+                chosen.append(disabled)
+            elif keep_registered and registry.async_get_entity_id(
+                domain, DOMAIN, self.meter_unique_id(meter_id, description.key)
+            ):
+                chosen.append(description)
+        return chosen
+
+    @callback
+    def async_remove_unwanted_entities(self, domain: str, keys: Iterable[str]) -> int:
+        """Remove a platform's registered meter entities the set leaves out; return how many.
+
+        Only when the option asks for the essential set: an operator who chose it wants the
+        others gone (a choice by size keeps what exists, see `meter_descriptions`).
+        """
+        if self.entry.options.get(CONF_METER_ENTITIES) != METER_ENTITIES_ESSENTIAL:
+            return 0
+        unwanted = {
+            self.meter_unique_id(meter_id, key)
+            for meter_id in self.community.meters
+            for key in keys
+            if key not in ESSENTIAL_KEYS and key not in ON_REQUEST_KEYS
+        }
+        registry = er.async_get(self.hass)
+        removed = 0
+        for entry in er.async_entries_for_config_entry(registry, self.entry.entry_id):
+            if entry.domain == domain and entry.unique_id in unwanted:
+                registry.async_remove(entry.entity_id)
+                removed += 1
+        return removed
 
     def view(self, meter_id: str) -> MeterView:
         """Return what a meter shows now: built once per change, read by all its entities."""
@@ -589,14 +689,16 @@ class PrepaidRuntime:
             self._heap_release = async_hold_frozen(self.hass, self.entry.entry_id)
         limit = compat.ENTITY_LIMIT
         meters = len(self.community.meters)
-        if limit is not None and meters * ENTITIES_PER_METER > limit:
+        per_meter = self.entities_per_meter
+        if limit is not None and meters * per_meter > limit:
             # Home Assistant adds no entity past its limit and only logs it: say so plainly.
             self._create_community_issue(
                 "too_many_entities",
                 ir.IssueSeverity.WARNING,
                 meters=str(meters),
                 limit=str(limit),
-                fits=str(limit // ENTITIES_PER_METER),
+                per_meter=str(per_meter),
+                fits=str(limit // per_meter),
             )
 
     async def _async_minute(self, _now: Any = None) -> None:

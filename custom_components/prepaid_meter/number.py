@@ -10,7 +10,7 @@ from homeassistant.components.number import (
     NumberMode,
     RestoreNumber,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -38,8 +38,12 @@ async def async_setup_entry(
 ) -> None:
     """Add each meter's threshold number, now and as meters appear."""
     runtime = entry.runtime_data
+    runtime.async_remove_unwanted_entities(Platform.NUMBER, [THRESHOLD.key])
     runtime.async_on_new_meter(
-        lambda meter_id: async_add_entities([PrepaidThresholdNumber(runtime, meter_id, THRESHOLD)])
+        lambda meter_id: async_add_entities(
+            PrepaidThresholdNumber(runtime, meter_id, description)
+            for description in runtime.meter_descriptions(Platform.NUMBER, meter_id, [THRESHOLD])
+        )
     )
 
 

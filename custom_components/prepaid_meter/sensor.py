@@ -16,6 +16,7 @@ from homeassistant.components.sensor import (
 from homeassistant.const import (
     PERCENTAGE,
     EntityCategory,
+    Platform,
     UnitOfElectricCurrent,
     UnitOfElectricPotential,
     UnitOfEnergy,
@@ -213,9 +214,12 @@ async def async_setup_entry(
         PrepaidCommunitySensor(runtime, description) for description in COMMUNITY_SENSORS
     )
 
+    runtime.async_remove_unwanted_entities(Platform.SENSOR, (d.key for d in METER_SENSORS))
+
     def add_meter(meter_id: str) -> None:
         async_add_entities(
-            PrepaidMeterSensor(runtime, meter_id, description) for description in METER_SENSORS
+            PrepaidMeterSensor(runtime, meter_id, description)
+            for description in runtime.meter_descriptions(Platform.SENSOR, meter_id, METER_SENSORS)
         )
 
     runtime.async_on_new_meter(add_meter)

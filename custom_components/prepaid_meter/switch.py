@@ -10,6 +10,7 @@ from homeassistant.components.switch import (  # type: ignore[attr-defined, unus
     SwitchEntity,
     SwitchEntityDescription,
 )
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -30,8 +31,12 @@ async def async_setup_entry(
 ) -> None:
     """Add each meter's supply switch, now and as meters appear."""
     runtime = entry.runtime_data
+    runtime.async_remove_unwanted_entities(Platform.SWITCH, [SUPPLY.key])
     runtime.async_on_new_meter(
-        lambda meter_id: async_add_entities([PrepaidSupplySwitch(runtime, meter_id, SUPPLY)])
+        lambda meter_id: async_add_entities(
+            PrepaidSupplySwitch(runtime, meter_id, description)
+            for description in runtime.meter_descriptions(Platform.SWITCH, meter_id, [SUPPLY])
+        )
     )
 
 

@@ -207,6 +207,7 @@ async def test_a_community_past_home_assistants_entity_limit_raises_one_repair(
     assert issue.translation_placeholders == {
         "meters": "3",
         "limit": "30",
+        "per_meter": "14",
         "fits": "2",
         "community": "Test community",
     }

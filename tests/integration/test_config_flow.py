@@ -29,6 +29,7 @@ from custom_components.prepaid_meter.const import (
     CONF_FRIENDLY_WEEKENDS,
     CONF_HOLIDAYS,
     CONF_MEASUREMENT_INTERVAL,
+    CONF_METER_ENTITIES,
     CONF_PREFIX,
     CONF_PROFILE,
     CONF_RECLOSE_THRESHOLD,
@@ -632,6 +633,29 @@ async def test_options_measurement_interval_is_kept_or_left_to_the_default(
     result = await hass.config_entries.options.async_init(entry.entry_id)
     result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
     assert CONF_MEASUREMENT_INTERVAL not in entry.options
+
+
+async def test_options_meter_entities_is_kept_or_left_to_the_default(
+    hass: HomeAssistant, community_id: str
+) -> None:
+    """The entities of each meter: "essential" is stored; empty means the default by size."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], policy_input(**{CONF_METER_ENTITIES: "essential"})
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options[CONF_METER_ENTITIES] == "essential"
+    assert policy_form_values(entry.options)[CONF_METER_ENTITIES] == "essential"
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], policy_input(**{CONF_METER_ENTITIES: "some"})
+        )
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
+    assert CONF_METER_ENTITIES not in entry.options
 
 
 async def test_options_form_shows_stored_policy(hass: HomeAssistant, community_id: str) -> None:
