@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 import dataclasses
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 import logging
 import math
 from pathlib import Path
@@ -102,6 +102,19 @@ YIELD_AFTER_S = 0.01
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
 ACCOUNT_INTERVAL_S = 30.0
+
+
+#: Event fields that are amounts of money: carried to the cent, as people read them.
+MONEY_FIELDS = ("balance", "amount")
+CENT = Decimal("0.01")
+
+
+def money(value: object) -> str:
+    """Return an amount as people read it, to the cent (half up); anything else as it came."""
+    try:
+        return str(Decimal(str(value)).quantize(CENT, ROUND_HALF_UP))
+    except InvalidOperation:
+        return str(value)
 
 
 class PrepaidRuntime:
@@ -610,10 +623,13 @@ class PrepaidRuntime:
             household = self.community.households.get(event.account_id)
             if household is not None:
                 data["household"] = household.label
-                data.setdefault("balance", str(household.electricity.quantize(Decimal("0.01"))))
+                data.setdefault("balance", household.electricity)
         if meter_id is not None:
             device = self.meter_device(meter_id)
             data["device_id"] = device.id if device else None
+        for field in MONEY_FIELDS:
+            if data.get(field) is not None:
+                data[field] = money(data[field])
         return data
 
     @callback

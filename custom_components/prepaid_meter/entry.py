@@ -46,6 +46,7 @@ from .engine.transport import (
     forget_session,
 )
 from .entity import hub_device_info
+from .logbook import async_load_texts
 from .services import async_setup_services
 
 _LOGGER = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
     except Exception:
         await runtime.async_stop()
         raise
+    await async_load_texts(hass)  # the logbook's, in Home Assistant's language
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     runtime.async_check_size()

@@ -96,7 +96,7 @@ async def test_discovery_reading_balance_and_cut(
         hass, "top_up", household="b3-501", amount="24", transaction_id="wx-1", channel="wechat"
     )
     await wait_until(hass, lambda: state(hass, entry, "balance") == "24.00")
-    assert top_ups[0].data["amount"] == "24"
+    assert top_ups[0].data["amount"] == "24.00"
     assert top_ups[0].data["device_id"] == device.id
 
     now = int(time.time())

@@ -7,18 +7,28 @@ from collections.abc import Callable
 from homeassistant.core import Event, HomeAssistant
 
 from custom_components.prepaid_meter.coordinator import BUS_EVENTS, EVENT_PREFIX
-from custom_components.prepaid_meter.logbook import async_describe_events
+from custom_components.prepaid_meter.logbook import async_describe_events, async_load_texts
+
+type Describe = Callable[[Event], dict[str, str]]
 
 
-async def test_every_event_is_described(hass: HomeAssistant) -> None:
-    """Each bus event gets a name (the household) and a message saying what happened."""
-    described: dict[str, Callable[[Event], dict[str, str]]] = {}
+async def _described(hass: HomeAssistant, language: str) -> dict[str, Describe]:
+    """Return each event type's describer, the texts loaded in `language`."""
+    hass.config.language = language
+    await async_load_texts(hass)
+    described: dict[str, Describe] = {}
 
-    def collect(domain: str, event_type: str, describe: Callable[[Event], dict[str, str]]) -> None:
+    def collect(domain: str, event_type: str, describe: Describe) -> None:
         assert domain == "prepaid_meter"
         described[event_type] = describe
 
     async_describe_events(hass, collect)
+    return described
+
+
+async def test_every_event_is_described(hass: HomeAssistant) -> None:
+    """Each bus event gets a name (the household) and a message saying what happened."""
+    described = await _described(hass, "en")
     assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS}
     cut = described["prepaid_meter_supply_cut"](
         Event(
@@ -27,24 +37,24 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
                 "household": "Bldg 3 / 501",
                 "reason": "credit_exhausted",
                 "actor": "system",
-                "balance": "-10.50",
+                "balance": "-10.5071",
             },
         )
     )
     assert cut == {
         "name": "Bldg 3 / 501",
-        "message": "supply cut (credit_exhausted, by the system), balance -10.50",
+        "message": "supply cut (credit exhausted) by the system; balance -10.51",
     }
     by = {
         # this version's events: the actor's display text and kind
-        "by operator Ops": {"actor": "Ops", "actor_kind": "operator", "actor_user_id": "u1"},
-        "by resident Alice": {"actor": "Alice", "actor_kind": "resident"},
-        "by the system": {"actor": "system", "actor_kind": "system"},
-        "by the safety protection": {"actor": "safety", "actor_kind": "safety"},
+        "operator Ops": {"actor": "Ops", "actor_kind": "operator", "actor_user_id": "u1"},
+        "resident Alice": {"actor": "Alice", "actor_kind": "resident"},
+        "the system": {"actor": "system", "actor_kind": "system"},
+        "the safety protection": {"actor": "safety", "actor_kind": "safety"},
         # events recorded by earlier versions: the role was the actor's prefix
-        "by operator automation": {"actor": "operator:automation"},
-        "by resident Bob": {"actor": "resident:Bob"},
-        "by a resident": {"actor": "resident"},
+        "operator automation": {"actor": "operator:automation"},
+        "resident Bob": {"actor": "resident:Bob"},
+        "a resident": {"actor": "resident"},
     }
     for words, actor in by.items():
         restored = described["prepaid_meter_supply_restored"](
@@ -53,7 +63,7 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
                 {"household": "H", "reason": "restored", "balance": "5.00", **actor},
             )
         )
-        assert restored["message"] == f"supply restored (restored, {words}), balance 5.00"
+        assert restored["message"] == f"supply restored (on request) by {words}; balance 5.00"
     top_up = described["prepaid_meter_top_up"](
         Event(
             "prepaid_meter_top_up",
@@ -66,8 +76,10 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
             },
         )
     )
-    assert top_up["name"] == "000012345678"
-    assert "credited once" in top_up["message"]
+    assert top_up == {
+        "name": "000012345678",
+        "message": "repeated top-up of 50.00 by WeChat Pay, credited once; balance 40.00",
+    }
     assert "command_failed" in BUS_EVENTS
     not_acked = described["prepaid_meter_command_failed"](
         Event(
@@ -82,7 +94,7 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
     )
     assert not_acked == {
         "name": "Bldg 3 / 501",
-        "message": "supply cut (credit_exhausted) not acknowledged by the meter; "
+        "message": "supply cut (credit exhausted) not acknowledged by the meter; "
         "the supply may not be as wanted",
     }
     refused = described["prepaid_meter_command_failed"](
@@ -99,9 +111,33 @@ async def test_every_event_is_described(hass: HomeAssistant) -> None:
     )
     assert refused == {
         "name": "000012345678",
-        "message": "supply restore (top_up) refused by the meter: relay_fault; "
+        "message": "supply restore (top up) refused by the meter: relay_fault; "
         "the supply may not be as wanted",
     }
     for kind in BUS_EVENTS:
         entry = described[EVENT_PREFIX + kind](Event(EVENT_PREFIX + kind, {"household": "H"}))
         assert entry["message"]
+        assert "logbook_" not in entry["message"]
+
+
+async def test_messages_in_chinese(hass: HomeAssistant) -> None:
+    """In a Chinese Home Assistant the logbook speaks Chinese, money to the cent."""
+    described = await _described(hass, "zh-Hans")
+    cut = described["prepaid_meter_supply_cut"](
+        Event(
+            "prepaid_meter_supply_cut",
+            {"household": "3-501", "reason": "arc_fault", "actor_kind": "safety", "balance": "7"},
+        )
+    )
+    assert cut["message"] == "已断电（电弧故障），操作方：安全保护；余额 7.00"
+    top_up = described["prepaid_meter_top_up"](
+        Event(
+            "prepaid_meter_top_up",
+            {"household": "3-501", "amount": "50", "channel": "alipay", "balance": "48.9950402"},
+        )
+    )
+    assert top_up["message"] == "充值 50.00（支付宝）；余额 49.00"
+    alarm = described["prepaid_meter_alarm"](
+        Event("prepaid_meter_alarm", {"household": "3-501", "type": "theft_suspected"})
+    )
+    assert alarm["message"] == "告警：疑似窃电"
