@@ -53,7 +53,7 @@ class PrepaidSupplySwitch(PrepaidMeterEntity, SwitchEntity):
         """Say who or what set the relay (as the supply events do), and why."""
         meter = self.meter
         return {
-            "reason": meter.relay_reason,
+            "reason": self.view.supply_reason,
             **meter.relay_actor.event_data(),
             "reported": meter.reported_relay,
             "deferred": meter.deferred,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,3 +55,19 @@ def test_a_household_meter_shows_its_money_to_the_cent(ledger: Ledger, clock: Cl
     meter.low_threshold = Decimal(30)
     assert meter_view(community, meter).low is True
     assert view.supply_on is True
+
+
+def test_supply_reason_says_emergency_credit_below_zero(ledger: Ledger, clock: Clock) -> None:
+    """On with a balance below zero is on emergency credit, not "in credit"; off says why."""
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "25", "tx-1")
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(100)))
+    view = meter_view(community, community.meters[M1])
+    assert (view.desired_relay, view.supply_reason) == ("on", "in_credit")
+    below = dataclasses.replace(view, balance=Decimal("-0.01"))
+    assert below.supply_reason == "emergency_credit"
+    cut = dataclasses.replace(below, desired_relay="off", relay_reason="credit_exhausted")
+    assert cut.supply_reason == "credit_exhausted"
+    override = dataclasses.replace(below, relay_reason="operator_override")
+    assert override.supply_reason == "operator_override"

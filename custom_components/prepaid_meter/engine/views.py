@@ -72,6 +72,17 @@ class MeterView:
         return self._days[0]
 
     @property
+    def supply_reason(self) -> str:
+        """Return why the supply is as it is; on below zero, it runs on emergency credit.
+
+        (Unless an operator's override restored it in debt: that says why it is on.)
+        """
+        below_zero = self.balance is not None and self.balance < 0
+        if self.desired_relay == "on" and below_zero and self.relay_reason != "operator_override":
+            return "emergency_credit"
+        return self.relay_reason
+
+    @property
     def supply_on(self) -> bool:
         """Return whether the supply is on: as the meter reports it, else as wanted."""
         return (self.reported_relay or self.desired_relay) == "on"
