@@ -533,14 +533,10 @@ class PrepaidRuntime:
                     | "inactivity"
                 ):
                     pass  # bus events only (below)
-                case (
-                    "announce"
-                    | "availability"
-                    | "cycle_closed"
-                    | "rejected"
-                    | "reconcile"
-                    | "display"
-                ):
+                case "announce":
+                    assert meter_id is not None
+                    self._update_device_model(meter_id)
+                case "availability" | "cycle_closed" | "rejected" | "reconcile" | "display":
                     pass  # the meter's entities and diagnostics show these; the service acted
                 case unknown:
                     assert_never(unknown)
@@ -666,6 +662,18 @@ class PrepaidRuntime:
             translation_key=kind,
             translation_placeholders={**placeholders, "community": self.community_name},
         )
+
+    @callback
+    def _update_device_model(self, meter_id: str) -> None:
+        """Show on the device page the model and firmware the meter announced."""
+        meter = self.community.meters.get(meter_id)
+        device = self.meter_device(meter_id)
+        if meter is None or device is None:
+            return
+        model = meter.model or device.model
+        firmware = meter.firmware or device.sw_version
+        if (model, firmware) != (device.model, device.sw_version):
+            dr.async_get(self.hass).async_update_device(device.id, model=model, sw_version=firmware)
 
     @callback
     def _update_device_name(self, meter_id: str) -> None:

@@ -349,6 +349,29 @@ async def test_meter_reporting_the_other_state_is_told_again(
     assert [c["state"] for c in meter.commands if c.get("op") == "relay"] == ["on"]
 
 
+async def test_device_shows_the_model_the_meter_announces(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A meter that announces a new model or firmware shows it on its device page."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await wait_until(hass, lambda: runtime.meter_device(METER_ID) is not None)
+    device = runtime.meter_device(METER_ID)
+    assert device is not None
+    assert (device.model, device.sw_version) == ("DDZY-60", "1.4.2")
+    await meter.publish(
+        "announce",
+        {"v": 1, "meter_id": METER_ID, "model": "DDZY-80", "fw": "1.5.0", "relay": True},
+    )
+
+    def shown() -> tuple[str | None, str | None]:
+        found = runtime.meter_device(METER_ID)
+        assert found is not None
+        return found.model, found.sw_version
+
+    await wait_until(hass, lambda: shown() == ("DDZY-80", "1.5.0"))
+
+
 async def test_large_community_writes_measurements_on_a_timer(
     hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
 ) -> None:
