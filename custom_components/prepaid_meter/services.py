@@ -19,7 +19,7 @@ from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money
 from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
@@ -177,7 +177,7 @@ async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     post = result.results[0]
     return {
         "household": account_id,
-        "balance": str(post.balance_after),
+        "balance": money(post.balance_after),
         "duplicate": post.duplicate,
     }
 
@@ -201,7 +201,7 @@ def _post_money(
             actor=actor,
             meta={meta_field: call.data[meta_field]},
         )
-        return {"household": account_id, "balance": str(result.results[0].balance_after)}
+        return {"household": account_id, "balance": money(result.results[0].balance_after)}
 
     return handle
 

@@ -176,8 +176,8 @@ async def test_top_up_idempotent_and_bad_input(
         blocking=True,
         return_response=True,
     )
-    assert first == {"household": "b3-501", "balance": "50", "duplicate": False}
-    assert again == {"household": "b3-501", "balance": "50", "duplicate": True}
+    assert first == {"household": "b3-501", "balance": "50.00", "duplicate": False}
+    assert again == {"household": "b3-501", "balance": "50.00", "duplicate": True}
     await wait_until(hass, lambda: state(hass, entry, "balance") == "50.00")
     for data, key in (
         ({"household": "b3-501", "amount": "-1", "transaction_id": "t2"}, "invalid_amount"),

@@ -74,7 +74,7 @@ async def test_adjust_both_ways_keeps_the_invariant(
         reason="meter read twice",
         transaction_id="adj-1",
     )
-    assert down == {"household": HOUSEHOLD, "balance": "87.5"}
+    assert down == {"household": HOUSEHOLD, "balance": "87.50"}
     up = await respond(
         hass, "adjust", household=HOUSEHOLD, amount=2.25, reason="goodwill", transaction_id="adj-2"
     )
@@ -88,7 +88,7 @@ async def test_adjust_both_ways_keeps_the_invariant(
         reason="late fee",
         transaction_id="adj-3",
     )
-    assert fee == {"household": HOUSEHOLD, "balance": "-30"}
+    assert fee == {"household": HOUSEHOLD, "balance": "-30.00"}
     await wait_until(hass, lambda: state(hass, entry, "balance") == "89.75")
     household = runtime.community.households[HOUSEHOLD]
     assert household.electricity == Decimal("89.75")
@@ -128,7 +128,7 @@ async def test_fees_and_payments_stay_in_their_sub_account(
         period="2026-03",
         transaction_id="park-03",
     )
-    assert charged == {"household": HOUSEHOLD, "balance": "-150"}
+    assert charged == {"household": HOUSEHOLD, "balance": "-150.00"}
     await call(
         hass,
         "charge_fee",
@@ -147,7 +147,7 @@ async def test_fees_and_payments_stay_in_their_sub_account(
         period="2026-03",
         transaction_id="park-pay",
     )
-    assert paid == {"household": HOUSEHOLD, "balance": "-50"}
+    assert paid == {"household": HOUSEHOLD, "balance": "-50.00"}
     balances = await _balances(runtime)
     assert balances == {
         SubAccount.ELECTRICITY: Decimal(40),
@@ -312,7 +312,7 @@ async def test_admin_user_moves_money_and_is_journaled(
         transaction_id="adm-1",
         channel="cash",
     )
-    assert response == {"household": HOUSEHOLD, "balance": "20", "duplicate": False}
+    assert response == {"household": HOUSEHOLD, "balance": "20.00", "duplicate": False}
     entries = await hass.async_add_executor_job(runtime.community.ledger.entries, HOUSEHOLD)
     assert entries[0].meta["actor"] == f"operator|{admin.id}|Operator"
     assert entries[0].meta["channel"] == "cash"
@@ -522,7 +522,7 @@ async def test_config_entry_selection(
         await call(hass, "top_up", config_entry_id=second.entry_id, **top_up)
     assert info.value.translation_key == "unknown_household"
     response = await respond(hass, "top_up", config_entry_id=first.entry_id, **top_up)
-    assert response["balance"] == "10"
+    assert response["balance"] == "10.00"
     assert first.runtime_data.community.households[HOUSEHOLD].electricity == 10
 
     assert await hass.config_entries.async_unload(second.entry_id)
