@@ -27,6 +27,7 @@ from custom_components.prepaid_meter.engine.ledger import (
     SupplyChange,
     UsageDelta,
     UsageRow,
+    UserLink,
 )
 
 E = SubAccount.ELECTRICITY
@@ -87,7 +88,7 @@ def ledger(path: Path) -> Iterator[Ledger]:
 def test_file_settings_and_schema_version(ledger: Ledger, path: Path) -> None:
     with _raw(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     own = ledger._conn
     assert own is not None
     assert own.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -180,7 +181,7 @@ def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with _raw(path) as conn:
         conn.execute("PRAGMA user_version = 7")
-    with pytest.raises(LedgerError, match="schema version 7, newer than the 2"):
+    with pytest.raises(LedgerError, match="schema version 7, newer than the 3"):
         Ledger(path)
 
 
@@ -840,3 +841,66 @@ def test_a_refused_batch_writes_no_supply_decision(ledger: Ledger) -> None:
     assert ledger.supply_states() == {}
     with pytest.raises(LedgerError, match="on or off"):
         ledger.record_supply(SupplyChange("M1", "half", "x", "system", T0))
+
+
+# ---------------------------------------------------------------------------- users and households
+
+
+def test_a_file_of_the_second_schema_gains_user_links(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before migration 3 upgrades in place: money and decisions kept."""
+    monkeypatch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:2])
+    with Ledger(path) as ledger:
+        ledger.ensure_household("A1", "flat", T0)
+        ledger.post(_posting("t1", EntryKind.TOP_UP, "10"))
+        ledger.record_supply(SupplyChange("M1", "off", "manual", "operator", T0))
+    monkeypatch.undo()
+    with Ledger(path) as ledger:
+        assert ledger.balance("A1", E) == Decimal(10)
+        assert ledger.supply_states()["M1"].state == "off"
+        assert ledger.user_links() == {}
+        assert ledger.record_link(UserLink("A1", "u-alice", True, "operator|u-ops|Ops", T0))
+        assert ledger.user_links() == {"A1": frozenset({"u-alice"})}
+
+
+def test_user_links_are_a_journal_and_idempotent(ledger: Ledger, path: Path) -> None:
+    """Linking twice writes once; unlinking what is not linked writes nothing; newest wins."""
+    ops = "operator|u-ops|Ops"
+    assert ledger.record_link(UserLink("A1", "u-alice", True, ops, T0))
+    assert not ledger.record_link(UserLink("A1", "u-alice", True, ops, T0 + 1))
+    assert ledger.record_link(UserLink("A1", "u-bob", True, ops, T0 + 2))
+    assert ledger.record_link(UserLink("A2", "u-bob", True, ops, T0 + 3))
+    assert not ledger.record_link(UserLink("A2", "u-carol", False, ops, T0 + 4))
+    assert ledger.user_links() == {
+        "A1": frozenset({"u-alice", "u-bob"}),
+        "A2": frozenset({"u-bob"}),
+    }
+    assert ledger.record_link(UserLink("A1", "u-bob", False, "operator||automation", T0 + 5))
+    assert ledger.user_links() == {"A1": frozenset({"u-alice"}), "A2": frozenset({"u-bob"})}
+    assert ledger.link_history("A1") == [
+        UserLink("A1", "u-alice", True, ops, T0),
+        UserLink("A1", "u-bob", True, ops, T0 + 2),
+        UserLink("A1", "u-bob", False, "operator||automation", T0 + 5),
+    ]
+    assert len(ledger.link_history()) == 4
+    with _raw(path) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM user_links")
+    with _raw(path) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE user_links SET linked = 0")
+
+
+def test_a_link_to_an_unknown_household_or_without_a_user_is_refused(
+    ledger: Ledger, path: Path
+) -> None:
+    """Nothing is written for an unknown account, an empty user id or actor, a bad time."""
+    before = _snapshot(path)
+    for change, match in (
+        (UserLink("nobody", "u-alice", True, "operator", T0), "unknown account"),
+        (UserLink("A1", "", True, "operator", T0), "user id"),
+        (UserLink("A1", "u-alice", True, "", T0), "actor"),
+        (UserLink("A1", "u-alice", True, "operator", -1), "UNIX seconds"),
+    ):
+        with pytest.raises(LedgerError, match=match):
+            ledger.record_link(change)
+    assert _snapshot(path) == before

@@ -6,7 +6,9 @@ An `Actor` has a kind, which decides what it may do, and names the person when t
   script, which the administrator's configuration runs): may restore a supply below the
   reclose threshold with an override;
 - `resident`: a household member (any other Home Assistant user): restores only when the
-  balance clears the reclose threshold;
+  balance clears the reclose threshold; where the community enforces permissions
+  (engine/permissions.py), only a household an operator linked them to, only after a credit
+  cut, and never cuts or moves money;
 - `system`: the prepaid rules themselves (credit cuts, automatic restore);
 - `safety`: the protective watch (arc faults, severe overloads).
 

@@ -13,6 +13,13 @@ Money rules: a charge is journaled per reading with the key `charge:<meter>:<seq
 same transaction as the meter's cursor, so nothing is billed twice across restarts and
 duplicate messages; a cycle is settled to its statement when the meter's first reading of
 the next cycle is committed. Fee arrears never decide the supply (Civil Code art. 944).
+
+Who may ask for what (engine/permissions.py) is checked here, on every request that carries
+an `Actor`, when the community is built with `enforce_permissions`: a resident restores only
+a household they are linked to after a credit cut, reads only its statement and sets only its
+threshold; cuts, money, assignments and links are an operator's. Without it (the default of
+earlier hosts), a request is decided by the balance and the actor's kind alone, as before;
+linking people is an operator's either way. The links are loaded from the ledger.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from .ledger import (
     SubAccount,
     SupplyChange,
     UsageDelta,
+    UserLink,
 )
+from .permissions import CREDIT_CUTS, Action, Refusal, UserLinks, check
 from .policy import (
     PolicyConfig,
     Requester,
@@ -73,6 +82,18 @@ _REQUESTER: Mapping[ActorKind, Requester] = {
     "resident": "resident",
     "system": "auto",
     "safety": "auto",
+}
+
+
+#: The action a money movement is, for the permission check (its journal entry kind).
+_MONEY_ACTIONS: Mapping[EntryKind, Action] = {
+    EntryKind.TOP_UP: "top_up",
+    EntryKind.CHARGE: "charge",
+    EntryKind.FEE: "fee",
+    EntryKind.PAYMENT: "payment",
+    EntryKind.ADJUSTMENT: "adjustment",
+    EntryKind.REFUND: "refund",
+    EntryKind.SETTLEMENT: "settlement",
 }
 
 
@@ -312,6 +333,7 @@ class Community:
         protective_cut: bool = True,
         birth_announces: bool = False,
         issues: Issues | None = None,
+        enforce_permissions: bool = False,
     ) -> None:
         """Bind the parts; call `load()` (blocking) before use.
 
@@ -320,6 +342,7 @@ class Community:
         "online" availability message counts as the announce. Every reading passes the one
         `MeterGate` (duplicates, old or future clocks, bad registers), which counts into
         `issues` (share the profile's to have one counter of everything refused).
+        `enforce_permissions` checks who may do what (see the module docstring).
         """
         self.ledger = ledger
         self.tariff = tariff
@@ -339,6 +362,9 @@ class Community:
         self._batch = Batch()
         self.gate = MeterGate(clock=clock, issues=issues or Issues())
         self.warnings = WarningTracker(policy)
+        self.enforce_permissions = enforce_permissions
+        #: Which users are linked to which household (loaded from the ledger).
+        self.links = UserLinks()
 
     # ------------------------------------------------------------------ start-up (blocking)
 
@@ -374,6 +400,7 @@ class Community:
                 meter.relay_actor = Actor.parse(wanted.actor)  # an earlier version's text too
         self._top_up_day = self._today()
         self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
+        self.links = UserLinks(self.ledger.user_links())
 
     def _load_cycle(self, meter: MeterState, household: HouseholdState) -> None:
         """Enter the meter's current cycle with the kWh and money already taken in it."""
@@ -809,15 +836,20 @@ class Community:
     ) -> list[Event]:
         """A person asks for the supply on or off; on is refused while credit is exhausted.
 
-        The actor's kind decides: below the reclose threshold only an operator's request with
-        `operator_override` restores (a resident's override is ignored); the system's and the
-        protective watch's requests are automatic ones (allowed only with automatic restore).
+        With `enforce_permissions`, who may ask comes first (engine/permissions.py): only an
+        operator cuts, a resident restores only their household after a credit cut (asking
+        for a supply that is on changes nothing). Then the actor's kind decides: below the
+        reclose threshold only an operator's request with `operator_override` restores (a
+        resident's override is ignored); the system's and the protective watch's requests
+        are automatic ones (allowed only with automatic restore).
         """
-        meter = self.meters.get(meter_id)
-        if meter is None:
-            raise CommunityError("unknown_meter", f"Unknown meter {meter_id}", meter_id=meter_id)
+        meter = self._known_meter(meter_id)
         if state == "off":
+            self._authorize(actor, "cut", meter=meter)
             return self._set_relay(meter, "off", "manual", actor)
+        self._authorize(actor, "restore", meter=meter)
+        if self.enforce_permissions and actor.kind == "resident" and meter.desired_relay == "on":
+            return []  # nothing to restore
         household = self.households.get(meter.account_id) if meter.account_id else None
         balance = household.electricity if household else _ZERO
         decision = decide_restore(
@@ -851,7 +883,7 @@ class Community:
         for meter in self.meters.values():
             if meter.account_id != account_id or meter.desired_relay == "on":
                 continue
-            if meter.relay_reason not in ("credit_exhausted",):
+            if meter.relay_reason not in CREDIT_CUTS:
                 continue
             decision = decide_restore(
                 household.electricity,
@@ -863,20 +895,139 @@ class Community:
                 events += self._set_relay(meter, "on", "auto_restore", Actor.SYSTEM)
         return events
 
-    def can_restore(self, meter_id: str) -> bool:
-        """Return whether the resident's restore button would succeed now."""
+    def can_restore(self, meter_id: str, actor: Actor | None = None) -> bool:
+        """Return whether a restore (no override) by `actor` would succeed now.
+
+        Without an actor: whether the household's restore button would succeed for one of
+        its residents (with `enforce_permissions`, only after a credit cut).
+        """
         meter = self.meters.get(meter_id)
         if meter is None or meter.desired_relay == "on" or meter.account_id is None:
             return False
         household = self.households.get(meter.account_id)
         if household is None:
             return False
+        if self.enforce_permissions:
+            if actor is None and meter.relay_reason not in CREDIT_CUTS:
+                return False
+            if actor is not None and self._refusal(actor, "restore", meter=meter) is not None:
+                return False
         return decide_restore(
             household.electricity,
-            requested_by="resident",
+            requested_by="resident" if actor is None else _REQUESTER[actor.kind],
             operator_override=False,
             config=self.policy,
         ).allowed
+
+    # ------------------------------------------------------------------ who may do what
+
+    def authorize(
+        self,
+        actor: Actor,
+        action: Action,
+        *,
+        meter_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        """Raise `CommunityError` (and log who tried) if `actor` may not do `action`.
+
+        For a meter (`meter_id`) the household is the one it is assigned to and a restore's
+        cut reason is the meter's; an unknown meter is `unknown_meter`. Without
+        `enforce_permissions` only linking and unlinking people are checked.
+        """
+        meter = None if meter_id is None else self._known_meter(meter_id)
+        self._authorize(actor, action, meter=meter, account_id=account_id)
+
+    def _known_meter(self, meter_id: str) -> MeterState:
+        meter = self.meters.get(meter_id)
+        if meter is None:
+            raise CommunityError("unknown_meter", f"Unknown meter {meter_id}", meter_id=meter_id)
+        return meter
+
+    def _authorize(
+        self,
+        actor: Actor,
+        action: Action,
+        *,
+        meter: MeterState | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        if not self.enforce_permissions and action not in ("link", "unlink"):
+            return
+        refusal = self._refusal(actor, action, meter=meter, account_id=account_id)
+        if refusal is None:
+            return
+        _LOGGER.warning(
+            "Refused a request of %s (%s, user id %s): %s",
+            actor.display,
+            actor.kind,
+            actor.user_id,
+            refusal.message,
+        )
+        raise CommunityError(refusal.key, refusal.message, **refusal.placeholders)
+
+    def _refusal(
+        self,
+        actor: Actor,
+        action: Action,
+        *,
+        meter: MeterState | None = None,
+        account_id: str | None = None,
+    ) -> Refusal | None:
+        if meter is not None:
+            account_id = meter.account_id
+        return check(
+            actor,
+            action,
+            self.links,
+            account_id=account_id,
+            meter_id=None if meter is None else meter.meter_id,
+            cut_reason=(
+                meter.relay_reason if meter is not None and meter.desired_relay == "off" else None
+            ),
+        )
+
+    def set_low_threshold(
+        self, meter_id: str, value: Decimal | None, *, actor: Actor | None = None
+    ) -> None:
+        """Set (None: clear) a meter's low-balance threshold; a resident only their own."""
+        meter = self._known_meter(meter_id)
+        if actor is not None:
+            self._authorize(actor, "threshold", meter=meter)
+        meter.low_threshold = value
+
+    # ------------------------------------------------------------------ people (blocking)
+
+    def link_user(self, account_id: str, user_id: str, *, actor: Actor) -> bool:
+        """Link a user to a household, an operator's decision (blocking); return if it changed.
+
+        Apply it in the loop with `apply_link`.
+        """
+        return self._record_link(account_id, user_id, linked=True, actor=actor)
+
+    def unlink_user(self, account_id: str, user_id: str, *, actor: Actor) -> bool:
+        """Unlink a user from a household (blocking); return whether they were linked."""
+        return self._record_link(account_id, user_id, linked=False, actor=actor)
+
+    def _record_link(self, account_id: str, user_id: str, *, linked: bool, actor: Actor) -> bool:
+        self._authorize(actor, "link" if linked else "unlink", account_id=account_id)
+        if self.ledger.household(account_id) is None:
+            raise CommunityError(
+                "unknown_household", f"Unknown household {account_id}", household=account_id
+            )
+        try:
+            return self.ledger.record_link(
+                UserLink(account_id, user_id, linked, str(actor), int(self.clock()))
+            )
+        except LedgerError as err:
+            raise CommunityError("ledger_error", str(err), error=str(err)) from err
+
+    def apply_link(self, account_id: str, user_id: str, *, linked: bool) -> None:
+        """Take a link or an unlink into the live state (event loop)."""
+        if linked:
+            self.links.link(account_id, user_id)
+        else:
+            self.links.unlink(account_id, user_id)
 
     # ------------------------------------------------------------------ batches
 
@@ -991,6 +1142,7 @@ class Community:
         actor: Actor,
     ) -> LedgerResult:
         """Credit the electricity wallet once per transaction id (blocking, durable on return)."""
+        self._authorize(actor, "top_up", account_id=account_id)
         _check_amount(amount)
         if not transaction_id.strip():
             raise CommunityError("invalid_transaction", "A transaction id is required")
@@ -1035,6 +1187,7 @@ class Community:
         meta: Mapping[str, str] | None = None,
     ) -> LedgerResult:
         """A fee, a fee payment or an adjustment (blocking)."""
+        self._authorize(actor, _MONEY_ACTIONS[kind], account_id=account_id)
         if kind in (EntryKind.FEE, EntryKind.PAYMENT):
             _check_amount(amount)
             signed = -amount if kind is EntryKind.FEE else amount
@@ -1103,8 +1256,11 @@ class Community:
         label: str,
         *,
         supply_protected: bool | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """Create the household if new and bind the meter to it (blocking)."""
+        if actor is not None:
+            self._authorize(actor, "assign", account_id=account_id)
         owner = [m for m, a in self.ledger.meters().items() if a == account_id and m != meter_id]
         if owner:
             raise CommunityError(
@@ -1149,8 +1305,15 @@ class Community:
             Event("account", meter_id, account_id),
         ]
 
-    def statement(self, account_id: str, cycle: str) -> dict[str, Any]:
-        """Return a cycle's statement: the stored one if closed, else the running one (blocking)."""
+    def statement(
+        self, account_id: str, cycle: str, *, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        """Return a cycle's statement: the stored one if closed, else the running one (blocking).
+
+        A resident asking for a household not theirs is refused before it is looked up.
+        """
+        if actor is not None:
+            self._authorize(actor, "statement", account_id=account_id)
         if self.ledger.household(account_id) is None:
             raise CommunityError(
                 "unknown_household", f"Unknown household {account_id}", household=account_id

@@ -18,6 +18,11 @@ the newest row of each meter is what is wanted after a restart. Actors are text 
 engine's `Actor` in its stored form, see engine/actor.py; this module imports nothing of
 the package), in `supply_changes.actor` and in a journal entry's `meta`.
 
+Who lives where is a ledger fact as well: linking a person (an opaque user id, a Home
+Assistant user's) to a household, and unlinking them, is appended to `user_links`
+(append-only, with who did it and when); the newest row of each (household, user) says
+whether they are linked. Linking what is linked, or unlinking what is not, writes nothing.
+
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
 committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
@@ -71,6 +76,7 @@ __all__ = [
     "SupplyChange",
     "UsageDelta",
     "UsageRow",
+    "UserLink",
 ]
 
 
@@ -142,6 +148,17 @@ class SupplyChange:
     meter_id: str
     state: str  # "on" or "off"
     reason: str
+    actor: str  # the text form of an engine.actor.Actor
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserLink:
+    """A person linked to (or unlinked from) a household, by whom, when."""
+
+    account_id: str
+    user_id: str  # opaque: a Home Assistant user id
+    linked: bool  # False: unlinked
     actor: str  # the text form of an engine.actor.Actor
     ts: int
 
@@ -292,6 +309,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'supply decisions are append-only'); END""",
         """CREATE TRIGGER supply_changes_no_delete BEFORE DELETE ON supply_changes
             BEGIN SELECT RAISE(ABORT, 'supply decisions are append-only'); END""",
+    ),
+    (  # 3: which people are linked to which household, as a journal of links and unlinks
+        """CREATE TABLE user_links (
+            id INTEGER PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            user_id TEXT NOT NULL,
+            linked INTEGER NOT NULL CHECK (linked IN (0, 1)),
+            actor TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
+        "CREATE INDEX user_links_pair ON user_links (account_id, user_id, id)",
+        """CREATE TRIGGER user_links_no_update BEFORE UPDATE ON user_links
+            BEGIN SELECT RAISE(ABORT, 'user links are append-only'); END""",
+        """CREATE TRIGGER user_links_no_delete BEFORE DELETE ON user_links
+            BEGIN SELECT RAISE(ABORT, 'user links are append-only'); END""",
     ),
 )
 
@@ -845,6 +877,62 @@ class Ledger:
             (meter_id,),
         )
         return [SupplyChange(row[0], row[1], row[2], row[3], int(row[4])) for row in rows]
+
+    # ------------------------------------------------------------------ people and households
+
+    def record_link(self, change: UserLink) -> bool:
+        """Link a user to a household or unlink them; return whether anything changed.
+
+        Linking a linked user, or unlinking one who is not linked, writes nothing.
+        """
+        account_id = _text(change.account_id, "An account id")
+        user_id = _text(change.user_id, "A user id")
+        actor = _text(change.actor, "The actor of a link")
+        ts = _timestamp(change.ts, "The time of a link")
+        linked = bool(change.linked)
+        with self._lock, self._transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM households WHERE account_id = ?", (account_id,)
+            ).fetchone():
+                raise LedgerError(
+                    f"Cannot link user {user_id!r} to unknown account {account_id!r}."
+                )
+            newest = conn.execute(
+                "SELECT linked FROM user_links WHERE account_id = ? AND user_id = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (account_id, user_id),
+            ).fetchone()
+            if bool(newest and newest[0]) == linked:
+                return False
+            conn.execute(
+                "INSERT INTO user_links (account_id, user_id, linked, actor, ts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (account_id, user_id, int(linked), actor, ts),
+            )
+            return True
+
+    def user_links(self) -> dict[str, frozenset[str]]:
+        """Return each household's linked users (households with none are left out)."""
+        links: dict[str, set[str]] = {}
+        for account_id, user_id in self._read(
+            """SELECT account_id, user_id FROM user_links
+               WHERE id IN (SELECT MAX(id) FROM user_links GROUP BY account_id, user_id)
+               AND linked = 1"""
+        ):
+            links.setdefault(account_id, set()).add(user_id)
+        return {account_id: frozenset(users) for account_id, users in links.items()}
+
+    def link_history(self, account_id: str | None = None) -> list[UserLink]:
+        """Return the links and unlinks of one household (or of all), oldest first."""
+        sql = "SELECT account_id, user_id, linked, actor, ts FROM user_links"
+        params: tuple[str, ...] = ()
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params = (account_id,)
+        return [
+            UserLink(row[0], row[1], bool(row[2]), row[3], int(row[4]))
+            for row in self._read(sql + " ORDER BY id", params)
+        ]
 
     def _apply(self, conn: sqlite3.Connection, postings: Sequence[_Checked]) -> list[PostResult]:
         """Insert the new postings and update their balances (inside the caller's transaction)."""

@@ -339,11 +339,15 @@ class CommunityService:
         label: str,
         *,
         supply_protected: bool | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
-        """Bind a meter to a household (created if new); return what was assigned."""
+        """Bind a meter to a household (created if new); return what was assigned.
+
+        With an `actor`, who asks is checked (an operator's); without, the caller has.
+        """
         info = await self._in_executor(
             lambda: self.community.assign_meter(
-                meter_id, account_id, label, supply_protected=supply_protected
+                meter_id, account_id, label, supply_protected=supply_protected, actor=actor
             )
         )
         self._dispatch(self.community.apply_assignment(meter_id, info))
@@ -351,9 +355,54 @@ class CommunityService:
         self._listener.meter_changed(meter_id)
         return info
 
-    async def statement(self, account_id: str, cycle: str) -> dict[str, Any]:
-        """Return a cycle's statement of a household."""
-        return await self._in_executor(self.community.statement, account_id, cycle)
+    async def statement(
+        self, account_id: str, cycle: str, *, actor: Actor | None = None
+    ) -> dict[str, Any]:
+        """Return a cycle's statement of a household (to a resident, only their own)."""
+        if actor is not None:  # in the loop, where the links change
+            self.community.authorize(actor, "statement", account_id=account_id)
+        return await self._in_executor(
+            lambda: self.community.statement(account_id, cycle, actor=actor)
+        )
+
+    def set_low_threshold(
+        self, meter_id: str, value: Decimal | None, *, actor: Actor | None = None
+    ) -> None:
+        """Set (None: clear) a meter's low-balance threshold; a resident only their own.
+
+        The host keeps the value (the ledger does not); the account topic says "low" anew.
+        """
+        self.community.set_low_threshold(meter_id, value, actor=actor)
+        account_id = self.community.meters[meter_id].account_id
+        if account_id is not None:
+            self.account_changed(account_id)
+        self._listener.meter_changed(meter_id)
+
+    # ------------------------------------------------------------------ people
+
+    async def link_user(self, account_id: str, user_id: str, *, actor: Actor) -> bool:
+        """Link a user to a household (an operator's); return whether it changed anything."""
+        changed = await self._in_executor(
+            lambda: self.community.link_user(account_id, user_id, actor=actor)
+        )
+        self.community.apply_link(account_id, user_id, linked=True)
+        return changed
+
+    async def unlink_user(self, account_id: str, user_id: str, *, actor: Actor) -> bool:
+        """Unlink a user from a household (an operator's); return whether they were linked."""
+        changed = await self._in_executor(
+            lambda: self.community.unlink_user(account_id, user_id, actor=actor)
+        )
+        self.community.apply_link(account_id, user_id, linked=False)
+        return changed
+
+    def households_of(self, user_id: str) -> frozenset[str]:
+        """Return the households a user is linked to."""
+        return self.community.links.households_of(user_id)
+
+    def users_of(self, account_id: str) -> frozenset[str]:
+        """Return the users linked to a household."""
+        return self.community.links.users_of(account_id)
 
     async def request_supply(
         self, meter_id: str, state: Relay, *, actor: Actor, operator_override: bool = False
