@@ -49,7 +49,7 @@ from .engine.ledger import Ledger
 from .engine.profiles import Profile
 from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
-from .engine.views import MeterView, meter_view
+from .engine.views import CommunityLists, MeterView, community_lists, meter_view
 from .heap import FREEZE_ABOVE, async_hold_frozen
 
 _LOGGER = logging.getLogger(__package__)
@@ -168,6 +168,8 @@ class PrepaidRuntime:
         self._views: dict[str, MeterView] = {}  # built on first read after a change
         self._community_dirty = False
         self.totals: dict[str, Any] = community.totals()
+        #: The households each operator list names (arrears, cut, alarmed, offline).
+        self.lists: CommunityLists = community_lists(community)
         self._community_listeners: list[CALLBACK_TYPE] = []
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
@@ -480,6 +482,7 @@ class PrepaidRuntime:
         """Recompute the community figures once, then let each community entity write."""
         self._community_dirty = False
         self.totals = self.community.totals()
+        self.lists = community_lists(self.community)
         for listener in tuple(self._community_listeners):
             listener()
 
@@ -529,14 +532,14 @@ class PrepaidRuntime:
                     | "supply_restored"
                     | "supply_cut_deferred"
                     | "top_up"
-                    | "alarm"
-                    | "inactivity"
                 ):
                     pass  # bus events only (below)
+                case "alarm" | "inactivity" | "availability":
+                    self._community_dirty = True  # the operator's lists name them
                 case "announce":
                     assert meter_id is not None
                     self._update_device_model(meter_id)
-                case "availability" | "cycle_closed" | "rejected" | "reconcile" | "display":
+                case "cycle_closed" | "rejected" | "reconcile" | "display":
                     pass  # the meter's entities and diagnostics show these; the service acted
                 case unknown:
                     assert_never(unknown)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -30,7 +31,7 @@ from homeassistant.util import dt as dt_util
 
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .engine.ledger import SubAccount
-from .engine.views import MeterView
+from .engine.views import Line, MeterView
 from .entity import PrepaidCommunityEntity, PrepaidMeterEntity
 
 PARALLEL_UPDATES = 0
@@ -53,6 +54,8 @@ class CommunitySensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[PrepaidRuntime], SensorValue]
     currency_unit: str | None = None
+    #: The households this figure counts, shown as the `households` attribute (unrecorded).
+    lines_fn: Callable[[PrepaidRuntime], list[Line]] | None = None
 
 
 def _last_reading(view: MeterView) -> SensorValue:
@@ -158,6 +161,10 @@ def _arrears(sub: SubAccount) -> Callable[[PrepaidRuntime], SensorValue]:
     return value
 
 
+def _arrears_lines(sub: SubAccount) -> Callable[[PrepaidRuntime], list[Line]]:
+    return lambda runtime: runtime.lists.arrears[sub]
+
+
 COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
     CommunitySensorDescription(
         key="total_balance",
@@ -174,6 +181,7 @@ COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
             translation_key=f"arrears_{sub.value}",
             state_class=SensorStateClass.MEASUREMENT,
             value_fn=_arrears(sub),
+            lines_fn=_arrears_lines(sub),
         )
         for sub in SubAccount
     ),
@@ -182,6 +190,21 @@ COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
         translation_key="supplies_cut",
         state_class=SensorStateClass.MEASUREMENT,
         value_fn=lambda rt: rt.totals["supplies_cut"],
+        lines_fn=lambda rt: rt.lists.cut,
+    ),
+    CommunitySensorDescription(
+        key="meters_alarmed",
+        translation_key="meters_alarmed",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda rt: rt.lists.counts["alarmed"],
+        lines_fn=lambda rt: rt.lists.alarmed,
+    ),
+    CommunitySensorDescription(
+        key="meters_offline",
+        translation_key="meters_offline",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda rt: rt.lists.counts["offline"],
+        lines_fn=lambda rt: rt.lists.offline,
     ),
     CommunitySensorDescription(
         key="top_ups_today",
@@ -255,6 +278,8 @@ class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
     """A sensor of the community."""
 
     entity_description: CommunitySensorDescription
+    # The lists change with every cut and top-up; the count is what history needs.
+    _unrecorded_attributes = frozenset({"households"})
 
     def __init__(self, runtime: PrepaidRuntime, description: CommunitySensorDescription) -> None:
         """Set the currency unit where the description asks for it."""
@@ -268,3 +293,9 @@ class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
     def native_value(self) -> SensorValue:
         """Return the value from the community totals."""
         return self.entity_description.value_fn(self.runtime)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Name the households counted (worst first, at most views.LIST_LIMIT)."""
+        lines_fn = self.entity_description.lines_fn
+        return None if lines_fn is None else {"households": lines_fn(self.runtime)}

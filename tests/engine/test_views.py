@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.prepaid_meter.engine.ledger import Ledger
-from custom_components.prepaid_meter.engine.views import meter_view
-from tests.engine.test_community import NOON, Clock, R, _assign, _community, _top_up
+from custom_components.prepaid_meter.engine.ledger import Ledger, SubAccount
+from custom_components.prepaid_meter.engine.views import community_lists, meter_view
+from tests.engine.test_community import NOON, OPS, Clock, R, _assign, _community, _top_up
 
 M1 = "000000000001"
+M2 = "000000000002"
 
 
 @pytest.fixture
@@ -71,3 +72,44 @@ def test_supply_reason_says_emergency_credit_below_zero(ledger: Ledger, clock: C
     assert cut.supply_reason == "credit_exhausted"
     override = dataclasses.replace(below, relay_reason="operator_override")
     assert override.supply_reason == "operator_override"
+
+
+def test_community_lists_name_the_households_to_look_at(ledger: Ledger, clock: Clock) -> None:
+    """Arrears worst first per sub-account, cut with why, alarmed, offline; cut to a limit."""
+    community = _community(ledger, clock)
+    _assign(community)
+    _assign(community, M2, "b3-u2-502")
+    community.handle_announce(M1, model=None, firmware=None, rated_current_a=None)
+    community.handle_announce(M2, model=None, firmware=None, rated_current_a=None)
+    community.request_relay(M1, "off", actor=OPS)
+    community.meters[M2].online = False
+    community.meters[M2].theft_alarm = True
+    empty = community_lists(community)
+    assert empty.arrears[SubAccount.ELECTRICITY] == []
+    assert empty.cut == [
+        {
+            "household": "Household b3-u2-501",
+            "account_id": "b3-u2-501",
+            "meter_id": M1,
+            "reason": "manual",
+            "balance": "0.00",
+        }
+    ]
+    assert [line["meter_id"] for line in empty.offline] == [M2]
+    assert empty.alarmed[0]["alarms"] == ["theft_suspected"]
+    for account in ("b3-u2-501", "b3-u2-502"):
+        community.households[account].balances[SubAccount.PROPERTY_FEE] = Decimal(
+            "-10.005" if account.endswith("1") else "-99"
+        )
+    lists = community_lists(community, limit=1)
+    assert lists.arrears[SubAccount.PROPERTY_FEE] == [
+        {"household": "Household b3-u2-502", "account_id": "b3-u2-502", "balance": "-99.00"}
+    ]
+    assert lists.counts == {
+        "arrears_electricity": 0,
+        "arrears_property_fee": 2,
+        "arrears_parking_fee": 0,
+        "cut": 1,
+        "alarmed": 1,
+        "offline": 1,
+    }

@@ -304,6 +304,26 @@ async def test_switch_turn_off_names_who_and_why(
     assert cuts[0].data["actor_user_id"] == admin.id
     assert cuts[0].data["reason"] == "manual"
     assert cuts[0].data["household"] == "Household 3-501"
+    # The operator's list of cut households names it, with why and the balance.
+    await runtime.async_flush()
+    await hass.async_block_till_done()
+    registry = er.async_get(hass)
+    cut_count = registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{runtime.community_identifier}_supplies_cut"
+    )
+    assert cut_count is not None
+    listed = hass.states.get(cut_count)
+    assert listed is not None
+    assert listed.state == "1"
+    assert listed.attributes["households"] == [
+        {
+            "household": "Household 3-501",
+            "account_id": HOUSEHOLD,
+            "meter_id": METER_ID,
+            "reason": "manual",
+            "balance": "50.00",
+        }
+    ]
 
     # The wish is a ledger fact at once (a person's request is committed before the action
     # returns), with who asked and why; Home Assistant's storage no longer holds it.

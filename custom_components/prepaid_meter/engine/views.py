@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from .community import Community, MeterState, Relay
+from .ledger import SubAccount
 
-__all__ = ["MeterView", "meter_view"]
+__all__ = ["CommunityLists", "MeterView", "community_lists", "meter_view"]
+
+#: How many households each operator list names (the count is always whole).
+LIST_LIMIT = 100
 
 CENT = Decimal("0.01")
 WATT_HOUR = Decimal("0.001")
@@ -112,3 +117,90 @@ def meter_view(community: Community, meter: MeterState) -> MeterView:
         _community=community,
         _meter=meter,
     )
+
+
+type Line = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityLists:
+    """Which households an operator must look at: each list worst first, cut to a limit."""
+
+    arrears: dict[SubAccount, list[Line]]
+    cut: list[Line]
+    alarmed: list[Line]
+    offline: list[Line]
+    counts: dict[str, int]
+
+
+def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityLists:
+    """Return the households in arrears (by sub-account), cut, alarmed and offline.
+
+    A line names the household (its label and id), the meter and what matters for the list:
+    the balance to the cent, why the supply is cut, which alarms are on. Lists are sorted
+    worst first (largest debt first; the rest by household) and hold at most `limit` lines;
+    `counts` has each list's full length (`arrears_<sub>`, `cut`, `alarmed`, `offline`).
+    """
+    arrears: dict[SubAccount, list[Line]] = {sub: [] for sub in SubAccount}
+    for household in community.households.values():
+        for sub in SubAccount:
+            value = (
+                household.electricity if sub is SubAccount.ELECTRICITY else household.balances[sub]
+            )
+            if value < 0:
+                arrears[sub].append(
+                    {
+                        "household": household.label,
+                        "account_id": household.account_id,
+                        "balance": str(value.quantize(CENT)),
+                        "_sort": value,
+                    }
+                )
+    cut: list[Line] = []
+    alarmed: list[Line] = []
+    offline: list[Line] = []
+    for meter in community.meters.values():
+        home = community.households.get(meter.account_id) if meter.account_id else None
+        base: Line = {
+            "household": home.label if home else None,
+            "account_id": meter.account_id,
+            "meter_id": meter.meter_id,
+        }
+        if meter.desired_relay == "off":
+            balance = home.electricity.quantize(CENT) if home else None
+            cut.append({**base, "reason": meter.relay_reason, "balance": _text(balance)})
+        alarms = [
+            name
+            for name, on in (
+                ("overload", meter.overload_alarm),
+                ("theft_suspected", meter.theft_alarm),
+                ("inactivity", meter.inactive_alarm),
+            )
+            if on
+        ]
+        if alarms:
+            alarmed.append({**base, "alarms": alarms})
+        if meter.online is False:
+            offline.append(base)
+    counts = {f"arrears_{sub.value}": len(lines) for sub, lines in arrears.items()}
+    counts |= {"cut": len(cut), "alarmed": len(alarmed), "offline": len(offline)}
+    for sub, lines in arrears.items():
+        lines.sort(key=lambda line: (line["_sort"], line["household"]))
+        arrears[sub] = [
+            {key: value for key, value in line.items() if key != "_sort"} for line in lines[:limit]
+        ]
+    return CommunityLists(
+        arrears=arrears,
+        cut=sorted(cut, key=_by_household)[:limit],
+        alarmed=sorted(alarmed, key=_by_household)[:limit],
+        offline=sorted(offline, key=_by_household)[:limit],
+        counts=counts,
+    )
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _by_household(line: Line) -> tuple[str, str]:
+    return (line["household"] or "", line["meter_id"])
