@@ -146,7 +146,7 @@ async def test_low_balance_every_community_and_own_message(hass: HomeAssistant) 
         {
             "notify_action": "notify.office",
             "title": "余额不足",
-            "message": "{{ household }} 电费余额 {{ event.balance }} 元，请及时充值",  # noqa: RUF001
+            "message": "{{ household }} 电费余额 {{ event.balance }} 元，请及时充值",
         },
     )
     hass.bus.async_fire(
@@ -162,7 +162,7 @@ async def test_low_balance_every_community_and_own_message(hass: HomeAssistant) 
     )  # fmt: skip
     await hass.async_block_till_done()
     assert [call.data for call in calls] == [
-        {"title": "余额不足", "message": "000012345678 电费余额 9.00 元，请及时充值"}  # noqa: RUF001
+        {"title": "余额不足", "message": "000012345678 电费余额 9.00 元，请及时充值"}
     ]
 
 
