@@ -45,6 +45,34 @@ ensure_mosquitto() {
   # The Debian package starts a system broker on 1883 where systemd runs; tests never use it.
 }
 
+ensure_chromium() {
+  # The real-browser test (tests/browser) drives Debian's Chromium; Playwright never downloads
+  # a browser here (its `playwright install` would, and this network is closed to it).
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "==> installing chromium from Debian's packages (for the browser test)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    { $sudo apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null; } || true
+    if [ ! -x /usr/bin/chromium ]; then
+      echo "error: /usr/bin/chromium is missing and apt-get could not install Debian's chromium package (the browser test needs it)" >&2
+      return 1
+    fi
+  fi
+}
+
+ensure_browser_venv() {
+  # Playwright (requirements_browser.txt) in the oldest version's .venv, which runs the
+  # browser test; kept out of requirements_test.txt so scripts/demo does not install it.
+  local stamp="$VENV/.requirements_browser.sha256" want
+  want="$(sha256sum < "$ROOT/requirements_browser.txt" | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  echo "==> installing Playwright into $VENV (requirements_browser.txt)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements_browser.txt" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/python" -c 'import playwright.sync_api' || return 1
+  echo "$want" > "$stamp"
+}
+
 ensure_amqtt() {
   # The embedded pure-Python broker (amqtt, pinned in requirements_broker.txt), in a venv of
   # its own. The demo uses it where mosquitto is missing; the tests run the demo on it too.
