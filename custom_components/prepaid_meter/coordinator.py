@@ -51,6 +51,7 @@ from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
 from .heap import FREEZE_ABOVE, async_hold_frozen
+from .texts import translated_placeholders
 
 _LOGGER = logging.getLogger(__package__)
 
@@ -115,6 +116,15 @@ def money(value: object) -> str:
         return str(Decimal(str(value)).quantize(CENT, ROUND_HALF_UP))
     except InvalidOperation:
         return str(value)
+
+
+def refusal(hass: HomeAssistant, err: CommunityError) -> ServiceValidationError:
+    """Return the engine's refusal as a translated error, its reason and action in words."""
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key=err.key,
+        translation_placeholders=translated_placeholders(hass, err.placeholders),
+    )
 
 
 class PrepaidRuntime:
@@ -629,6 +639,9 @@ class PrepaidRuntime:
         for field in MONEY_FIELDS:
             if data.get(field) is not None:
                 data[field] = money(data[field])
+        # Who to tell: the Home Assistant users linked to the household (blueprints notify them).
+        account_id = data.get("account_id")
+        data["users"] = sorted(self.service.users_of(account_id)) if account_id else []
         return data
 
     @callback
@@ -795,11 +808,7 @@ class PrepaidRuntime:
         try:
             return await request(*args, **kwargs)
         except CommunityError as err:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key=err.key,
-                translation_placeholders=err.placeholders,
-            ) from err
+            raise refusal(self.hass, err) from err
         except Exception as err:
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
@@ -814,14 +823,22 @@ class PrepaidRuntime:
         return self.community.low_threshold(self.community.meters[meter_id])
 
     @callback
-    def set_low_threshold(self, meter_id: str, value: Decimal) -> None:
-        """Set a meter's low-balance threshold."""
-        meter = self.community.meters[meter_id]
-        meter.low_threshold = value
-        if meter.account_id is not None:
-            self.service.account_changed(meter.account_id)  # its account topic says "low"
+    def set_low_threshold(self, meter_id: str, value: Decimal, actor: Actor = Actor.SYSTEM) -> None:
+        """Set a meter's low-balance threshold (a resident only their own household's).
+
+        Raises the engine's refusal as a translated error; the value is kept across restarts.
+        """
+        try:
+            self.service.set_low_threshold(meter_id, value, actor=actor)
+        except CommunityError as err:
+            raise refusal(self.hass, err) from err
         self._store.async_delay_save(self._store_data, 1)
-        self._notify_meter(meter_id)
+
+    async def async_set_low_threshold(
+        self, meter_id: str, value: Decimal, context: Context | None
+    ) -> None:
+        """Set a meter's threshold on someone's request (who asked decides whether it may)."""
+        self.set_low_threshold(meter_id, value, await self._actor(context))
 
     def diagnostics(self) -> dict[str, Any]:
         """Return what an operator needs to see to debug this community."""

@@ -46,8 +46,8 @@ from .engine.transport import (
     forget_session,
 )
 from .entity import hub_device_info
-from .logbook import async_load_texts
 from .services import async_setup_services
+from .texts import async_load_texts
 
 _LOGGER = logging.getLogger(__name__)
 PLATFORMS: list[Platform] = [
@@ -164,6 +164,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
             policy,
             birth_announces=not profile.announces,
             issues=profile.issues,  # one counter of what the profile and the gate refuse
+            enforce_permissions=True,  # who may do what: engine/permissions.py
         ),
         transport_config=config,
         profile=profile,

@@ -71,4 +71,6 @@ class PrepaidThresholdNumber(PrepaidMeterEntity, RestoreNumber):
 
     async def async_set_native_value(self, value: float) -> None:
         """Set the threshold (a display setting: money is never computed from it)."""
-        self.runtime.set_low_threshold(self.meter_id, Decimal(str(value)))
+        await self.runtime.async_set_low_threshold(
+            self.meter_id, Decimal(str(value)), self._context
+        )

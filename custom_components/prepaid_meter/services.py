@@ -19,7 +19,7 @@ from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money
+from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money, refusal
 from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
@@ -37,6 +37,7 @@ ATTR_LABEL = "label"
 ATTR_SUPPLY_PROTECTED = "supply_protected"
 ATTR_OPERATOR_OVERRIDE = "operator_override"
 ATTR_CYCLE = "cycle"
+ATTR_USER_ID = "user_id"
 CHANNELS = ["wechat", "alipay", "app", "cash", "bank"]
 FEE_SUBS = [SubAccount.PROPERTY_FEE.value, SubAccount.PARKING_FEE.value]
 
@@ -104,6 +105,13 @@ RESTORE_SCHEMA = vol.Schema(
         **_ENTRY,
         vol.Required(ATTR_METER_ID): cv.string,
         vol.Optional(ATTR_OPERATOR_OVERRIDE, default=False): cv.boolean,
+    }
+)
+LINK_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_HOUSEHOLD): cv.string,
+        vol.Required(ATTR_USER_ID): vol.All(cv.string, vol.Length(min=1, max=64)),
     }
 )
 STATEMENT_SCHEMA = vol.Schema(
@@ -207,7 +215,7 @@ def _post_money(
 
 
 async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    await _require_admin(hass, call)
+    actor = await _require_admin(hass, call)
     runtime = _runtime(hass, call)
     meter_id = call.data[ATTR_METER_ID]
     community = runtime.community
@@ -222,6 +230,7 @@ async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
         household,
         label,
         supply_protected=call.data.get(ATTR_SUPPLY_PROTECTED),
+        actor=actor,
     )
     return {"household": household, "meter_id": meter_id, "label": str(info["label"])}
 
@@ -238,12 +247,33 @@ async def _restore_supply(hass: HomeAssistant, call: ServiceCall) -> ServiceResp
 
 
 async def _get_statement(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    actor = await async_actor(hass, call.context)
     runtime = _runtime(hass, call)
+    # Who asks comes first: a resident learns nothing of a household that is not theirs,
+    # not even whether it exists.
+    runtime.community.authorize(actor, "statement", account_id=call.data[ATTR_HOUSEHOLD])
     account_id = _account_of(runtime, call)
     statement: dict[str, Any] = await runtime.async_call(
-        runtime.service.statement, account_id, call.data[ATTR_CYCLE]
+        runtime.service.statement, account_id, call.data[ATTR_CYCLE], actor=actor
     )
     return statement
+
+
+def _link(linked: bool) -> Callable[[HomeAssistant, ServiceCall], Awaitable[ServiceResponse]]:
+    """Return the handler that links (or unlinks) a Home Assistant user to a household."""
+
+    async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+        actor = await _require_admin(hass, call)
+        runtime = _runtime(hass, call)
+        account_id = _account_of(runtime, call)
+        user_id = call.data[ATTR_USER_ID]
+        if linked and await hass.auth.async_get_user(user_id) is None:
+            raise _error("unknown_user", user_id=user_id)
+        request = runtime.service.link_user if linked else runtime.service.unlink_user
+        changed = await runtime.async_call(request, account_id, user_id, actor=actor)
+        return {"household": account_id, "user_id": user_id, "linked": linked, "changed": changed}
+
+    return handle
 
 
 SERVICES: dict[
@@ -265,6 +295,8 @@ SERVICES: dict[
     "assign_meter": (ASSIGN_SCHEMA, _assign_meter, SupportsResponse.OPTIONAL),
     "restore_supply": (RESTORE_SCHEMA, _restore_supply, SupportsResponse.NONE),
     "get_statement": (STATEMENT_SCHEMA, _get_statement, SupportsResponse.ONLY),
+    "link_user": (LINK_SCHEMA, _link(True), SupportsResponse.OPTIONAL),
+    "unlink_user": (LINK_SCHEMA, _link(False), SupportsResponse.OPTIONAL),
 }
 
 
@@ -280,7 +312,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
             try:
                 return await handler(hass, call)
             except CommunityError as err:
-                raise _error(err.key, **err.placeholders) from err
+                raise refusal(hass, err) from err
 
         # Home Assistant 2026 types `schema` as a probatio schema, what `voluptuous` is there.
         hass.services.async_register(

@@ -350,15 +350,33 @@ async def test_switch_turn_off_names_who_and_why(
     assert status is not None and status.desired == "off"
     await wait_until(hass, lambda: state(hass, entry, "supply") == "off")
 
-    # A user id that no longer exists restores as a resident would: allowed while in credit.
+    # Nobody but an operator restores after an operator's cut: not a user id that no longer
+    # exists (a resident of no household) ...
+    with pytest.raises(ServiceValidationError) as info:
+        await hass.services.async_call(
+            DOMAIN,
+            "restore_supply",
+            {"meter_id": METER_ID},
+            blocking=True,
+            context=Context(user_id="gone"),
+        )
+    assert info.value.translation_key == "not_your_meter"
+    # ... nor a resident of this very household, however much credit it has.
+    alice = await hass.auth.async_create_user("Alice")
     await hass.services.async_call(
-        DOMAIN,
-        "restore_supply",
-        {"meter_id": METER_ID},
-        blocking=True,
-        context=Context(user_id="gone"),
+        DOMAIN, "link_user", {"household": HOUSEHOLD, "user_id": alice.id}, blocking=True
     )
-    assert runtime.community.meters[METER_ID].relay_actor == Actor("resident", user_id="gone")
+    with pytest.raises(ServiceValidationError) as info:
+        await hass.services.async_call(
+            DOMAIN,
+            "restore_supply",
+            {"meter_id": METER_ID},
+            blocking=True,
+            context=Context(user_id=alice.id),
+        )
+    assert info.value.translation_key == "restore_needs_operator"
+    assert info.value.translation_placeholders == {"meter_id": METER_ID, "reason": "by hand"}
+    assert runtime.community.meters[METER_ID].desired_relay == "off"
     with pytest.raises(ServiceValidationError) as info:
         await hass.services.async_call(
             DOMAIN,
@@ -773,6 +791,7 @@ async def test_command_not_acknowledged_raises_an_event_and_a_repair_until_confi
         "outcome": "expired",
         "tries": 3,
         "command_id": cut[0]["id"],
+        "users": [],  # nobody linked to the household yet
     }
     issue = _issue(hass, issue_id)
     assert issue is not None

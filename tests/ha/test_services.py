@@ -49,12 +49,19 @@ async def _balances(runtime: PrepaidRuntime, account: str = HOUSEHOLD) -> dict[S
     return await runtime.hass.async_add_executor_job(runtime.community.ledger.balances, account)
 
 
-async def _resident(hass: HomeAssistant) -> User:
-    """Return a user who is not an administrator (the first user created owns the instance)."""
+async def _resident(
+    hass: HomeAssistant, household: str | None = None, name: str = "resident"
+) -> User:
+    """Return a user who is not an administrator (the first user created owns the instance).
+
+    With a household, an operator (here an automation) links the user to it.
+    """
     if not [u for u in await hass.auth.async_get_users() if not u.system_generated]:
         await hass.auth.async_create_user("Owner", group_ids=["system-admin"])
-    user = await hass.auth.async_create_user("resident", group_ids=["system-users"])
+    user = await hass.auth.async_create_user(name, group_ids=["system-users"])
     assert not user.is_admin
+    if household is not None:
+        await call(hass, "link_user", household=household, user_id=user.id)
     return user
 
 
@@ -334,7 +341,7 @@ async def test_restore_supply_operator_override(
     entry = init_integration
     runtime = entry.runtime_data
     await _cut(hass, entry, meter)
-    resident = await _resident(hass)
+    resident = await _resident(hass, HOUSEHOLD)
     with pytest.raises(ServiceValidationError) as info:
         await hass.services.async_call(
             DOMAIN,
@@ -389,7 +396,7 @@ async def test_resident_restores_after_a_top_up_as_a_resident(
     runtime = entry.runtime_data
     await _cut(hass, entry, meter)
     await call(hass, "top_up", household=HOUSEHOLD, amount="500", transaction_id="t-back")
-    resident = await _resident(hass)
+    resident = await _resident(hass, HOUSEHOLD)
     restored = async_capture_events(hass, "prepaid_meter_supply_restored")
     await hass.services.async_call(
         "button",

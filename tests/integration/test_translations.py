@@ -164,7 +164,12 @@ def _uses() -> Iterator[Use]:
             keywords = _keywords(node)
             first = node.args[0] if node.args else None
             literal = isinstance(first, ast.Constant) and isinstance(first.value, str)
-            if name in ("_error", "CommunityError") and literal:
+            if name == "Refusal" and literal:
+                # Refusal(key, message, {placeholder: value, ...}) (engine/permissions.py)
+                assert isinstance(first, ast.Constant)
+                given = _dict_keys(node.args[2]) if len(node.args) > 2 else frozenset()
+                yield Use("exceptions", str(first.value), where, given)
+            elif name in ("_error", "CommunityError") and literal:
                 assert isinstance(first, ast.Constant)
                 named = frozenset(kw.arg for kw in node.keywords if kw.arg is not None)
                 dynamic = any(kw.arg is None for kw in node.keywords)
