@@ -28,6 +28,8 @@ FOLDER = Path(__file__).parents[2] / "blueprints" / "automation" / DOMAIN
 INPUTS = {
     "low_balance.yaml": {
         "community",
+        "household",
+        "to_linked_users",
         "min_level",
         "notify_action",
         "title",
@@ -164,6 +166,51 @@ async def test_low_balance_every_community_and_own_message(hass: HomeAssistant) 
     assert [call.data for call in calls] == [
         {"title": "余额不足", "message": "000012345678 电费余额 9.00 元，请及时充值"}
     ]
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_low_balance_to_one_household_and_its_own_people(hass: HomeAssistant) -> None:
+    """One household only; its warning goes to the phones of the users linked to it."""
+    office: list[ServiceCall] = async_mock_service(hass, "notify", "office")
+    alice_phone: list[ServiceCall] = async_mock_service(hass, "notify", "mobile_app_alice_phone")
+    bob_phone: list[ServiceCall] = async_mock_service(hass, "notify", "mobile_app_bob_phone")
+    # People as the person integration shows them: their user, their phones' trackers.
+    hass.states.async_set(
+        "person.alice",
+        "home",
+        {"user_id": "u-alice", "device_trackers": ["device_tracker.alice_phone"]},
+    )
+    hass.states.async_set(
+        "person.bob", "home", {"user_id": "u-bob", "device_trackers": ["device_tracker.bob_phone"]}
+    )
+    await setup_automation(
+        hass,
+        "low_balance.yaml",
+        {"household": "b3-501", "to_linked_users": True, "notify_action": "notify.office"},
+    )
+    base = {"config_entry_id": "x", "household": "Household 3-501", "level": 1}
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance",
+        {**base, "account_id": "b3-502", "balance": "5.00", "users": ["u-bob"]},
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance",
+        {**base, "account_id": "b3-501", "balance": "9.00", "users": ["u-alice"]},
+    )
+    await hass.async_block_till_done()
+    assert bob_phone == []  # another household
+    assert office == []
+    assert [call.data["message"] for call in alice_phone] == [
+        "Household 3-501: the electricity balance is 9.00."
+    ]
+    # Nobody linked: the notify action is the fallback.
+    hass.bus.async_fire(
+        "prepaid_meter_low_balance",
+        {**base, "account_id": "b3-501", "balance": "8.00", "users": []},
+    )
+    await hass.async_block_till_done()
+    assert len(office) == 1
+    assert len(alice_phone) == 1
 
 
 async def test_inactivity_from_power_and_from_event(
