@@ -32,6 +32,7 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
+from .dashboard import async_setup_dashboards
 from .engine.community import Community
 from .engine.ledger import LedgerError
 from .engine.policy import PolicyConfig, PolicyError, library_country
@@ -187,6 +188,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
         raise
     await async_load_texts(hass)  # the logbook's, in Home Assistant's language
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    await async_setup_dashboards(hass, entry)  # the dashboards it made earlier, if any
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     runtime.async_check_size()
     return True

@@ -20,6 +20,7 @@ import voluptuous as vol
 
 from .const import DOMAIN
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money, refusal
+from .dashboard import async_create_dashboards
 from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
@@ -38,6 +39,9 @@ ATTR_SUPPLY_PROTECTED = "supply_protected"
 ATTR_OPERATOR_OVERRIDE = "operator_override"
 ATTR_CYCLE = "cycle"
 ATTR_USER_ID = "user_id"
+ATTR_HOUSEHOLDS = "households"
+ATTR_OPERATOR = "operator"
+ATTR_OVERWRITE = "overwrite"
 CHANNELS = ["wechat", "alipay", "app", "cash", "bank"]
 FEE_SUBS = [SubAccount.PROPERTY_FEE.value, SubAccount.PARKING_FEE.value]
 
@@ -119,6 +123,14 @@ STATEMENT_SCHEMA = vol.Schema(
         **_ENTRY,
         vol.Required(ATTR_HOUSEHOLD): cv.string,
         vol.Required(ATTR_CYCLE): vol.Match(r"^\d{4}(-\d{2})?$"),
+    }
+)
+DASHBOARDS_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Optional(ATTR_HOUSEHOLDS): vol.All(cv.ensure_list, [cv.string]),
+        vol.Optional(ATTR_OPERATOR, default=True): cv.boolean,
+        vol.Optional(ATTR_OVERWRITE, default=False): cv.boolean,
     }
 )
 
@@ -276,6 +288,19 @@ def _link(linked: bool) -> Callable[[HomeAssistant, ServiceCall], Awaitable[Serv
     return handle
 
 
+async def _create_dashboards(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    done = await async_create_dashboards(
+        hass,
+        runtime.entry,
+        operator=call.data[ATTR_OPERATOR],
+        households=call.data.get(ATTR_HOUSEHOLDS),
+        overwrite=call.data[ATTR_OVERWRITE],
+    )
+    return {"dashboards": done}
+
+
 SERVICES: dict[
     str,
     tuple[
@@ -297,6 +322,7 @@ SERVICES: dict[
     "get_statement": (STATEMENT_SCHEMA, _get_statement, SupportsResponse.ONLY),
     "link_user": (LINK_SCHEMA, _link(True), SupportsResponse.OPTIONAL),
     "unlink_user": (LINK_SCHEMA, _link(False), SupportsResponse.OPTIONAL),
+    "create_dashboards": (DASHBOARDS_SCHEMA, _create_dashboards, SupportsResponse.OPTIONAL),
 }
 
 
