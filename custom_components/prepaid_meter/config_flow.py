@@ -16,6 +16,7 @@ from typing import Any
 
 from homeassistant.config_entries import (
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlow,
@@ -28,6 +29,7 @@ from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
+    SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
     SelectSelectorMode,
@@ -72,6 +74,8 @@ from .const import (
     PRESET_TARIFFS,
     SECTION_TLS,
 )
+from .engine.actor import Actor
+from .engine.community import CommunityError
 from .engine.policy import PolicyConfig, PolicyError
 from .engine.profiles import PROFILE_NAMES
 from .engine.protocol import COMMUNITY_RE
@@ -81,6 +85,12 @@ from .entry import resolve_tariff, transport_config
 
 _LOGGER = logging.getLogger(__name__)
 MAX_MEASUREMENT_INTERVAL_S = 3600
+# The residents step of the options: who links, and its fields.
+OPTIONS_ACTOR = Actor("operator", name="options")
+CONF_HOUSEHOLD = "household"
+CONF_USER = "user"
+CONF_LINK = "link"
+RESIDENT_ERRORS = ("unknown_household", "ledger_error")
 
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 PREFIX_MAX_LENGTH = 100
@@ -510,9 +520,81 @@ def policy_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class PrepaidMeterOptionsFlow(OptionsFlow):
-    """Edit the prepaid policy: warnings, emergency credit, friendly hours, restore."""
+    """Edit the prepaid policy, or link residents to their households."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Offer the prepaid rules and the residents."""
+        return self.async_show_menu(step_id="init", menu_options=["policy", "residents"])
+
+    async def async_step_residents(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Link a Home Assistant user to a household (or unlink them): an operator's choice.
+
+        Only administrators reach an options flow, so the operator decides; the link is a
+        ledger fact (engine CommunityService.link_user). Saving changes no option.
+        """
+        entry = self.config_entry
+        if entry.state is not ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        runtime = entry.runtime_data
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            account_id = user_input[CONF_HOUSEHOLD]
+            user_id = user_input[CONF_USER]
+            service = runtime.service
+            request = service.link_user if user_input[CONF_LINK] == "link" else service.unlink_user
+            try:
+                await request(account_id, user_id, actor=OPTIONS_ACTOR)
+            except CommunityError as err:
+                errors["base"] = err.key if err.key in RESIDENT_ERRORS else "cannot_link"
+            else:
+                return self.async_create_entry(data=dict(entry.options))
+        households = runtime.community.households
+        users = [u for u in await self.hass.auth.async_get_users() if not u.system_generated]
+        names = {user.id: user.name or user.id for user in users}
+        linked = [
+            f"{households[account].label}: {', '.join(sorted(names.get(u, u) for u in people))}"
+            for account, people in sorted(runtime.community.links.as_dict().items())
+            if account in households
+        ]
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_HOUSEHOLD): SelectSelector(
+                    SelectSelectorConfig(
+                        options=[
+                            SelectOptionDict(value=account, label=household.label)
+                            for account, household in sorted(households.items())
+                        ],
+                        mode=SelectSelectorMode.DROPDOWN,
+                    )
+                ),
+                vol.Required(CONF_USER): SelectSelector(
+                    SelectSelectorConfig(
+                        options=[
+                            SelectOptionDict(value=user_id, label=name)
+                            for user_id, name in sorted(names.items(), key=lambda kv: kv[1])
+                        ],
+                        mode=SelectSelectorMode.DROPDOWN,
+                    )
+                ),
+                vol.Required(CONF_LINK, default="link"): SelectSelector(
+                    SelectSelectorConfig(
+                        options=["link", "unlink"],
+                        mode=SelectSelectorMode.LIST,
+                        translation_key=CONF_LINK,
+                    )
+                ),
+            }
+        )
+        return self.async_show_form(
+            step_id="residents",
+            data_schema=schema,  # type: ignore[arg-type, unused-ignore]
+            errors=errors,
+            description_placeholders={"linked": "\n".join(linked) or "-"},
+        )
+
+    async def async_step_policy(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show the policy; save it once `PolicyConfig.from_options` accepts it."""
         errors: dict[str, str] = {}
         placeholders: dict[str, str] = {"value": ""}
@@ -547,7 +629,7 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
                 return self.async_create_entry(data=options)
         currency = str(self.config_entry.data.get(CONF_CURRENCY, DEFAULT_CURRENCY))
         return self.async_show_form(
-            step_id="init",
+            step_id="policy",
             data_schema=self.add_suggested_values_to_schema(
                 options_schema(currency),  # type: ignore[arg-type, unused-ignore]
                 user_input or policy_form_values(self.config_entry.options),

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError, Unauthorized
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -99,7 +100,7 @@ async def test_resident_acts_for_their_own_household_only(
     # Statements: her own; the neighbour's and a household that does not exist are both
     # "not yours" (a resident learns nothing of other households).
     statement = await _as(
-        hass, alice.id, DOMAIN, "get_statement", household=HOUSEHOLD, cycle="2026"
+        hass, alice.id, DOMAIN, "get_statement", household=HOUSEHOLD, cycle="2026-11"
     )
     assert statement is not None
     for household in (NEIGHBOUR, "no-such-home"):
@@ -197,3 +198,48 @@ async def test_link_user_needs_a_real_user_and_a_household(
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.runtime_data.service.households_of(user.id) == {HOUSEHOLD}
+
+
+async def test_options_link_and_unlink_a_resident(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """The options' residents step links a user to a household and unlinks them."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    erin = await hass.auth.async_create_user("Erin")
+
+    async def residents(**user_input: str) -> Any:
+        result = await hass.config_entries.options.async_init(entry.entry_id)
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"], {"next_step_id": "residents"}
+        )
+        assert result["step_id"] == "residents"
+        return await hass.config_entries.options.async_configure(result["flow_id"], user_input)
+
+    options = dict(entry.options)
+    result = await residents(household=HOUSEHOLD, user=erin.id, link="link")
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert runtime.service.households_of(erin.id) == {HOUSEHOLD}
+    assert entry.options == options  # no option changed: no reload
+    assert entry.runtime_data is runtime
+    history = await hass.async_add_executor_job(runtime.community.ledger.link_history, HOUSEHOLD)
+    assert [(link.user_id, link.linked, link.actor) for link in history] == [
+        (erin.id, True, "operator||options")
+    ]
+    result = await residents(household=HOUSEHOLD, user=erin.id, link="unlink")
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert runtime.service.households_of(erin.id) == frozenset()
+
+
+async def test_options_residents_need_a_loaded_community(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """A community that is not loaded cannot link anyone: the step says why."""
+    config_entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "residents"}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_not_loaded"

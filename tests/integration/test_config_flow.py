@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
-from homeassistant.config_entries import SOURCE_USER
+from homeassistant.config_entries import SOURCE_USER, ConfigFlowResult
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prepaid_meter.config_flow import policy_form_values
 from custom_components.prepaid_meter.const import (
@@ -585,14 +586,24 @@ def policy_input(**changes: Any) -> dict[str, Any]:
     return data
 
 
+async def open_policy(hass: HomeAssistant, entry: MockConfigEntry) -> ConfigFlowResult:
+    """Open the options and choose the prepaid rules from the menu."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["policy", "residents"]
+    return await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "policy"}
+    )
+
+
 async def test_options_store_the_policy_exactly(hass: HomeAssistant, community_id: str) -> None:
     """The policy is stored as exact decimal strings that PolicyConfig reads back."""
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(entry, options={"unrelated": "kept"})
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "init"
+    assert result["step_id"] == "policy"
     result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {
@@ -623,14 +634,14 @@ async def test_options_measurement_interval_is_kept_or_left_to_the_default(
     """The measurement interval is stored in whole seconds; empty means the default by size."""
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], policy_input(**{CONF_MEASUREMENT_INTERVAL: 120.0})
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options[CONF_MEASUREMENT_INTERVAL] == 120
     assert policy_form_values(entry.options)[CONF_MEASUREMENT_INTERVAL] == 120
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
     assert CONF_MEASUREMENT_INTERVAL not in entry.options
 
@@ -641,19 +652,19 @@ async def test_options_meter_entities_is_kept_or_left_to_the_default(
     """The entities of each meter: "essential" is stored; empty means the default by size."""
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], policy_input(**{CONF_METER_ENTITIES: "essential"})
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options[CONF_METER_ENTITIES] == "essential"
     assert policy_form_values(entry.options)[CONF_METER_ENTITIES] == "essential"
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     with pytest.raises(InvalidData):
         await hass.config_entries.options.async_configure(
             result["flow_id"], policy_input(**{CONF_METER_ENTITIES: "some"})
         )
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     result = await hass.config_entries.options.async_configure(result["flow_id"], policy_input())
     assert CONF_METER_ENTITIES not in entry.options
 
@@ -677,7 +688,7 @@ async def test_options_form_shows_stored_policy(hass: HomeAssistant, community_i
     assert set(values) == set(POLICY_OPTIONS)
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     assert result["data_schema"] is not None
     schema = result["data_schema"].schema
     suggested = {
@@ -702,7 +713,7 @@ async def test_options_errors(
     """Rules that contradict each other are shown under the field; nothing is stored."""
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], policy_input(**changes)
     )
@@ -717,7 +728,7 @@ async def test_options_error_the_form_does_not_know(hass: HomeAssistant, communi
     """A policy error without a field, or with a key the form lacks, is a generic one."""
     entry = entry_for("127.0.0.1", 1883, community_id)
     entry.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await open_policy(hass, entry)
     error = PolicyError("new rule broken", translation_key="some_new_rule", field="timezone")
     with patch.object(PolicyConfig, "from_options", side_effect=error):
         result = await hass.config_entries.options.async_configure(

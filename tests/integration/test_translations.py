@@ -16,7 +16,7 @@ from homeassistant.util import yaml as yaml_util
 import pytest
 
 from custom_components.prepaid_meter import binary_sensor, button, number, sensor, services, switch
-from custom_components.prepaid_meter.config_flow import POLICY_ERRORS
+from custom_components.prepaid_meter.config_flow import POLICY_ERRORS, RESIDENT_ERRORS
 from custom_components.prepaid_meter.const import DOMAIN
 from tests.integration.translations import PACKAGE, PLACEHOLDER, leaves, load, resolve
 
@@ -100,7 +100,12 @@ def test_tariff_selector_has_every_preset() -> None:
 
 def test_options_flow_errors_are_translated() -> None:
     """Every policy error the options flow can show has a text."""
-    assert set(EN["options"]["error"]) == {*POLICY_ERRORS, "invalid_option"}
+    assert set(EN["options"]["error"]) == {
+        *POLICY_ERRORS,
+        "invalid_option",
+        *RESIDENT_ERRORS,
+        "cannot_link",
+    }
 
 
 def test_config_flow_errors_and_aborts_are_translated() -> None:
@@ -128,7 +133,8 @@ def test_config_flow_errors_and_aborts_are_translated() -> None:
     assert errors == set(EN["config"]["error"])
     # Aborts Home Assistant raises for the flow (unique id, reauth, reconfigure).
     aborts |= {"already_configured", "reauth_successful", "reconfigure_successful"}
-    assert aborts == set(EN["config"]["abort"])
+    # The options flow's own (the residents step) are under options.
+    assert aborts == set(EN["config"]["abort"]) | set(EN["options"]["abort"])
 
 
 @dataclass(frozen=True)
