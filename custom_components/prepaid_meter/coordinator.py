@@ -544,7 +544,7 @@ class PrepaidRuntime:
                     | "top_up"
                 ):
                     pass  # bus events only (below)
-                case "alarm" | "inactivity" | "availability":
+                case "alarm" | "alarm_cleared" | "inactivity" | "availability":
                     self._community_dirty = True  # the operator's lists name them
                 case "announce":
                     assert meter_id is not None

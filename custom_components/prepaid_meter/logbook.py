@@ -59,7 +59,7 @@ def _message(texts: Texts, kind: str, data: Mapping[str, Any]) -> str:
             channel=texts.channel(data.get("channel")),
             balance=balance,
         )
-    if kind == "alarm":
+    if kind in ("alarm", "alarm_cleared"):
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")))
     if kind == "inactivity":
         return texts.text(kind, hours=data.get("hours"))

@@ -46,6 +46,8 @@ class MeterSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[MeterView], SensorValue]
     currency_unit: str | None = None  # "{currency}" or "{currency}/kWh"
+    #: When the figure last started from zero (a `total` that resets: today's, this month's).
+    last_reset_fn: Callable[[MeterView], datetime] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +143,61 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         native_unit_of_measurement=UnitOfTime.DAYS,
         suggested_display_precision=1,
         value_fn=lambda view: view.days_left,
+    ),
+    # Today's and this month's use and cost (local day and calendar month of the tariff's
+    # zone, whatever its cycle): energy a total that rises and starts again from zero
+    # (statistics take the fall as a new meter cycle), money a total with its last reset.
+    # Created disabled: the per-meter budget of enabled entities (coordinator) is unchanged.
+    MeterSensorDescription(
+        key="today_energy",
+        translation_key="today_energy",
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=2,
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: view.today_kwh,
+    ),
+    MeterSensorDescription(
+        key="today_cost",
+        translation_key="today_cost",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: view.today_cost,
+        last_reset_fn=lambda view: view.day_started,
+    ),
+    MeterSensorDescription(
+        key="month_energy",
+        translation_key="month_energy",
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=1,
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: view.month_kwh,
+    ),
+    MeterSensorDescription(
+        key="month_cost",
+        translation_key="month_cost",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        currency_unit="{currency}",
+        suggested_display_precision=2,
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: view.month_cost,
+        last_reset_fn=lambda view: view.month_started,
+    ),
+    MeterSensorDescription(
+        key="tier_energy_left",
+        translation_key="tier_energy_left",
+        device_class=SensorDeviceClass.ENERGY,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=1,
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: view.tier_kwh_left,
     ),
     MeterSensorDescription(
         key="last_reading",
@@ -272,6 +329,12 @@ class PrepaidMeterSensor(PrepaidMeterEntity, SensorEntity):
     def native_value(self) -> SensorValue:
         """Return the value from the meter's view (built once per change)."""
         return self.entity_description.value_fn(self.view)
+
+    @property
+    def last_reset(self) -> datetime | None:
+        """Return when a figure that starts again (today's, this month's cost) last did."""
+        last_reset_fn = self.entity_description.last_reset_fn
+        return None if last_reset_fn is None else last_reset_fn(self.view)
 
 
 class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):

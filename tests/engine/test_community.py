@@ -651,7 +651,7 @@ def test_overcurrent_event_with_normal_current_alarms_once(ledger: Ledger, clock
 
 
 def test_arc_fault_cuts_for_safety_once(ledger: Ledger, clock: Clock) -> None:
-    """An arc fault alarms and cuts; a second one while off alarms again but cuts nothing."""
+    """An arc fault alarms and cuts; a second one while off is the same episode: nothing."""
     community = _community(ledger, clock)
     _assign(community)
     _top_up(community, "100", "t1")
@@ -662,7 +662,7 @@ def test_arc_fault_cuts_for_safety_once(ledger: Ledger, clock: Clock) -> None:
     assert community.meters[M1].relay_actor == Actor.SAFETY
     events = community.handle_reading(R(M1, 2, NOON - 60, Decimal(2), events=("arc_fault",)))
     assert "supply_cut" not in _kinds(events)
-    assert "alarm" in _kinds(events)
+    assert "alarm" not in _kinds(events)
 
 
 def test_arc_fault_of_a_protected_household_is_deferred(ledger: Ledger, clock: Clock) -> None:
@@ -1065,7 +1065,6 @@ def test_cycle_closing_is_reported(ledger: Ledger, clock: Clock) -> None:
     assert [(e.account_id, e.data) for e in closed] == [(A, {"cycle": "2026-03", "total": "4.88"})]
     statement = community.statement(A, "2026-03")
     assert statement["closed"] is True
-    assert community.meters[M1].cycle_started_ts == APRIL + 600
 
 
 def _fail_close_once(ledger: Ledger) -> Any:
@@ -1134,17 +1133,17 @@ def test_entity_views_of_an_unassigned_meter(ledger: Ledger, clock: Clock) -> No
 
 
 def test_days_left_and_account_payload(ledger: Ledger, clock: Clock) -> None:
-    """Days left follow this cycle's spending rate; the account payload shows the household."""
+    """Two hours of use tell no days left (a day is needed); the payload shows the household."""
     community = _community(ledger, clock)
     _assign(community)
     _top_up(community, "100", "t1")
     community.handle_reading(R(M1, 1, NOON - 7200, Decimal(100)))
     community.handle_reading(R(M1, 2, NOON - 7000, Decimal(101)))
     meter = community.meters[M1]
-    assert community.days_left(meter) is None  # under an hour of history
+    assert community.days_left(meter) is None
     community.handle_reading(R(M1, 3, NOON, Decimal(110)))
-    # 10 kWh (4.883) in 2 hours: 58.596 a day; 95.117 / 58.596 = 1.62 -> 1.6
-    assert community.days_left(meter) == Decimal("1.6")
+    # 10 kWh (4.883) in 2 hours would have been 58.596 a day: under a day, unknown
+    assert community.days_left(meter) is None
     payload = community.account_payload(meter)
     assert payload is not None
     assert payload["balance"] == "95.12"

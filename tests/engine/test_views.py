@@ -83,7 +83,7 @@ def test_community_lists_name_the_households_to_look_at(ledger: Ledger, clock: C
     community.handle_announce(M2, model=None, firmware=None, rated_current_a=None)
     community.request_relay(M1, "off", actor=OPS)
     community.meters[M2].online = False
-    community.meters[M2].theft_alarm = True
+    community.meters[M2].alarms["theft_suspected"] = (NOON, NOON)
     empty = community_lists(community)
     assert empty.arrears[SubAccount.ELECTRICITY] == []
     assert empty.cut == [

@@ -30,6 +30,11 @@ ALL_KEYS = {
         "tier",
         "price",
         "days_left",
+        "today_energy",
+        "today_cost",
+        "month_energy",
+        "month_cost",
+        "tier_energy_left",
         "last_reading",
     )
 } | {

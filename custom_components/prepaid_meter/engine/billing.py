@@ -142,8 +142,10 @@ def bill_interval(
     return pieces
 
 
-def current_price(tariff: Tariff, state: BillingState, at: datetime) -> tuple[int, str, Decimal]:
-    """Return (tier, period, price) that the next kWh used at `at` would be billed at."""
+def _standing(
+    tariff: Tariff, state: BillingState, at: datetime
+) -> tuple[Segment, int, Decimal | None, Decimal]:
+    """Return the segment at `at`, the tier index the next kWh is in, its limit, kWh used."""
     timeline = state.timeline or tariff.timeline()
     segment = timeline.segment_at(to_us(at))
     if state.cycle == segment.cycle:
@@ -153,7 +155,22 @@ def current_price(tariff: Tariff, state: BillingState, at: datetime) -> tuple[in
     index = 0
     while limits[index] is not None and used >= limits[index]:  # type: ignore[operator]
         index += 1
+    return segment, index, limits[index], used
+
+
+def current_price(tariff: Tariff, state: BillingState, at: datetime) -> tuple[int, str, Decimal]:
+    """Return (tier, period, price) that the next kWh used at `at` would be billed at."""
+    segment, index, _limit, _used = _standing(tariff, state, at)
     return index + 1, segment.period, segment.version.tiers[index].prices[segment.period]
+
+
+def tier_room(tariff: Tariff, state: BillingState, at: datetime) -> Decimal | None:
+    """Return the kWh left in the tier the next kWh used at `at` is in, this cycle.
+
+    None in the last tier (a flat tariff has only that one): there is no tier above.
+    """
+    _segment, _index, limit, used = _standing(tariff, state, at)
+    return None if limit is None else limit - used
 
 
 # --- statements ----------------------------------------------------------------------------
@@ -325,4 +342,5 @@ __all__ = [
     "bill_readings",
     "current_price",
     "statement_for",
+    "tier_room",
 ]

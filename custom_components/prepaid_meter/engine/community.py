@@ -26,15 +26,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time as day_time, timedelta
 from decimal import Decimal
 import json
 import logging
+import re
 import time
 from typing import Any, Literal, Protocol, get_args
 
 from .actor import Actor, ActorKind
-from .billing import BillingState, Piece, bill_interval, current_price, statement_for
+from .billing import (
+    BillingState,
+    Piece,
+    bill_interval,
+    current_price,
+    statement_for,
+    tier_room,
+)
 from .ledger import (
     Cursor,
     EntryKind,
@@ -57,7 +65,7 @@ from .policy import (
     estimate_days_left,
 )
 from .protocol import Issues, MeterGate, Rejected
-from .tariff import Tariff, to_us
+from .tariff import Tariff
 
 _LOGGER = logging.getLogger(__name__)
 _ZERO = Decimal(0)
@@ -72,8 +80,19 @@ THEFT_MIN_A = 0.5
 THEFT_RATIO = 0.1
 THEFT_READINGS = 2
 TAMPER_EVENTS = frozenset({"cover_open", "magnetic_tamper", "reverse_energy"})
+#: An alarm is one episode: one `alarm` event when it starts, one `alarm_cleared` when the
+#: meter's readings have shown no sign of it for this long (a meter that flickers between
+#: the two states, as a bypass with a varying load does, is one episode, not one a minute).
+ALARM_CLEAR_S = 900
+#: Days left divide the balance by the household's daily cost over at most this many whole
+#: days before today (and today so far), once at least DAYS_LEFT_MIN_S of use is known.
+DAYS_LEFT_WINDOW_DAYS = 7
+DAYS_LEFT_MIN_S = 86_400
 
 type Relay = Literal["on", "off"]
+
+_YEAR_RE = re.compile(r"[0-9]{4}")
+_MONTH_RE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 #: How the restore rules see each kind of actor: only an operator may override the reclose
 #: threshold; the system's (and the protective watch's) requests are automatic ones.
@@ -140,6 +159,7 @@ type PeopleEventKind = Literal[
     "supply_cut_deferred",
     "top_up",
     "alarm",
+    "alarm_cleared",
     "inactivity",
     "command_failed",
 ]
@@ -208,20 +228,37 @@ class MeterState:
     deferred: str | None = None
     billing: BillingState = field(default_factory=BillingState)
     cycle_cost: Decimal = _ZERO
-    cycle_started_ts: int | None = None
     last_active_ts: int | None = None
     inactive_alarm: bool = False
     overload_count: int = 0
-    overload_alarm: bool = False
     theft_count: int = 0
-    theft_alarm: bool = False
+    #: Open alarm episodes: type -> (start, last reading that showed it), reading times.
+    alarms: dict[str, tuple[int, int]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def overload_alarm(self) -> bool:
+        """Return whether an overload episode is open."""
+        return "overload" in self.alarms
+
+    @property
+    def theft_alarm(self) -> bool:
+        """Return whether a suspected-theft episode is open."""
+        return "theft_suspected" in self.alarms
 
     def cursor(self) -> Cursor | None:
         """Return what the ledger keeps for this meter."""
         if self.ts is None or self.energy_kwh is None:
             return None
         return Cursor(self.meter_id, self.seq, self.ts, self.energy_kwh)
+
+
+@dataclass(slots=True)
+class DayUse:
+    """A household's use on one local day: kWh and the money billed for them."""
+
+    kwh: Decimal = _ZERO
+    cost: Decimal = _ZERO
 
 
 @dataclass(slots=True)
@@ -237,6 +274,11 @@ class HouseholdState:
     )
     seen_entry: dict[SubAccount, int] = field(default_factory=lambda: dict.fromkeys(SubAccount, 0))
     pending: Decimal = _ZERO  # charges taken in memory, not yet committed
+    #: kWh and money billed per local day (the tariff's zone), this month's days and the
+    #: last week's; rebuilt at start from the journal's charges (`Community.load`).
+    days: dict[date, DayUse] = field(default_factory=dict)
+    #: When the first of the charges in `days` was billed (how much use is known).
+    known_since: int | None = None
 
     @property
     def electricity(self) -> Decimal:
@@ -254,6 +296,8 @@ class PendingCharge:
     last_seq: int
     ts: int
     energy_kwh: Decimal  # the register of the last reading covered
+    kwh: Decimal = _ZERO  # the energy the charge bills
+    day: date | None = None  # the local day of its readings (a charge never spans midnight)
 
     def posting(self, meter_id: str) -> Posting:
         """Return the journal entry; its key names the last reading it covers.
@@ -269,7 +313,12 @@ class PendingCharge:
             kind=EntryKind.CHARGE,
             amount=-self.amount,
             ts=self.ts,
-            meta={"meter_id": meter_id, "first_seq": self.first_seq, "last_seq": self.last_seq},
+            meta={
+                "meter_id": meter_id,
+                "first_seq": self.first_seq,
+                "last_seq": self.last_seq,
+                "kwh": str(self.kwh),
+            },
         )
 
 
@@ -359,6 +408,8 @@ class Community:
         self.households: dict[str, HouseholdState] = {}
         self.top_ups_today = _ZERO
         self._top_up_day: date | None = None
+        #: The local day last looked up: (its start, the next day's start, the day).
+        self._day_span: tuple[int, int, date] = (0, 0, date.min)
         self._batch = Batch()
         self.gate = MeterGate(clock=clock, issues=issues or Issues())
         self.warnings = WarningTracker(policy)
@@ -401,6 +452,58 @@ class Community:
         self._top_up_day = self._today()
         self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
         self.links = UserLinks(self.ledger.user_links())
+        self._load_use()
+
+    def _load_use(self) -> None:
+        """Rebuild each household's days of use from the journal's charges (blocking).
+
+        One charge entry per meter and commit (a minute), never across local midnight, so
+        each falls on one day: the day of its time. Its kWh is in its meta (`kwh`); for an
+        entry of an earlier version, the register difference from the meter's previous
+        charge in the window (0 for the first).
+        """
+        registers: dict[str, Decimal] = {}
+        for ts, account_id, key, amount, kwh_text in self.ledger.charges_since(
+            self._use_window_start()
+        ):
+            household = self.households.get(account_id)
+            # charge:<meter>:<ts>:<register> (PendingCharge.posting)
+            meter_and_ts, _, register_text = key.partition(":")[2].rpartition(":")
+            meter_id = meter_and_ts.rpartition(":")[0]
+            try:
+                register: Decimal | None = Decimal(register_text)
+            except ArithmeticError:
+                register = None
+            if kwh_text is not None:
+                kwh = Decimal(kwh_text)
+            else:
+                before = registers.get(meter_id)
+                kwh = (
+                    register - before
+                    if register is not None and before is not None and register >= before
+                    else _ZERO
+                )
+            if register is not None:
+                registers[meter_id] = register
+            if household is not None:
+                self._record_use(household, self._day_of(ts), kwh, -amount, ts)
+
+    def _use_window_start(self) -> int:
+        """Return the first moment whose use is kept: this month's and the last week's."""
+        today = self._today()
+        first = min(today.replace(day=1), today - timedelta(days=DAYS_LEFT_WINDOW_DAYS))
+        return self._midnight(first)
+
+    def _record_use(
+        self, household: HouseholdState, day: date, kwh: Decimal, cost: Decimal, ts: int
+    ) -> None:
+        use = household.days.get(day)
+        if use is None:
+            use = household.days[day] = DayUse()
+        use.kwh += kwh
+        use.cost += cost
+        if household.known_since is None or ts < household.known_since:
+            household.known_since = ts
 
     def _load_cycle(self, meter: MeterState, household: HouseholdState) -> None:
         """Enter the meter's current cycle with the kWh and money already taken in it."""
@@ -411,8 +514,6 @@ class Community:
         rows = self.ledger.usage(household.account_id, meter.billing.cycle)
         meter.billing.cycle_kwh = sum((r.kwh for r in rows), _ZERO)
         meter.cycle_cost = sum((r.amount for r in rows), _ZERO)
-        segment = self.tariff.timeline().segment_at(to_us(at))
-        meter.cycle_started_ts = int(segment.cycle_start.timestamp())
 
     def _opened_date(self, household: HouseholdState) -> date:
         return datetime.fromtimestamp(household.opened_at, self.tariff.tz).date()
@@ -558,10 +659,8 @@ class Community:
         if old_cycle is not None and meter.billing.cycle != old_cycle:
             batch.closing.add((household.account_id, old_cycle))
             meter.cycle_cost = _ZERO
-            meter.cycle_started_ts = reading.ts
-        if meter.cycle_started_ts is None:
-            meter.cycle_started_ts = previous_ts
         amount = _ZERO
+        energy = _ZERO
         for piece in pieces:
             key = (
                 household.account_id,
@@ -572,19 +671,31 @@ class Community:
             kwh, money = batch.usage.get(key, (_ZERO, _ZERO))
             batch.usage[key] = (kwh + piece.kwh, money + piece.amount)
             amount += piece.amount
+            energy += piece.kwh
             if piece.cycle == meter.billing.cycle:
                 meter.cycle_cost += piece.amount
         if amount:
             seq = reading.seq if reading.seq is not None else reading.ts
+            day = self._day_of(reading.ts)
+            self._record_use(household, day, energy, amount, reading.ts)
             pending = batch.charges.get(meter.meter_id)
-            if pending is None or pending.account_id != household.account_id:
-                if pending is not None:  # reassigned within one batch: keep both
+            if pending is None or pending.account_id != household.account_id or pending.day != day:
+                if pending is not None:  # reassigned, or past midnight, within one batch
+                    del batch.charges[meter.meter_id]  # kept, and written first
                     batch.charges[f"{meter.meter_id}@{pending.last_seq}"] = pending
                 batch.charges[meter.meter_id] = PendingCharge(
-                    household.account_id, amount, seq, seq, reading.ts, reading.energy_kwh
+                    household.account_id,
+                    amount,
+                    seq,
+                    seq,
+                    reading.ts,
+                    reading.energy_kwh,
+                    kwh=energy,
+                    day=day,
                 )
             else:
                 pending.amount += amount
+                pending.kwh += energy
                 pending.last_seq, pending.ts = seq, reading.ts
                 pending.energy_kwh = reading.energy_kwh
             household.pending += -amount
@@ -597,75 +708,61 @@ class Community:
     def _watch(
         self, meter: MeterState, household: HouseholdState | None, reading: ReadingLike
     ) -> list[Event]:
-        """Overloads on old wiring, suspected theft, tamper, and a home that stopped living."""
+        """Overloads on old wiring, suspected theft, tamper, and a home that stopped living.
+
+        Each alarm is an episode (`_alarm`): one `alarm` event when it starts, one
+        `alarm_cleared` once readings have shown no sign of it for ALARM_CLEAR_S. A protective
+        cut is decided on every sign (a cut supply is not cut again).
+        """
         events: list[Event] = []
         base = {"household": household.label if household else None}
         current = reading.current_a
         measured_over = current is not None and current > meter.rated_current_a
+        overload: bool | None = None  # None: this reading cannot tell
         if measured_over or "overcurrent" in reading.events:
-            if not meter.overload_alarm:
-                meter.overload_alarm = True
-                events.append(
-                    Event(
-                        "alarm",
-                        meter.meter_id,
-                        meter.account_id,
-                        {
-                            **base,
-                            "type": "overload",
-                            "current_a": current,
-                            "rated_current_a": meter.rated_current_a,
-                        },
-                    )
-                )
+            overload = True
             if measured_over:
                 meter.overload_count += 1
-                assert current is not None
-                severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
-                if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
-                    events += self._protective_cut(meter, household, "overload")
         elif current is not None:  # measured and normal, and the meter says nothing
+            overload = False
             meter.overload_count = 0
-            meter.overload_alarm = False
-        if "arc_fault" in reading.events:
-            events.append(
-                Event("alarm", meter.meter_id, meter.account_id, {**base, "type": "arc_fault"})
-            )
+        events += self._alarm(
+            meter,
+            reading,
+            "overload",
+            overload,
+            {**base, "current_a": current, "rated_current_a": meter.rated_current_a},
+        )
+        if measured_over:
+            assert current is not None
+            severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
+            if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
+                events += self._protective_cut(meter, household, "overload")
+
+        arc = "arc_fault" in reading.events
+        events += self._alarm(meter, reading, "arc_fault", arc, base)
+        if arc:
             events += self._protective_cut(meter, household, "arc_fault")
 
         neutral = reading.neutral_current_a
+        theft: bool | None = None
         if current is not None and neutral is not None:
             gap = abs(current - neutral)
             if gap > max(THEFT_MIN_A, THEFT_RATIO * max(current, neutral)):
                 meter.theft_count += 1
-                if meter.theft_count >= THEFT_READINGS and not meter.theft_alarm:
-                    meter.theft_alarm = True
-                    events.append(
-                        Event(
-                            "alarm",
-                            meter.meter_id,
-                            meter.account_id,
-                            {
-                                **base,
-                                "type": "theft_suspected",
-                                "current_a": current,
-                                "neutral_current_a": neutral,
-                            },
-                        )
-                    )
+                theft = True if meter.theft_count >= THEFT_READINGS else None
             else:
                 meter.theft_count = 0
-                meter.theft_alarm = False
+                theft = False
+        events += self._alarm(
+            meter,
+            reading,
+            "theft_suspected",
+            theft,
+            {**base, "current_a": current, "neutral_current_a": neutral},
+        )
         tamper = sorted(TAMPER_EVENTS.intersection(reading.events))
-        if tamper:
-            events.append(
-                Event(
-                    "alarm",
-                    meter.meter_id,
-                    meter.account_id,
-                    {**base, "type": "tamper", "events": tamper},
-                )
-            )
+        events += self._alarm(meter, reading, "tamper", bool(tamper), {**base, "events": tamper})
 
         if reading.power_w is not None and reading.power_w >= self.inactivity_power_w:
             meter.last_active_ts = reading.ts
@@ -688,6 +785,46 @@ class Community:
                 )
             )
         return events
+
+    def _alarm(
+        self,
+        meter: MeterState,
+        reading: ReadingLike,
+        kind: str,
+        seen: bool | None,
+        data: Mapping[str, Any],
+    ) -> list[Event]:
+        """Open or close an alarm episode; `seen` None: the reading says nothing either way.
+
+        An episode opens at the first sign (`alarm`, with `data`) and closes at the first
+        reading without it once ALARM_CLEAR_S have passed since the last sign
+        (`alarm_cleared`, with when it started and how long it lasted).
+        """
+        episode = meter.alarms.get(kind)
+        if seen:
+            if episode is None:
+                meter.alarms[kind] = (reading.ts, reading.ts)
+                return [Event("alarm", meter.meter_id, meter.account_id, {**data, "type": kind})]
+            meter.alarms[kind] = (episode[0], reading.ts)
+            return []
+        if seen is None or episode is None or reading.ts - episode[1] < ALARM_CLEAR_S:
+            return []
+        del meter.alarms[kind]
+        started, _last = episode
+        household = self._household_of(meter)
+        return [
+            Event(
+                "alarm_cleared",
+                meter.meter_id,
+                meter.account_id,
+                {
+                    "household": household.label if household else None,
+                    "type": kind,
+                    "started": started,
+                    "minutes": round((reading.ts - started) / 60),
+                },
+            )
+        ]
 
     def _protective_cut(
         self, meter: MeterState, household: HouseholdState | None, reason: str
@@ -811,23 +948,38 @@ class Community:
         return events
 
     def _roll_day(self) -> None:
-        """Start today's top-up total at local midnight."""
+        """Start today's top-up total at local midnight; forget days of use no longer shown."""
         today = self._today()
         if today != self._top_up_day:
             self._top_up_day = today
             self.top_ups_today = _ZERO
+            first = min(today.replace(day=1), today - timedelta(days=DAYS_LEFT_WINDOW_DAYS))
+            for household in self.households.values():
+                for day in [day for day in household.days if day < first]:
+                    del household.days[day]
 
     def _today(self) -> date:
-        return datetime.fromtimestamp(self.clock(), self.tariff.tz).date()
+        return self._day_of(int(self.clock()))
+
+    def _day_of(self, ts: int) -> date:
+        """Return the local day (the tariff's zone) of a moment; the last one is remembered."""
+        start, end, day = self._day_span
+        if start <= ts < end:
+            return day
+        day = datetime.fromtimestamp(ts, self.tariff.tz).date()
+        self._day_span = (self._midnight(day), self._midnight(day + timedelta(days=1)), day)
+        return day
+
+    def _midnight(self, day: date) -> int:
+        """Return when a local day starts."""
+        return int(datetime.combine(day, day_time.min, self.tariff.tz).timestamp())
 
     def month_start_ts(self) -> int:
         """Return the start of this local calendar month (fees are billed monthly)."""
-        first = self._today().replace(day=1)
-        return int(datetime.combine(first, datetime.min.time(), self.tariff.tz).timestamp())
+        return self._midnight(self._today().replace(day=1))
 
     def _day_start_ts(self) -> int:
-        today = self._today()
-        return int(datetime.combine(today, datetime.min.time(), self.tariff.tz).timestamp())
+        return self._midnight(self._today())
 
     # ------------------------------------------------------------------ supply (event loop)
 
@@ -1118,8 +1270,9 @@ class Community:
             later = current.charges.get(meter_id)
             if later is None:
                 current.charges[meter_id] = charge
-            elif later.account_id == charge.account_id:
+            elif later.account_id == charge.account_id and later.day == charge.day:
                 later.amount += charge.amount
+                later.kwh += charge.kwh
                 later.first_seq = charge.first_seq
             else:
                 current.charges[f"{meter_id}@{charge.last_seq}"] = charge
@@ -1318,6 +1471,7 @@ class Community:
             raise CommunityError(
                 "unknown_household", f"Unknown household {account_id}", household=account_id
             )
+        self._check_cycle(cycle)
         stored = self.ledger.statement(account_id, cycle)
         if stored is not None:
             body: dict[str, Any] = json.loads(stored[1])
@@ -1333,6 +1487,18 @@ class Community:
             "currency": self.tariff.currency,
         }
 
+    def _check_cycle(self, cycle: str) -> None:
+        """Refuse a cycle id not of this tariff's form (`YYYY` yearly, `YYYY-MM` monthly)."""
+        period = self.tariff.versions[0].cycle.period  # every version has the same rule
+        expected, pattern = ("YYYY", _YEAR_RE) if period == "year" else ("YYYY-MM", _MONTH_RE)
+        if not pattern.fullmatch(cycle):
+            raise CommunityError(
+                "cycle_not_of_tariff",
+                f"Cycle {cycle!r} is not a cycle of this tariff, whose cycles are {expected}",
+                cycle=cycle,
+                expected=expected,
+            )
+
     # ------------------------------------------------------------------ what entities show
 
     def balance(self, meter: MeterState) -> Decimal | None:
@@ -1344,16 +1510,72 @@ class Community:
         """Return (tier, period, price) for the next kWh of this meter."""
         return current_price(self.tariff, meter.billing, datetime.fromtimestamp(self.clock(), UTC))
 
+    def _household_of(self, meter: MeterState) -> HouseholdState | None:
+        return self.households.get(meter.account_id) if meter.account_id else None
+
+    def daily_cost(self, meter: MeterState) -> Decimal | None:
+        """Return the household's recent cost a day, at the prices billed (None: unknown).
+
+        The money billed since the start of the seventh local day before today (or since the
+        first use known, if later) divided by the days since then: between 7 and 8 days of
+        history once there is a week, never a cycle's average. Unknown until a day (24 h) of
+        use is known. Rebuilt after a restart from the journal's charges.
+        """
+        household = self._household_of(meter)
+        if household is None or household.known_since is None:
+            return None
+        now = int(self.clock())
+        if now - household.known_since < DAYS_LEFT_MIN_S:
+            return None
+        first = self._today() - timedelta(days=DAYS_LEFT_WINDOW_DAYS)
+        start = max(household.known_since, self._midnight(first))
+        cost = sum((use.cost for day, use in household.days.items() if day >= first), _ZERO)
+        return cost * 86400 / (now - start)
+
     def days_left(self, meter: MeterState) -> Decimal | None:
-        """Estimate days of credit left from this cycle's spending rate."""
+        """Return the days the household's credit lasts at its recent daily cost.
+
+        The electricity balance, without the emergency credit (a safety net to repay, not
+        credit to plan with: at or below zero there are 0 days left, while the supply runs
+        on emergency credit), divided by `daily_cost`, rounded down to a tenth of a day.
+        None for an unassigned meter, before a day of use is known, or with no cost.
+        """
         balance = self.balance(meter)
-        if balance is None or meter.cycle_started_ts is None or meter.ts is None:
+        if balance is None:
             return None
-        elapsed = meter.ts - meter.cycle_started_ts
-        if elapsed < 3600:
+        return estimate_days_left(balance, self.daily_cost(meter))
+
+    def use_today(self, meter: MeterState) -> DayUse | None:
+        """Return the household's kWh and cost today (local day; None: unassigned)."""
+        household = self._household_of(meter)
+        if household is None:
             return None
-        daily = meter.cycle_cost * 86400 / elapsed
-        return estimate_days_left(balance, daily)
+        return household.days.get(self._today()) or DayUse()
+
+    def use_this_month(self, meter: MeterState) -> DayUse | None:
+        """Return the household's kWh and cost this calendar month (the tariff's zone)."""
+        household = self._household_of(meter)
+        if household is None:
+            return None
+        month = self._today().replace(day=1)
+        total = DayUse()
+        for day, use in household.days.items():
+            if day >= month:
+                total.kwh += use.kwh
+                total.cost += use.cost
+        return total
+
+    def day_started(self) -> datetime:
+        """Return when today started (local day of the tariff's zone), as an aware time."""
+        return datetime.fromtimestamp(self._day_start_ts(), UTC)
+
+    def month_started(self) -> datetime:
+        """Return when this calendar month started (the tariff's zone), as an aware time."""
+        return datetime.fromtimestamp(self.month_start_ts(), UTC)
+
+    def tier_kwh_left(self, meter: MeterState) -> Decimal | None:
+        """Return the kWh left in the current tier this cycle (None: no tier above)."""
+        return tier_room(self.tariff, meter.billing, datetime.fromtimestamp(self.clock(), UTC))
 
     def low_threshold(self, meter: MeterState) -> Decimal:
         """Return the balance at or below which the meter's household is "low"."""

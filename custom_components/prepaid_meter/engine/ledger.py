@@ -1203,6 +1203,28 @@ class Ledger:
         params.append(max(0, _integer(limit, "limit")))
         return [_entry(row) for row in self._read(sql, params)]
 
+    def charges_since(self, since_ts: int) -> Iterator[tuple[int, str, str, Decimal, str | None]]:
+        """Yield the charge entries with `ts >= since_ts`, oldest first (start-up, blocking).
+
+        Each as (ts, account_id, key, amount, the `kwh` of its meta or None), read through the
+        (kind, ts) index a thousand rows at a time, holding the lock until the last one:
+        consume it to the end.
+        """
+        since = _integer(since_ts, "since_ts")
+        with self._lock:
+            conn = self._connection()
+            try:
+                cursor = conn.execute(
+                    "SELECT ts, account_id, key, amount, json_extract(meta, '$.kwh') FROM journal "
+                    "WHERE kind = 'charge' AND ts >= ? ORDER BY ts, id",
+                    (since,),
+                )
+                while rows := cursor.fetchmany(1000):
+                    for ts, account_id, key, amount, kwh in rows:
+                        yield ts, account_id, key, Decimal(amount), kwh
+            except sqlite3.Error as err:
+                raise LedgerError(f"The ledger could not be read: {err}.") from err
+
     def entry_by_key(self, key: str) -> Entry | None:
         """Return the entry posted under an idempotency key, or None."""
         rows = self._read(

@@ -12,10 +12,11 @@ it when the meter changes (coordinator.PrepaidRuntime.view).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .community import Community, MeterState, Relay
+from .community import Community, DayUse, MeterState, Relay
 from .ledger import SubAccount
 
 __all__ = ["CommunityLists", "MeterView", "community_lists", "meter_view"]
@@ -52,6 +53,7 @@ class MeterView:
     # Worked out on first read, kept for the life of the view (a frozen view, a mutable cache).
     _priced: list[tuple[int, Decimal]] = field(default_factory=list, repr=False, compare=False)
     _days: list[Decimal | None] = field(default_factory=list, repr=False, compare=False)
+    _figures: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def _price_now(self) -> tuple[int, Decimal]:
         if not self._priced:
@@ -75,6 +77,61 @@ class MeterView:
         if not self._days:
             self._days.append(self._community.days_left(self._meter))
         return self._days[0]
+
+    def _use(self, name: str) -> DayUse | None:
+        if name not in self._figures:
+            meter = self._meter
+            use = (
+                self._community.use_today(meter)
+                if name == "today"
+                else self._community.use_this_month(meter)
+            )
+            self._figures[name] = use
+        figure: DayUse | None = self._figures[name]
+        return figure
+
+    @property
+    def today_kwh(self) -> Decimal | None:
+        """Return the household's kWh today (local day), to the Wh (None: unassigned)."""
+        use = self._use("today")
+        return None if use is None else use.kwh.quantize(WATT_HOUR)
+
+    @property
+    def today_cost(self) -> Decimal | None:
+        """Return what today's kWh were billed, to the cent."""
+        use = self._use("today")
+        return None if use is None else use.cost.quantize(CENT)
+
+    @property
+    def month_kwh(self) -> Decimal | None:
+        """Return the household's kWh this calendar month (the tariff's zone), to the Wh."""
+        use = self._use("month")
+        return None if use is None else use.kwh.quantize(WATT_HOUR)
+
+    @property
+    def month_cost(self) -> Decimal | None:
+        """Return what this month's kWh were billed, to the cent."""
+        use = self._use("month")
+        return None if use is None else use.cost.quantize(CENT)
+
+    @property
+    def day_started(self) -> datetime:
+        """Return when today (local day) started: the last reset of today's figures."""
+        return self._community.day_started()
+
+    @property
+    def month_started(self) -> datetime:
+        """Return when this calendar month started: the last reset of the month's figures."""
+        return self._community.month_started()
+
+    @property
+    def tier_kwh_left(self) -> Decimal | None:
+        """Return the kWh left in the current tier, to the Wh (None: the last tier)."""
+        if "tier_left" not in self._figures:
+            left = self._community.tier_kwh_left(self._meter)
+            self._figures["tier_left"] = None if left is None else left.quantize(WATT_HOUR)
+        value: Decimal | None = self._figures["tier_left"]
+        return value
 
     @property
     def supply_reason(self) -> str:
@@ -169,15 +226,7 @@ def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityL
         if meter.desired_relay == "off":
             balance = home.electricity.quantize(CENT) if home else None
             cut.append({**base, "reason": meter.relay_reason, "balance": _text(balance)})
-        alarms = [
-            name
-            for name, on in (
-                ("overload", meter.overload_alarm),
-                ("theft_suspected", meter.theft_alarm),
-                ("inactivity", meter.inactive_alarm),
-            )
-            if on
-        ]
+        alarms = sorted(meter.alarms) + (["inactivity"] if meter.inactive_alarm else [])
         if alarms:
             alarmed.append({**base, "alarms": alarms})
         if meter.online is False:
