@@ -61,6 +61,10 @@ type PrepaidConfigEntry = ConfigEntry[PrepaidRuntime]
 # engine/service.py); the community figures are written at most every PUBLISH_INTERVAL_S.
 COMMIT_INTERVAL_S = 60.0
 PUBLISH_INTERVAL_S = 2.0
+#: In a large community (more than MEASUREMENT_THROTTLE_ABOVE meters) every reading moves the
+#: totals: they are written at most this often, unless a supply, an alarm, a meter's link or an
+#: assignment changes (those within PUBLISH_INTERVAL_S, so the operator's lists stay current).
+LARGE_PUBLISH_INTERVAL_S = 30.0
 TICK_INTERVAL_S = 60.0
 STORE_VERSION = 1
 EVENT_PREFIX = "prepaid_meter_"
@@ -102,7 +106,7 @@ MEASUREMENT_SLICE_S = 5.0
 YIELD_AFTER_S = 0.01
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
-ACCOUNT_INTERVAL_S = 30.0
+ACCOUNT_INTERVAL_S = 60.0
 
 
 #: Event fields that are amounts of money: carried to the cent, as people read them.
@@ -176,7 +180,9 @@ class PrepaidRuntime:
         self._measurement_listeners: dict[str, list[CALLBACK_TYPE]] = {}
         self._measured: dict[str, None] = {}  # meters whose measurements changed, oldest first
         self._views: dict[str, MeterView] = {}  # built on first read after a change
-        self._community_dirty = False
+        self._community_dirty = False  # a figure changed (a reading, a top-up)
+        self._community_urgent = False  # a supply, alarm, link or assignment changed
+        self._community_written = 0.0  # monotonic time of the last write
         self.totals: dict[str, Any] = community.totals()
         #: The households each operator list names (arrears, cut, alarmed, offline).
         self.lists: CommunityLists = community_lists(community)
@@ -490,7 +496,8 @@ class PrepaidRuntime:
     @callback
     def _notify_community(self) -> None:
         """Recompute the community figures once, then let each community entity write."""
-        self._community_dirty = False
+        self._community_dirty = self._community_urgent = False
+        self._community_written = time.monotonic()
         self.totals = self.community.totals()
         self.lists = community_lists(self.community)
         for listener in tuple(self._community_listeners):
@@ -509,8 +516,10 @@ class PrepaidRuntime:
         for event in events:
             meter_id = event.meter_id
             match event.kind:
-                case "relay" | "account":
+                case "account":
                     self._community_dirty = True
+                case "relay":
+                    self._community_urgent = True
                 case "register_reset" | "unassigned_meter":
                     assert meter_id is not None
                     self._create_issue(event.kind, meter_id, ir.IssueSeverity.WARNING)
@@ -525,7 +534,7 @@ class PrepaidRuntime:
                     ir.async_delete_issue(self.hass, DOMAIN, issue_id)
                     self._issues.discard(issue_id)
                     self._update_device_name(meter_id)
-                    self._community_dirty = True
+                    self._community_urgent = True
                 case "command_failed":
                     assert meter_id is not None
                     if not self._command_failed(meter_id, event):
@@ -545,7 +554,7 @@ class PrepaidRuntime:
                 ):
                     pass  # bus events only (below)
                 case "alarm" | "alarm_cleared" | "inactivity" | "availability":
-                    self._community_dirty = True  # the operator's lists name them
+                    self._community_urgent = True  # the operator's lists name them
                 case "announce":
                     assert meter_id is not None
                     self._update_device_model(meter_id)
@@ -701,14 +710,24 @@ class PrepaidRuntime:
     # ------------------------------------------------------------------ periodic work
 
     async def _async_publish_interval(self, _now: Any = None) -> None:
-        """Write the community figures if they changed (readings change them all the time)."""
-        if self._community_dirty:
+        """Write the community figures if they changed (readings change them all the time).
+
+        A large community's figures wait up to LARGE_PUBLISH_INTERVAL_S, unless something an
+        operator acts on changed.
+        """
+        if self._community_urgent or (
+            self._community_dirty
+            and (
+                not self.throttled
+                or time.monotonic() - self._community_written >= LARGE_PUBLISH_INTERVAL_S
+            )
+        ):
             self._notify_community()
 
     async def async_flush(self) -> None:
         """Commit what is pending now (the service also does every minute)."""
         await self.service.flush()
-        if self._community_dirty:
+        if self._community_dirty or self._community_urgent:
             self._notify_community()
 
     async def _publish_accounts(self) -> None:

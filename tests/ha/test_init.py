@@ -19,6 +19,7 @@ from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
+from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.const import CONF_MEASUREMENT_INTERVAL, DOMAIN
 from tests.ha.conftest import METER_ID
 from tests.ha.meter import TestMeter
@@ -422,6 +423,37 @@ async def test_community_totals_written_once_per_publish_not_per_reading(
     remove()
 
 
+async def test_large_community_totals_wait_but_a_cut_is_written_at_once(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Throttled: readings wait LARGE_PUBLISH_INTERVAL_S; a supply change the next publish."""
+    entry = init_integration
+    runtime = entry.runtime_data
+    await setup_household(hass, entry, meter)
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    await runtime._async_publish_interval(None)
+    calls: list[int] = []
+    remove = runtime.async_add_community_listener(lambda: calls.append(1))
+    with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
+        assert runtime.throttled
+        now = int(time.time())
+        await meter.reading(now - 120, "100.000")
+        await meter.reading(now - 60, "101.000")
+        await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 2)
+        await runtime._async_publish_interval(None)
+        assert calls == []  # only figures moved: they wait
+        runtime._community_written -= coordinator.LARGE_PUBLISH_INTERVAL_S
+        await runtime._async_publish_interval(None)
+        assert calls == [1]
+        await hass.services.async_call(
+            "switch", "turn_off", {"entity_id": entity_id(hass, entry, "supply")}, blocking=True
+        )
+        await runtime._async_publish_interval(None)
+        assert calls == [1, 1]  # a cut is on the operator's list at once
+        assert runtime.totals["supplies_cut"] == 1
+    remove()
+
+
 async def test_measurement_writes_are_sliced_oldest_first(
     hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
 ) -> None:
@@ -524,3 +556,50 @@ async def test_measurement_interval_by_size_and_by_option(
     runtime = entry.runtime_data
     with patch("custom_components.prepaid_meter.coordinator.MEASUREMENT_THROTTLE_ABOVE", 0):
         assert runtime.measurement_interval == 0 and not runtime.throttled
+
+
+async def test_a_statement_of_a_cycle_the_tariff_has_not_is_a_translated_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """A year on a monthly tariff: a translated error naming the form, not an empty statement."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    with pytest.raises(ServiceValidationError) as info:
+        await call(hass, "get_statement", household="b3-501", cycle="2026")
+    assert info.value.translation_key == "cycle_not_of_tariff"
+    assert info.value.translation_placeholders == {"cycle": "2026", "expected": "YYYY-MM"}
+    assert str(info.value).startswith(
+        "2026 is not a billing cycle of this tariff: its cycles are written YYYY-MM"
+    )
+
+
+async def test_todays_and_this_months_figures_once_enabled(
+    hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
+) -> None:
+    """Created disabled; enabled, they show the household's use and cost, with last resets."""
+    entry = init_integration
+    await setup_household(hass, entry, meter)
+    registry = er.async_get(hass)
+    keys = ("today_energy", "today_cost", "month_energy", "month_cost", "tier_energy_left")
+    for key in keys:
+        found = registry.async_get(entity_id(hass, entry, key))
+        assert found is not None
+        assert found.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+        registry.async_update_entity(found.entity_id, disabled_by=None)
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    meter_after = entry.runtime_data
+    await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
+    now = int(time.time())
+    await meter.reading(now - 120, "100.000")
+    await meter.reading(now - 60, "110.000")
+    await wait_until(hass, lambda: state(hass, entry, "today_cost") == "4.88")
+    assert meter_after is entry.runtime_data
+    assert state(hass, entry, "today_energy") == "10.000"
+    assert state(hass, entry, "month_energy") == "10.000"
+    assert state(hass, entry, "month_cost") == "4.88"
+    assert state(hass, entry, "tier_energy_left") is not None
+    cost = hass.states.get(entity_id(hass, entry, "today_cost"))
+    assert cost is not None
+    assert cost.attributes["state_class"] == "total"
+    assert "last_reset" in cost.attributes
