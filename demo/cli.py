@@ -29,6 +29,7 @@ from demo.config import (
     Prepared,
     prepare,
 )
+from demo.people import setup_people
 from demo.processes import (
     Child,
     amqtt_binary,
@@ -153,7 +154,14 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def _banner(
-    prepared: Prepared, broker_port: int, state: Path, speed: float, behind_s: float
+    prepared: Prepared,
+    broker_port: int,
+    state: Path,
+    speed: float,
+    behind_s: float,
+    *,
+    dashboards: Sequence[str],
+    resident_password: str,
 ) -> str:
     cut = sum(1 for m in prepared.meters if m.top_up < 10 and not m.supply_protected)
     # Simulated time starts in the past and runs `speed` times faster than the clock; the
@@ -165,7 +173,12 @@ def _banner(
             "  Prepaid meter demo is running",
             f"    Home Assistant   {prepared.url}  (homeassistant=={HA_VERSION}, "
             f"Python {sys.version.split()[0]})",
-            f"    login            {prepared.username} / {prepared.password}",
+            f"    operator login   {prepared.username} / {prepared.password}  "
+            f"(dashboard {prepared.url}/{dashboards[0]})",
+            f"    resident login   {prepared.resident.username} / {resident_password}  "
+            f"({prepared.resident.label}: {prepared.url}/{dashboards[1]})",
+            "    energy           the Energy dashboard follows "
+            f"{prepared.resident.label}'s meter and price",
             f"    MQTT broker      mqtt://127.0.0.1:{broker_port}  (topics prepaid/demo/#)",
             f"    community        {len(prepared.meters)} simulated meters, each assigned to a "
             f"household; {cut} start with little or no credit",
@@ -237,8 +250,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 state / "simulator.log",
             )
         )
+        print("==> linking the resident, making the dashboards", flush=True)
+        made = setup_people(prepared.url, prepared.token, prepared.to_json()["resident"])
         behind = time.time() - settings.start
-        print(_banner(prepared, broker_port, state, args.speed, behind), flush=True)
+        banner = _banner(
+            prepared,
+            broker_port,
+            state,
+            args.speed,
+            behind,
+            dashboards=[str(d["url_path"]) for d in made],
+            resident_password=settings.resident_password,
+        )
+        print(banner, flush=True)
         while True:
             for child in children:
                 if not child.running():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +29,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from homeassistant.auth import auth_manager_from_config
-from homeassistant.auth.const import GROUP_ID_ADMIN
+from homeassistant.auth.const import GROUP_ID_ADMIN, GROUP_ID_USER
 from homeassistant.auth.models import TOKEN_TYPE_LONG_LIVED_ACCESS_TOKEN, User
 from homeassistant.auth.providers import homeassistant as hass_auth
 from homeassistant.config_entries import ConfigEntry
@@ -36,7 +37,7 @@ from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.helpers.storage import Store
-from homeassistant.util import ulid as ulid_util
+from homeassistant.util import slugify, ulid as ulid_util
 
 from custom_components.prepaid_meter.config_flow import PrepaidMeterConfigFlow
 from custom_components.prepaid_meter.const import (
@@ -64,6 +65,9 @@ SEED: Final = 7
 METERS: Final = 30
 USERNAME: Final = "demo"
 PASSWORD: Final = "demo-prepaid"  # noqa: S105 - the demo's published login
+#: A resident's login (not an administrator), linked to one household once Home Assistant runs.
+RESIDENT_USERNAME: Final = "resident"
+RESIDENT_PASSWORD: Final = "resident-prepaid"  # noqa: S105 - the demo's published login
 DEMO_SCENARIOS: Final = (
     ("elderly-inactive", 2),
     ("overload", 2),
@@ -134,6 +138,8 @@ class DemoSettings:
     seed_ledger: bool = True
     username: str = USERNAME
     password: str = PASSWORD
+    resident_username: str = RESIDENT_USERNAME
+    resident_password: str = RESIDENT_PASSWORD
     log_level: str = "warning"
 
     def sim_config(self) -> SimConfig:
@@ -172,6 +178,33 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class Resident:
+    """The demo's resident login, their household, and a neighbour's (for the dashboards)."""
+
+    username: str
+    user_id: str
+    household: str
+    label: str
+    meter_id: str
+    neighbour: str
+    neighbour_label: str
+
+
+def choose_households(meters: Sequence[DemoMeter]) -> tuple[DemoMeter, DemoMeter]:
+    """Return the resident's household (ordinary, well in credit) and a neighbour's.
+
+    The neighbour starts without credit, so the demo soon cuts its supply: the operator's
+    list shows it, and the resident's restore of it is refused.
+    """
+    ordinary = [m for m in meters if m.scenario == "ordinary" and not m.supply_protected]
+    pool = ordinary or list(meters)
+    home = max(pool, key=lambda m: (m.top_up >= 100, -pool.index(m)))
+    others = [m for m in pool if m is not home] or [home]
+    neighbour = min(others, key=lambda m: (m.top_up, others.index(m)))
+    return home, neighbour
+
+
+@dataclass(frozen=True)
 class Prepared:
     """What `prepare` made: where Home Assistant listens, how to log in, which meters."""
 
@@ -182,6 +215,7 @@ class Prepared:
     username: str
     password: str
     meters: tuple[DemoMeter, ...]
+    resident: Resident
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-friendly summary (without the token)."""
@@ -190,6 +224,7 @@ class Prepared:
             "url": self.url,
             "entry_id": self.entry_id,
             "username": self.username,
+            "resident": dataclasses.asdict(self.resident),
             "meters": [
                 {
                     "meter_id": m.meter_id,
@@ -387,10 +422,10 @@ async def _async_stable_http_config(hass: HomeAssistant, settings: DemoSettings)
 
 async def _async_prepare_storage(
     settings: DemoSettings, stored_token: str | None
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     """Write auth, onboarding and the config entry with Home Assistant's code.
 
-    Returns (entry_id, token).
+    Returns (entry_id, token, the resident's user id).
     """
     config_dir = settings.config_dir
     hass = HomeAssistant(str(config_dir))
@@ -404,6 +439,14 @@ async def _async_prepare_storage(
     assert isinstance(provider, hass_auth.HassAuthProvider)
     await provider.async_initialize()
     user = await _async_owner(hass, provider, settings.username, settings.password)
+    resident = await _async_owner(
+        hass,
+        provider,
+        settings.resident_username,
+        settings.resident_password,
+        name="Demo resident",
+        group_id=GROUP_ID_USER,
+    )
     token = await _async_token(hass, user, stored_token)
 
     await _async_stable_http_config(hass, settings)
@@ -451,13 +494,21 @@ async def _async_prepare_storage(
     await entries_store.async_save({"entries": entries})
     # Stopping runs the final write, which saves the stores that save with a delay (auth).
     await hass.async_stop(force=True)
-    return entry_id, token
+    if not settings.minimal:
+        await _async_energy_preferences(hass, settings)
+    return entry_id, token, resident.id
 
 
 async def _async_owner(
-    hass: HomeAssistant, provider: hass_auth.HassAuthProvider, username: str, password: str
+    hass: HomeAssistant,
+    provider: hass_auth.HassAuthProvider,
+    username: str,
+    password: str,
+    *,
+    name: str = "Demo operator",
+    group_id: str = GROUP_ID_ADMIN,
 ) -> User:
-    """Return the demo's owner user, creating it (and its password) the first time."""
+    """Return a demo login's user (the owner by default), creating it the first time."""
     assert provider.data is not None
     credentials = await provider.async_get_or_create_credentials({"username": username})
     if not credentials.is_new:
@@ -466,7 +517,7 @@ async def _async_owner(
             provider.data.change_password(username, password)
             await provider.data.async_save()
             return user
-    user = await hass.auth.async_create_user("Demo operator", group_ids=[GROUP_ID_ADMIN])
+    user = await hass.auth.async_create_user(name, group_ids=[group_id])
     try:
         await provider.async_add_auth(username, password)
     except hass_auth.InvalidUser:  # a login without a user: give it its password again
@@ -490,16 +541,62 @@ async def _async_token(hass: HomeAssistant, user: User, stored: str | None) -> s
     return hass.auth.async_create_access_token(refresh)
 
 
+def meter_entity_id(config_dir: Path, settings: DemoSettings, meter_id: str, key: str) -> str:
+    """Return the entity id a meter's sensor has (or will get at its first registration).
+
+    The registry of an earlier run knows it; otherwise Home Assistant derives it from the
+    device name (the household's label) and the entity's English name ("Energy", "Price").
+    """
+    unique_id = f"{settings.prefix}/{settings.community}_{meter_id}_{key}"
+    registry = config_dir / ".storage" / "core.entity_registry"
+    if registry.is_file():
+        for entity in json.loads(registry.read_text())["data"]["entities"]:
+            if entity.get("platform") == DOMAIN and entity.get("unique_id") == unique_id:
+                return str(entity["entity_id"])
+    label = next(m.label for m in plan_meters(settings) if m.meter_id == meter_id)
+    return f"sensor.{slugify(label)}_{key}"
+
+
+async def _async_energy_preferences(hass: HomeAssistant, settings: DemoSettings) -> None:
+    """Set the Energy dashboard to the resident's household: its energy sensor and price.
+
+    Written in the grid format both versions read (2026 migrates it to its own on load), and
+    only when no preferences exist (a person's later choices stay).
+    """
+    store: Store[dict[str, Any]] = Store(hass, 1, "energy")
+    if await store.async_load():
+        return
+    home, _neighbour = choose_households(plan_meters(settings))
+    config_dir = settings.config_dir
+    grid = {
+        "type": "grid",
+        "flow_from": [
+            {
+                "stat_energy_from": meter_entity_id(config_dir, settings, home.meter_id, "energy"),
+                "stat_cost": None,
+                "entity_energy_price": meter_entity_id(
+                    config_dir, settings, home.meter_id, "price"
+                ),
+                "number_energy_price": None,
+            }
+        ],
+        "flow_to": [],
+        "cost_adjustment_day": 0.0,
+    }
+    await store.async_save({"energy_sources": [grid], "device_consumption": []})
+
+
 def prepare(settings: DemoSettings) -> Prepared:
     """Write (or refresh) the configuration folder; return how to reach it."""
     settings.config_dir.mkdir(parents=True, exist_ok=True)
     write_files(settings)
     meters = plan_meters(settings)
+    home, neighbour = choose_households(meters)
     if settings.seed_ledger:
         seed_ledger(settings, meters)
     token_file = settings.config_dir / TOKEN_FILE
     stored_token = token_file.read_text().strip() if token_file.exists() else None
-    entry_id, token = asyncio.run(_async_prepare_storage(settings, stored_token))
+    entry_id, token, resident_id = asyncio.run(_async_prepare_storage(settings, stored_token))
     if token != stored_token:
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
@@ -520,6 +617,15 @@ def prepare(settings: DemoSettings) -> Prepared:
         username=settings.username,
         password=settings.password,
         meters=tuple(meters),
+        resident=Resident(
+            username=settings.resident_username,
+            user_id=resident_id,
+            household=home.account_id,
+            label=home.label,
+            meter_id=home.meter_id,
+            neighbour=neighbour.account_id,
+            neighbour_label=neighbour.label,
+        ),
     )
     summary = settings.config_dir / SUMMARY_FILE
     summary.write_text(json.dumps(prepared.to_json(), indent=2) + "\n")

@@ -42,6 +42,7 @@ from playwright.sync_api import (
 import pytest
 
 from demo.config import ROOT, DemoSettings, environment, read_token
+from demo.people import setup_people
 from demo.processes import Child, api_get, free_port, start_hass, start_simulator, wait_for_hass
 from tests.broker import Mosquitto
 
@@ -130,6 +131,11 @@ class DemoHass:
     logs: Path
     children: list[Child]
     meters: list[dict[str, Any]] = field(default_factory=list)
+    #: The resident login and households (`demo.config.Resident`), and its password.
+    resident: dict[str, Any] = field(default_factory=dict)
+    resident_password: str = ""
+    #: The dashboards the demo made: the operator's, the resident's, the neighbour's (URLs).
+    dashboards: list[str] = field(default_factory=list)
     _ready: bool = False
 
     def ready(self) -> None:
@@ -140,6 +146,8 @@ class DemoHass:
         if self._ready:
             return
         wait_for_hass(self.hass, self.url, self.token, HASS_START_TIMEOUT)
+        made = setup_people(self.url, self.token, self.resident)
+        self.dashboards = [str(d["url_path"]) for d in made]
         sim_args = [*self.settings.simulator_args(speed=600, interval=1), "--quiet"]
         self.children.append(start_simulator(sim_args, self.logs / "simulator.log"))
         labels = {str(m["label"]) for m in self.meters}
@@ -161,6 +169,11 @@ class DemoHass:
             time.sleep(1)
         assert len(numeric) >= BALANCES_WANTED, (numeric, self.hass.tail())
         self._ready = True
+
+    def state(self, entity_id: str) -> dict[str, Any]:
+        """Return one entity's state from the REST API."""
+        found: dict[str, Any] = api_get(self.url, self.token, f"/api/states/{entity_id}")
+        return found
 
     def states(self) -> list[dict[str, Any]]:
         """Return every entity's state from the REST API."""
@@ -238,6 +251,8 @@ def demo_processes(
             logs=work,
             children=children,
             meters=list(summary["meters"]),
+            resident=dict(summary["resident"]),
+            resident_password=settings.resident_password,
         )
     finally:
         for child in reversed(children):
@@ -307,6 +322,19 @@ class Screen:
         self.page.goto(self.base_url + path)
         self.page.wait_for_load_state("networkidle")
 
+    def call_action(self, domain: str, service: str, data: dict[str, Any]) -> str | None:
+        """Perform an action through the frontend's own websocket connection (the logged-in
+        person's token); return the error message it shows, or None if it was accepted."""
+        message: str | None = self.page.evaluate(
+            """async ([domain, service, data]) => {
+              const hass = document.querySelector('home-assistant').hass;
+              try { await hass.callService(domain, service, data); return null; }
+              catch (err) { return err.message || JSON.stringify(err); }
+            }""",
+            [domain, service, data],
+        )
+        return message
+
     def login(self, user: str, password: str) -> None:
         """Log in through Home Assistant's login page; return on the first dashboard."""
         self.open("/")
@@ -319,7 +347,8 @@ class Screen:
 
     def shows(self, text: str | re.Pattern[str]) -> None:
         """Assert that `text` is on screen (or scrolled into view), through shadow roots."""
-        expect(self.page.get_by_text(text).first).to_be_visible()
+        # The first visible match: a phone's closed sidebar drawer holds the same words.
+        expect(self.page.get_by_text(text).locator("visible=true").first).to_be_visible()
 
     def visible_text(self) -> str:
         """Return the page's visible text, one line per text node, shadow roots included."""

@@ -1,0 +1,71 @@
+"""After Home Assistant is up: link the resident login to its household, make the dashboards.
+
+Both through Home Assistant's REST API with the operator's token, the way a person (or an
+automation) would call the actions: `prepaid_meter.link_user` and
+`prepaid_meter.create_dashboards` (the operator dashboard, the resident's household's and a
+neighbour's). Safe to run on every start: a link is recorded once, a dashboard a person
+edited is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+import urllib.error
+import urllib.request
+
+from demo.processes import api_get
+
+DOMAIN = "prepaid_meter"
+
+
+def api_post(url: str, token: str, path: str, body: dict[str, Any], timeout: float = 30) -> Any:
+    """POST JSON to a Home Assistant REST API path with the token; return the decoded JSON."""
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL we built
+        url + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _balance_entity(states: list[dict[str, Any]], label: str) -> str | None:
+    for found in states:
+        name = str(found["attributes"].get("friendly_name", ""))
+        if name == f"{label} Balance" and str(found["entity_id"]).startswith("sensor."):
+            return str(found["entity_id"])
+    return None
+
+
+def setup_people(
+    url: str, token: str, resident: dict[str, Any], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Link the resident, make the dashboards; return the action's list of dashboards."""
+    deadline = time.monotonic() + timeout
+    while True:  # the households' entities exist once the entry has added them
+        try:
+            states = api_get(url, token, "/api/states")
+        except (urllib.error.URLError, OSError):
+            states = []
+        if all(_balance_entity(states, resident[k]) for k in ("label", "neighbour_label")):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the demo households' balance sensors did not appear")
+        time.sleep(0.5)
+    api_post(
+        url,
+        token,
+        f"/api/services/{DOMAIN}/link_user",
+        {"household": resident["household"], "user_id": resident["user_id"]},
+    )
+    made = api_post(
+        url,
+        token,
+        f"/api/services/{DOMAIN}/create_dashboards?return_response",
+        {"households": [resident["household"], resident["neighbour"]]},
+    )
+    dashboards: list[dict[str, Any]] = made["service_response"]["dashboards"]
+    return dashboards
