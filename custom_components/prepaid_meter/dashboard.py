@@ -41,7 +41,7 @@ are made for the households that have linked users unless the action names house
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import importlib
 import logging
 import re
@@ -146,6 +146,8 @@ class DashboardWords:
     words: Mapping[str, str]
     reasons: Mapping[str, str]
     alarms: Mapping[str, str]
+    #: Entities' own names by key ("Total balance", "Balance"), without their device's.
+    names: Mapping[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> str:
         """Return the word of `key` (the key itself, made readable, if missing)."""
@@ -243,6 +245,22 @@ def _tile(entity_id: str, **extra: Any) -> Card:
     return {"type": "tile", "entity": entity_id, **extra}
 
 
+def _meter_tile(entity_id: str, words: DashboardWords, key: str, columns: int = 6) -> Card:
+    """A meter entity's tile, named without the household (the heading says it)."""
+    card = _tile(entity_id, grid_options={"columns": columns})
+    if name := words.names.get(key):
+        card["name"] = name
+    return card
+
+
+def _community_tile(entity_id: str, words: DashboardWords, key: str, columns: int = 12) -> Card:
+    """A community sensor's tile, named without the community's name (the title says it)."""
+    card = _tile(entity_id, grid_options={"columns": columns})
+    if name := words.names.get(key):
+        card["name"] = name
+    return card
+
+
 def _jinja_map(mapping: Mapping[str, str]) -> str:
     """Return a mapping as a Jinja dict literal (keys and values quoted safely)."""
 
@@ -325,8 +343,8 @@ def operator_dashboard(
     currency = runtime.currency
     totals: list[Card] = [_heading(words["community"], "mdi:home-group")]
     totals += [
-        _tile(entities[key], grid_options={"columns": 6})
-        for key in COMMUNITY_TILES[:6]
+        _community_tile(entities[key], words, key, columns=6)
+        for key in ("total_balance", "top_ups_today", "fee_collection_rate")
         if key in entities
     ]
     sections: list[dict[str, Any]] = [_section(totals)]
@@ -347,7 +365,7 @@ def operator_dashboard(
             _section(
                 [
                     _heading(title, icon),
-                    _tile(entities[key]),
+                    _community_tile(entities[key], words, key),
                     households_markdown(entities[key], words, currency, column=column),
                 ]
             )
@@ -399,17 +417,19 @@ def resident_dashboard(
         entities = meter_entities(runtime, registry, meter_id)
         money: list[Card] = [_heading(household.label, RESIDENT_ICON)]
         money += [
-            _tile(entities[key], grid_options={"columns": 6})
+            _meter_tile(entities[key], words, key)
             for key in ("balance", "days_left", "cycle_cost", "cycle_energy", "price", "tier")
             if key in entities
         ]
         if "low_balance_threshold" in entities:
-            money.append(_tile(entities["low_balance_threshold"]))
+            money.append(
+                _meter_tile(entities["low_balance_threshold"], words, "low_balance_threshold", 12)
+            )
         sections.append(_section(money))
 
         supply: list[Card] = [_heading(words["supply"], "mdi:power-socket-de")]
         supply += [
-            _tile(entities[key], grid_options={"columns": 6})
+            _meter_tile(entities[key], words, key)
             for key in ("supply_on", "online")
             if key in entities
         ]
@@ -542,7 +562,14 @@ async def async_load_words(hass: HomeAssistant) -> DashboardWords:
         for key, text in errors.items()
         if key.startswith(prefix + "alarm_")
     }
-    return DashboardWords(words=words, reasons=reasons, alarms=alarms)
+    entity = await async_get_translations(hass, language, "entity", {DOMAIN})
+    platforms = {**dict.fromkeys(COMMUNITY_TILES, "sensor"), **METER_KEYS}
+    names = {
+        key: entity[name]
+        for key, platform in platforms.items()
+        if (name := f"component.{DOMAIN}.entity.{platform}.{key}.name") in entity
+    }
+    return DashboardWords(words=words, reasons=reasons, alarms=alarms, names=names)
 
 
 def _error(key: str, **placeholders: str) -> ServiceValidationError:
