@@ -281,18 +281,22 @@ def households_markdown(
     """
     header = f"| {words['household']} | {words['balance']} ({currency}) |"
     rule = "|:--|--:|"
-    cell = "| {{ row.household }} | {{ row.balance }} |"
+    # The markdown card renders strictly (an undefined name blanks the whole card): lines of
+    # the offline and alarmed lists have no balance, an unassigned meter no household.
+    cell = "| {{ row.household or row.meter_id | default('', true) }}"
+    cell += " | {{ row.balance | default('', true) }} |"
     lookup = ""
     if column == "reason":
         header += f" {words['reason']} |"
         rule += ":--|"
         lookup = "{%- set names = " + _jinja_map(words.reasons) + " %}\n"
-        cell += " {{ names.get(row.reason, row.reason) }} |"
+        cell += " {{ names.get(row.reason, row.reason) | default('', true) }} |"
     elif column == "alarms":
         header += f" {words['alarms']} |"
         rule += ":--|"
         lookup = "{%- set names = " + _jinja_map(words.alarms) + " %}\n"
-        cell += " {% for a in row.alarms %}{{ names.get(a, a) }}{{ ', ' if not loop.last }}"
+        cell += " {% for a in row.alarms | default([], true) %}{{ names.get(a, a) }}"
+        cell += "{{ ', ' if not loop.last }}"
         cell += "{% endfor %} |"
     content = (
         f"{{%- set rows = state_attr('{entity_id}', 'households') or [] %}}\n"

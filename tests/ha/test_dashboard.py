@@ -101,7 +101,8 @@ def check_config(hass: HomeAssistant, config: dict[str, Any]) -> list[dict[str, 
             if tap["action"] == "navigate":
                 assert tap["navigation_path"].startswith("/")
         if card["type"] == "markdown":
-            rendered = Template(card["content"], hass).async_render(parse_result=False)
+            # The frontend's markdown card renders strictly: an undefined name blanks it.
+            rendered = Template(card["content"], hass).async_render(parse_result=False, strict=True)
             assert "{{" not in rendered and "{%" not in rendered
     return cards
 
@@ -162,9 +163,7 @@ async def test_create_dashboards_stores_and_shows_them(
     tiles = {c["entity"] for c in cards if c["type"] == "tile"}
     for key in ("total_balance", "supplies_cut", "meters_offline", "fee_collection_rate"):
         assert f"sensor.test_community_{key}" in tiles
-    cut_list = next(
-        c for c in cards if c["type"] == "markdown" and "supplies_cut" in c["content"]
-    )
+    cut_list = next(c for c in cards if c["type"] == "markdown" and "supplies_cut" in c["content"])
     rendered = Template(cut_list["content"], hass).async_render(parse_result=False)
     assert "| Household 3-501 |" in rendered
     assert "Credit exhausted" in rendered or "credit exhausted" in rendered.lower(), rendered
@@ -172,6 +171,21 @@ async def test_create_dashboards_stores_and_shows_them(
         c for c in cards if c["type"] == "markdown" and "meters_offline" in c["content"]
     )
     assert "*None*" in Template(offline_list["content"], hass).async_render(parse_result=False)
+    # Lines of the offline and alarmed lists carry no balance; an unassigned meter no household.
+    offline_id = next(iter(offline_list["entity_id"]))
+    hass.states.async_set(
+        offline_id,
+        "2",
+        {
+            "households": [
+                {"household": "Household 3-501", "account_id": "b3-501", "meter_id": "m1"},
+                {"household": None, "account_id": None, "meter_id": "m2"},
+            ]
+        },
+    )
+    rendered = Template(offline_list["content"], hass).async_render(parse_result=False, strict=True)
+    assert "| Household 3-501 |  |" in rendered
+    assert "| m2 |  |" in rendered
 
     await client.send_json_auto_id({"type": "lovelace/config", "url_path": resident_url})
     home = (await client.receive_json())["result"]
@@ -264,4 +278,3 @@ async def test_create_dashboards_refuses_without_lovelace_or_unknown_household(
 def test_card_types_are_core_cards() -> None:
     """Every card type the module uses is a core card of the installed frontend."""
     assert frontend_cards() >= dashboard.CARD_TYPES
-
