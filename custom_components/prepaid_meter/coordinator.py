@@ -70,12 +70,12 @@ STORE_VERSION = 1
 EVENT_PREFIX = "prepaid_meter_"
 BUS_EVENTS = PEOPLE_EVENTS  # fired as prepaid_meter_<kind>, described in the logbook
 BROKER_ISSUE_AFTER_S = 300
-#: Entities each meter has enabled by default with all its entities (8 sensors, 3 binary
+#: Entities each meter has enabled by default with all its entities (13 sensors, 3 binary
 #: sensors, switch, button, number; voltage, current and last reading start disabled).
-ENTITIES_PER_METER = 14
+ENTITIES_PER_METER = 19
 #: A community of more meters gives each meter only the essential entities, unless the option
-#: `meter_entities` says otherwise: at 14 per meter current Home Assistant's limit of 10,000
-#: enabled entities per entry is passed at about 700 meters, and every entity costs memory,
+#: `meter_entities` says otherwise: at 19 per meter current Home Assistant's limit of 10,000
+#: enabled entities per entry is passed at about 525 meters, and every entity costs memory,
 #: start time and recorder writes. A household's detail is its own instance's (household mode).
 ESSENTIAL_ABOVE = 500
 #: The essential set: each meter's balance, enabled (money is what an operator reads per home);

@@ -155,7 +155,6 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
         suggested_display_precision=2,
-        entity_registry_enabled_default=False,
         value_fn=lambda view: view.today_kwh,
     ),
     MeterSensorDescription(
@@ -165,7 +164,6 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         currency_unit="{currency}",
         suggested_display_precision=2,
-        entity_registry_enabled_default=False,
         value_fn=lambda view: view.today_cost,
         last_reset_fn=lambda view: view.day_started,
     ),
@@ -176,7 +174,6 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
         suggested_display_precision=1,
-        entity_registry_enabled_default=False,
         value_fn=lambda view: view.month_kwh,
     ),
     MeterSensorDescription(
@@ -186,7 +183,6 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         currency_unit="{currency}",
         suggested_display_precision=2,
-        entity_registry_enabled_default=False,
         value_fn=lambda view: view.month_cost,
         last_reset_fn=lambda view: view.month_started,
     ),
@@ -196,7 +192,6 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
         suggested_display_precision=1,
-        entity_registry_enabled_default=False,
         value_fn=lambda view: view.tier_kwh_left,
     ),
     MeterSensorDescription(

@@ -201,14 +201,14 @@ async def test_a_community_past_home_assistants_entity_limit_raises_one_repair(
     assert ir.async_get(hass).async_get_issue("prepaid_meter", issue_id) is None
     known = {f"m{n}": None for n in range(3)}
     with patch.object(compat, "ENTITY_LIMIT", 30), patch.dict(runtime.community.meters, known):
-        runtime.async_check_size()  # 3 meters x 14 entities > 30
+        runtime.async_check_size()  # 3 meters x 19 entities > 30
     issue = ir.async_get(hass).async_get_issue("prepaid_meter", issue_id)
     assert issue is not None
     assert issue.translation_placeholders == {
         "meters": "3",
         "limit": "30",
-        "per_meter": "14",
-        "fits": "2",
+        "per_meter": "19",
+        "fits": "1",
         "community": "Test community",
     }
     assert await hass.config_entries.async_unload(config_entry.entry_id)

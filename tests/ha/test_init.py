@@ -573,10 +573,10 @@ async def test_a_statement_of_a_cycle_the_tariff_has_not_is_a_translated_error(
     )
 
 
-async def test_todays_and_this_months_figures_once_enabled(
+async def test_todays_and_this_months_figures(
     hass: HomeAssistant, init_integration: MockConfigEntry, meter: TestMeter
 ) -> None:
-    """Created disabled; enabled, they show the household's use and cost, with last resets."""
+    """Enabled by default (with all entities): the household's use and cost, with last resets."""
     entry = init_integration
     await setup_household(hass, entry, meter)
     registry = er.async_get(hass)
@@ -584,10 +584,7 @@ async def test_todays_and_this_months_figures_once_enabled(
     for key in keys:
         found = registry.async_get(entity_id(hass, entry, key))
         assert found is not None
-        assert found.disabled_by is er.RegistryEntryDisabler.INTEGRATION
-        registry.async_update_entity(found.entity_id, disabled_by=None)
-    assert await hass.config_entries.async_reload(entry.entry_id)
-    await hass.async_block_till_done()
+        assert found.disabled_by is None
     meter_after = entry.runtime_data
     await call(hass, "top_up", household="b3-501", amount="100", transaction_id="t1")
     now = int(time.time())
