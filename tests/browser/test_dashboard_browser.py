@@ -73,6 +73,8 @@ def test_operator_sees_community_and_households(
         expect(dismiss.or_(empty).first).to_be_visible()
         operator.settle()
         operator.screenshot("notifications")
+        # Nothing was discovered: no "New devices discovered" (see demo.people).
+        assert "New devices discovered" not in operator.visible_text()
         operator.page.keyboard.press("Escape")
 
     # The community's device page: its name and its figures.
