@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity, EntityDescription
@@ -27,11 +29,18 @@ def meter_device_info(runtime: PrepaidRuntime, meter_id: str) -> DeviceInfo:
     """Return the device of one meter, under the community's hub device."""
     meter = runtime.community.meters.get(meter_id)
     household = runtime.household_of(meter_id)
+    # A household's meter is named by the household; one not yet assigned by its id, in Home
+    # Assistant's language ("Meter 0000...", "电表 0000...").
+    naming: dict[str, Any] = (
+        {"name": household.label}
+        if household
+        else {"translation_key": "meter", "translation_placeholders": {"meter_id": meter_id}}
+    )
     return device_info(
         (DOMAIN, runtime.community_identifier),
         runtime.hub_device_id,
         identifiers={(DOMAIN, runtime.meter_identifier(meter_id))},
-        name=household.label if household else f"Meter {meter_id}",
+        **naming,
         manufacturer="Prepaid meter",
         model=meter.model if meter and meter.model else None,
         sw_version=meter.firmware if meter else None,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 import time
 from typing import Any
 from unittest.mock import patch
@@ -600,3 +601,28 @@ async def test_todays_and_this_months_figures(
     assert cost is not None
     assert cost.attributes["state_class"] == "total"
     assert "last_reset" in cost.attributes
+
+
+@pytest.mark.parametrize(
+    ("language", "name"), [("en", "Meter 000012345678"), ("zh-Hans", "电表 000012345678")]
+)
+async def test_unassigned_meter_device_named_in_home_assistants_language(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    tmp_path: Path,
+    meter: TestMeter,
+    language: str,
+    name: str,
+) -> None:
+    """A meter not yet assigned is named by its id, in Home Assistant's language."""
+    hass.config.language = language
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    runtime = config_entry.runtime_data
+    await wait_until(hass, lambda: runtime.meter_device(METER_ID) is not None)
+    device = runtime.meter_device(METER_ID)
+    assert device is not None
+    assert device.name == name
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
