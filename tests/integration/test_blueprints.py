@@ -38,6 +38,8 @@ INPUTS = {
     },
     "elderly_inactivity.yaml": {
         "power_sensor",
+        "household",
+        "to_linked_users",
         "threshold",
         "hours",
         "notify_action",
@@ -264,6 +266,55 @@ async def test_inactivity_from_power_and_from_event(
     await hass.async_block_till_done()
     assert len(calls) == 2
     assert calls[1].data["message"].startswith("3-501 has used almost no electricity for 24.5")
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_inactivity_of_every_household_to_its_own_people(hass: HomeAssistant) -> None:
+    """No power sensor: each household's inactivity event goes to its linked people's phones."""
+    caregiver: list[ServiceCall] = async_mock_service(hass, "notify", "caregiver")
+    alice_phone: list[ServiceCall] = async_mock_service(hass, "notify", "mobile_app_alice_phone")
+    hass.states.async_set(
+        "person.alice",
+        "home",
+        {"user_id": "u-alice", "device_trackers": ["device_tracker.alice_phone"]},
+    )
+    await setup_automation(
+        hass,
+        "elderly_inactivity.yaml",
+        {"to_linked_users": True, "notify_action": "notify.caregiver"},
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_inactivity",
+        {"account_id": "b3-501", "household": "3-501", "hours": 13.0, "users": ["u-alice"]},
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_inactivity",
+        {"account_id": "b3-502", "household": "3-502", "hours": 14.5, "users": []},
+    )
+    await hass.async_block_till_done()
+    assert [c.data["message"][:40] for c in alice_phone] == [
+        "3-501 has used almost no electricity for"
+    ]
+    assert [c.data["message"][:40] for c in caregiver] == [
+        "3-502 has used almost no electricity for"
+    ]
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_inactivity_of_one_household_by_id(hass: HomeAssistant) -> None:
+    """No power sensor, one household: the others' events are not sent."""
+    caregiver: list[ServiceCall] = async_mock_service(hass, "notify", "caregiver")
+    await setup_automation(
+        hass,
+        "elderly_inactivity.yaml",
+        {"household": "b3-502", "notify_action": "notify.caregiver"},
+    )
+    for account in ("b3-501", "b3-502"):
+        hass.bus.async_fire(
+            "prepaid_meter_inactivity", {"account_id": account, "household": account, "hours": 12}
+        )
+    await hass.async_block_till_done()
+    assert [c.data["message"].split(" ")[0] for c in caregiver] == ["b3-502"]
 
 
 @pytest.mark.usefixtures("config_folder")
