@@ -23,6 +23,17 @@ Assistant user's) to a household, and unlinking them, is appended to `user_links
 (append-only, with who did it and when); the newest row of each (household, user) says
 whether they are linked. Linking what is linked, or unlinking what is not, writes nothing.
 
+How much each household used on each local day is kept with the charges: `usage_days` holds,
+per (household, local day of the tariff's zone), the kWh and the money of that day's charge
+entries and the time of its first one, added to by the same transaction that inserts the
+charges (a duplicate adds nothing, being no insert), so the sums and the journal cannot
+disagree, across a crash either; `check_invariant` proves it. A start-up reads these few rows
+(at most about 40 per household for this month and the last week), never the charges, whose
+number grows by one per meter and minute. The days are local days of a zone the file learns
+from the community (`set_day_zone`, with the first day it will ask for): until it is told
+one, nothing is summed; when it is told one first, or another zone, or an earlier first day,
+the days from that first day on are summed again from the journal's charges, once.
+
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
 committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
@@ -50,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import date, datetime, time as day_time, timedelta
 import decimal
 from decimal import Decimal
 from enum import StrEnum
@@ -60,6 +72,7 @@ import threading
 import time
 from types import TracebackType
 from typing import Any, Final, Self
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -76,6 +89,7 @@ __all__ = [
     "SupplyChange",
     "UsageDelta",
     "UsageRow",
+    "UseDay",
     "UserLink",
 ]
 
@@ -184,6 +198,17 @@ class UsageRow:
     period: str
     kwh: Decimal
     amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UseDay:
+    """A household's charges on one local day: their kWh, their money, the first one's time."""
+
+    account_id: str
+    day: date
+    kwh: Decimal
+    cost: Decimal  # what the charges took, positive
+    first_ts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +350,36 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER user_links_no_delete BEFORE DELETE ON user_links
             BEGIN SELECT RAISE(ABORT, 'user links are append-only'); END""",
     ),
+    (  # 4: each household's charges summed per local day, kept with the charges
+        # Filled by Ledger.set_day_zone, not here: the day is local to the tariff's zone,
+        # which the file does not know yet. The first start after the upgrade therefore reads
+        # the journal's charges of the days the community shows (this month's and the last
+        # week's) once, as every start did before: slow on a large ledger (about 5 s per
+        # million charges: some 15 minutes for 5,000 meters at the end of a month); every
+        # start after it reads only these sums.
+        """CREATE TABLE usage_days (
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            day TEXT NOT NULL,
+            kwh TEXT NOT NULL,
+            cost TEXT NOT NULL,
+            first_ts INTEGER NOT NULL,
+            PRIMARY KEY (account_id, day)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX usage_days_day ON usage_days (day)",
+        # The zone whose local days usage_days holds, and the first day it holds (no row:
+        # none yet, nothing summed).
+        """CREATE TABLE usage_days_zone (
+            only INTEGER PRIMARY KEY CHECK (only = 1),
+            zone TEXT NOT NULL,
+            since TEXT NOT NULL
+        ) STRICT""",
+        # Charges of earlier versions carry no kWh: it is the register in their key less the
+        # register of the meter's previous such charge, kept here.
+        """CREATE TABLE usage_days_registers (
+            meter_id TEXT PRIMARY KEY NOT NULL,
+            register TEXT NOT NULL
+        ) STRICT, WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -380,6 +435,17 @@ _SQL_UPSERT_USAGE: Final = (
     "ON CONFLICT (account_id, cycle, tier, period) DO UPDATE SET "
     "kwh = excluded.kwh, amount = excluded.amount"
 )
+_SQL_UPSERT_DAY: Final = (
+    "INSERT INTO usage_days (account_id, day, kwh, cost, first_ts) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (account_id, day) DO UPDATE SET "
+    "kwh = excluded.kwh, cost = excluded.cost, first_ts = excluded.first_ts"
+)
+_SQL_UPSERT_REGISTER: Final = (
+    "INSERT INTO usage_days_registers (meter_id, register) VALUES (?, ?) "
+    "ON CONFLICT (meter_id) DO UPDATE SET register = excluded.register"
+)
+#: Day sums held in memory while the journal is read whole, before they are written.
+_DAYS_FLUSH: Final = 200_000
 _SQL_ENTRY_COLUMNS: Final = "id, key, ts, account_id, sub, kind, amount, balance_after, meta"
 
 
@@ -477,6 +543,7 @@ class _Checked:
     amount: Decimal
     ts: int
     meta: str
+    kwh: Decimal | None = None  # a charge's energy, from its meta (None: not given)
 
     def same_as(self, account_id: str, sub: str, kind: str, amount: Decimal) -> bool:
         """Tell whether a stored entry carries this posting's content."""
@@ -521,7 +588,94 @@ def _check_posting(posting: Posting, *, settlement: bool = False) -> _Checked:
         amount=_clean(amount),
         ts=_timestamp(posting.ts, f"The time of posting {key!r}"),
         meta=_meta_text(posting.meta, key),
+        kwh=_charge_kwh(posting.meta, key) if kind is EntryKind.CHARGE else None,
     )
+
+
+def _charge_kwh(meta: Meta, key: str) -> Decimal | None:
+    """Return the `kwh` of a charge's meta (None if absent); refuse one that is no number."""
+    text = meta.get("kwh")
+    if text is None:
+        return None
+    kwh = _decimal_or_none(str(text))
+    if kwh is None or kwh.copy_abs() >= _LIMIT:
+        raise LedgerError(f"The kwh of charge {key!r} must be a number, not {text!r}.")
+    return kwh
+
+
+def _decimal_or_none(text: str) -> Decimal | None:
+    """Return `text` as a finite Decimal, or None if it is not one."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return None
+    return value if value.is_finite() else None
+
+
+def _key_register(key: str) -> tuple[str, Decimal | None]:
+    """Return the meter and register a charge key `charge:<meter>:<ts>:<register>` names.
+
+    Read as start-up read them before the day sums (so entries of every earlier version
+    count alike): the register is None when the key's last part is not a number.
+    """
+    meter_and_ts, _, register_text = key.partition(":")[2].rpartition(":")
+    return meter_and_ts.rpartition(":")[0], _decimal_or_none(register_text)
+
+
+class _DaySums:
+    """Charge entries summed per (account, local day): kWh, cost and the first entry's time.
+
+    A charge's kWh is its meta's `kwh`; for a charge of an earlier version, without it, the
+    register in its key less the register of the meter's previous such charge (`registers`,
+    updated here; 0 for the first, or when the register went down).
+    """
+
+    def __init__(self, zone: ZoneInfo, registers: dict[str, Decimal], since: str) -> None:
+        self._zone = zone
+        self._since = since  # the first day kept (ISO): charges of earlier days are left out
+        self._span: tuple[int, int, str] = (0, 0, "")
+        self.sums: dict[tuple[str, str], tuple[Decimal, Decimal, int]] = {}
+        self.registers = registers
+        self.moved: set[str] = set()
+
+    def day(self, ts: int) -> str:
+        """Return the local day of a moment as ISO text (the last day is remembered)."""
+        start, end, day = self._span
+        if start <= ts < end:
+            return day
+        local = datetime.fromtimestamp(ts, self._zone).date()
+        self._span = (
+            _midnight(local, self._zone),
+            _midnight(local + timedelta(days=1), self._zone),
+            local.isoformat(),
+        )
+        return self._span[2]
+
+    def add(self, ts: int, account_id: str, key: str, amount: Decimal, kwh: Decimal | None) -> None:
+        """Add one charge entry (its amount as journaled: zero or below)."""
+        day = self.day(ts)
+        if day < self._since:
+            return
+        if kwh is None:
+            meter_id, register = _key_register(key)
+            kwh = _ZERO
+            if register is not None:
+                before = self.registers.get(meter_id)
+                if before is not None and register >= before:
+                    kwh = _CTX.subtract(register, before)
+                self.registers[meter_id] = register
+                self.moved.add(meter_id)
+        slot = (account_id, day)
+        old = self.sums.get(slot)
+        if old is None:
+            self.sums[slot] = (_clean(kwh), _clean(-amount), ts)
+        else:
+            self.sums[slot] = (_add(old[0], kwh), _add(old[1], -amount), min(old[2], ts))
+
+
+def _midnight(day: date, zone: ZoneInfo) -> int:
+    """Return when a local day starts (as the community reckons it)."""
+    return int(datetime.combine(day, day_time.min, zone).timestamp())
 
 
 def _check_cursor(cursor: Cursor) -> tuple[str, int | None, int, str]:
@@ -635,6 +789,7 @@ class Ledger:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._zone: ZoneInfo | None = None  # the last zone read from usage_days_zone
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1015,7 +1170,160 @@ class Ledger:
                 _SQL_UPSERT_BALANCE,
                 [(account_id, sub, str(balances[account_id, sub])) for account_id, sub in touched],
             )
+            charges = [p for p, _ in added.values() if p.kind is EntryKind.CHARGE]
+            if charges:
+                self._add_days(conn, charges)
         return results
+
+    # ------------------------------------------------------------------ days of use
+
+    def _stored_zone(self, conn: sqlite3.Connection) -> tuple[ZoneInfo, str] | None:
+        """Return the zone the day sums are in and their first day, or None if none was set."""
+        row = conn.execute("SELECT zone, since FROM usage_days_zone").fetchone()
+        if row is None:
+            return None
+        if self._zone is None or self._zone.key != row[0]:
+            self._zone = ZoneInfo(row[0])
+        return self._zone, str(row[1])
+
+    def _add_days(self, conn: sqlite3.Connection, charges: Sequence[_Checked]) -> None:
+        """Add newly inserted charges to their days (inside the caller's transaction)."""
+        stored = self._stored_zone(conn)
+        if stored is None:
+            return  # summed from the journal when a zone is set
+        zone, since = stored
+        registers: dict[str, Decimal] = {}
+        legacy = {_key_register(c.key)[0] for c in charges if c.kwh is None}
+        if legacy:
+            registers = {
+                meter_id: Decimal(register)
+                for meter_id, register in conn.execute(
+                    "SELECT meter_id, register FROM usage_days_registers "
+                    "WHERE meter_id IN (SELECT value FROM json_each(?))",
+                    (_as_json_list(legacy),),
+                )
+            }
+        sums = _DaySums(zone, registers, since)
+        for charge in charges:
+            sums.add(charge.ts, charge.account_id, charge.key, charge.amount, charge.kwh)
+        self._write_days(conn, sums)
+
+    @staticmethod
+    def _write_days(conn: sqlite3.Connection, sums: _DaySums) -> None:
+        """Add the sums to the stored days and store the registers that moved."""
+        found = sums.sums
+        if found:
+            for account_id, day, kwh, cost, first_ts in conn.execute(
+                "SELECT account_id, day, kwh, cost, first_ts FROM usage_days "
+                "WHERE account_id IN (SELECT value FROM json_each(?)) "
+                "AND day IN (SELECT value FROM json_each(?))",
+                (
+                    _as_json_list({slot[0] for slot in found}),
+                    _as_json_list({slot[1] for slot in found}),
+                ),
+            ):
+                added = found.get((account_id, day))
+                if added is not None:
+                    found[account_id, day] = (
+                        _add(Decimal(kwh), added[0]),
+                        _add(Decimal(cost), added[1]),
+                        min(int(first_ts), added[2]),
+                    )
+            conn.executemany(
+                _SQL_UPSERT_DAY,
+                [
+                    (account_id, day, str(kwh), str(cost), first_ts)
+                    for (account_id, day), (kwh, cost, first_ts) in found.items()
+                ],
+            )
+            found.clear()
+        if sums.moved:
+            conn.executemany(
+                _SQL_UPSERT_REGISTER,
+                [(meter_id, str(sums.registers[meter_id])) for meter_id in sorted(sums.moved)],
+            )
+            sums.moved.clear()
+
+    def day_zone(self) -> tuple[str, date] | None:
+        """Return the zone of the days of use and the first day kept (None: none set yet)."""
+        rows = self._read("SELECT zone, since FROM usage_days_zone")
+        return (str(rows[0][0]), date.fromisoformat(rows[0][1])) if rows else None
+
+    def set_day_zone(self, zone: ZoneInfo, since: date) -> bool:
+        """Keep the days of use from `since` on, in local days of `zone`; return if rebuilt.
+
+        Nothing to do when they already are (in that zone, from `since` or earlier).
+        Otherwise (the first start after the upgrade that added them, a tariff moved to
+        another zone, or an earlier first day asked for) the days from `since` on are summed
+        again from the journal's charges of those days, in one transaction: slow on a large
+        journal (about 5 s per million charges read), and done once. Days before `since`
+        are not kept; charges of such days that arrive later are not summed.
+        """
+        if not isinstance(zone, ZoneInfo):
+            raise LedgerError(f"The zone of the days of use must be a ZoneInfo, not {zone!r}.")
+        if not isinstance(since, date):
+            raise LedgerError(f"The first day of use to keep must be a date, not {since!r}.")
+        first = since.isoformat()
+        current = self.day_zone()
+        if current is not None and current[0] == zone.key and current[1] <= since:
+            return False
+        with self._lock, self._transaction() as conn:
+            stored = self._stored_zone(conn)
+            if stored is not None and stored[0].key == zone.key and stored[1] <= first:
+                return False  # another process did it meanwhile
+            conn.execute("DELETE FROM usage_days")
+            conn.execute("DELETE FROM usage_days_registers")
+            sums = _DaySums(zone, {}, first)
+            # Through the (kind, ts) index, in time order (a meter's charges are in time
+            # order as in the order written; only an earlier version's kWh-less charge
+            # looks at the one before it).
+            for ts, account_id, key, amount, kwh in conn.execute(
+                "SELECT ts, account_id, key, amount, json_extract(meta, '$.kwh') "
+                "FROM journal WHERE kind = 'charge' AND ts >= ? ORDER BY ts, id",
+                (_midnight(since, zone),),
+            ):
+                sums.add(
+                    ts,
+                    account_id,
+                    key,
+                    Decimal(amount),
+                    None if kwh is None else _decimal_or_none(str(kwh)),
+                )
+                if len(sums.sums) >= _DAYS_FLUSH:
+                    self._write_days(conn, sums)
+            self._write_days(conn, sums)
+            conn.execute(
+                "INSERT INTO usage_days_zone (only, zone, since) VALUES (1, ?, ?) "
+                "ON CONFLICT (only) DO UPDATE SET zone = excluded.zone, since = excluded.since",
+                (zone.key, first),
+            )
+            self._zone = zone
+            return True
+
+    def use_days(self, since: date) -> list[UseDay]:
+        """Return every household's days of use from `since` on (start-up; a few rows each).
+
+        Refused until a zone is set (`set_day_zone`): the days are local days; and for a
+        day before the first one kept.
+        """
+        if not isinstance(since, date):
+            raise LedgerError(f"The first day of use to read must be a date, not {since!r}.")
+        kept = self.day_zone()
+        if kept is None:
+            raise LedgerError("The days of use have no zone yet: call set_day_zone first.")
+        if since < kept[1]:
+            raise LedgerError(
+                f"The days of use are kept from {kept[1]} on, not from {since}: "
+                "call set_day_zone with the earlier day first."
+            )
+        return [
+            UseDay(account_id, date.fromisoformat(day), Decimal(kwh), Decimal(cost), first_ts)
+            for account_id, day, kwh, cost, first_ts in self._read(
+                "SELECT account_id, day, kwh, cost, first_ts FROM usage_days WHERE day >= ? "
+                "ORDER BY account_id, day",
+                (since.isoformat(),),
+            )
+        ]
 
     def _add_usage(self, conn: sqlite3.Connection, deltas: Sequence[UsageDelta]) -> None:
         """Add usage deltas to the stored totals (inside the caller's transaction)."""
@@ -1203,28 +1511,6 @@ class Ledger:
         params.append(max(0, _integer(limit, "limit")))
         return [_entry(row) for row in self._read(sql, params)]
 
-    def charges_since(self, since_ts: int) -> Iterator[tuple[int, str, str, Decimal, str | None]]:
-        """Yield the charge entries with `ts >= since_ts`, oldest first (start-up, blocking).
-
-        Each as (ts, account_id, key, amount, the `kwh` of its meta or None), read through the
-        (kind, ts) index a thousand rows at a time, holding the lock until the last one:
-        consume it to the end.
-        """
-        since = _integer(since_ts, "since_ts")
-        with self._lock:
-            conn = self._connection()
-            try:
-                cursor = conn.execute(
-                    "SELECT ts, account_id, key, amount, json_extract(meta, '$.kwh') FROM journal "
-                    "WHERE kind = 'charge' AND ts >= ? ORDER BY ts, id",
-                    (since,),
-                )
-                while rows := cursor.fetchmany(1000):
-                    for ts, account_id, key, amount, kwh in rows:
-                        yield ts, account_id, key, Decimal(amount), kwh
-            except sqlite3.Error as err:
-                raise LedgerError(f"The ledger could not be read: {err}.") from err
-
     def entry_by_key(self, key: str) -> Entry | None:
         """Return the entry posted under an idempotency key, or None."""
         rows = self._read(
@@ -1296,20 +1582,44 @@ class Ledger:
         """Recompute every balance from the journal and return where the ledger disagrees.
 
         Checks that each entry's `balance_after` is the running sum of its sub-account's
-        entries, and that each cached balance equals the sum of its entries. Empty means
+        entries, that each cached balance equals the sum of its entries, and (once a zone is
+        set) that the days of use are the sums of the charges of each day. Empty means
         consistent. It reads the whole journal (about 1.7 s per million entries measured), so
         it is for tests, start-up checks and maintenance, not for every batch.
         """
         mismatches: list[Mismatch] = []
         running: dict[tuple[str, str], Decimal] = {}
+        days: _DaySums | None = None
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN")  # one snapshot for the journal and the balances
+                conn.execute("BEGIN")  # one snapshot for the journal, balances and days
                 try:
-                    for entry_id, account_id, sub, amount, after in conn.execute(
-                        "SELECT id, account_id, sub, amount, balance_after FROM journal ORDER BY id"
+                    kept = self._stored_zone(conn)
+                    days = None if kept is None else _DaySums(kept[0], {}, kept[1])
+                    for (
+                        entry_id,
+                        account_id,
+                        sub,
+                        amount,
+                        after,
+                        kind,
+                        ts,
+                        key,
+                        kwh,
+                    ) in conn.execute(
+                        "SELECT id, account_id, sub, amount, balance_after, kind, ts, key, "
+                        "CASE WHEN kind = 'charge' THEN json_extract(meta, '$.kwh') END "
+                        "FROM journal ORDER BY id"
                     ):
+                        if days is not None and kind == "charge":
+                            days.add(
+                                ts,
+                                account_id,
+                                key,
+                                Decimal(amount),
+                                None if kwh is None else _decimal_or_none(str(kwh)),
+                            )
                         slot = (account_id, sub)
                         total = _add(running.get(slot, _ZERO), Decimal(amount))
                         running[slot] = total
@@ -1329,6 +1639,18 @@ class Ledger:
                             "SELECT account_id, sub, balance FROM balances"
                         )
                     }
+                    stored_days = {
+                        (account_id, day): (Decimal(kwh), Decimal(cost), int(first_ts))
+                        for account_id, day, kwh, cost, first_ts in conn.execute(
+                            "SELECT account_id, day, kwh, cost, first_ts FROM usage_days"
+                        )
+                    }
+                    registers = {
+                        meter_id: Decimal(register)
+                        for meter_id, register in conn.execute(
+                            "SELECT meter_id, register FROM usage_days_registers"
+                        )
+                    }
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as err:
@@ -1346,4 +1668,33 @@ class Ledger:
                         _ZERO if found is None else found,
                     )
                 )
+        if days is not None:
+            mismatches += _day_mismatches(days, stored_days, registers)
         return mismatches
+
+
+def _day_mismatches(
+    days: _DaySums,
+    stored: Mapping[tuple[str, str], tuple[Decimal, Decimal, int]],
+    registers: Mapping[str, Decimal],
+) -> list[Mismatch]:
+    """Return where the stored days of use disagree with the journal's charges."""
+    mismatches: list[Mismatch] = []
+    nothing = (_ZERO, _ZERO, 0)
+    for account_id, day in sorted(set(days.sums) | set(stored)):  # from the first day kept
+        expected = days.sums.get((account_id, day), nothing)
+        found = stored.get((account_id, day), nothing)
+        for what, want, have in (
+            (f"kWh of {day}", expected[0], found[0]),
+            (f"cost of {day}", expected[1], found[1]),
+            (f"first charge time of {day}", Decimal(expected[2]), Decimal(found[2])),
+        ):
+            if want != have:
+                mismatches.append(Mismatch(account_id, "electricity", what, want, have))
+    for meter_id in sorted(set(days.registers) | set(registers)):
+        want, have = days.registers.get(meter_id, _ZERO), registers.get(meter_id, _ZERO)
+        if want != have:
+            mismatches.append(
+                Mismatch(meter_id, "-", "register of its last kWh-less charge", want, have)
+            )
+    return mismatches
