@@ -113,3 +113,18 @@ def test_community_lists_name_the_households_to_look_at(ledger: Ledger, clock: C
         "alarmed": 1,
         "offline": 1,
     }
+
+
+def test_arrears_are_debts_to_the_cent(ledger: Ledger, clock: Clock) -> None:
+    """-0.004 reads 0.00: not in arrears; -0.005 reads -0.01: in arrears (lists and totals)."""
+    community = _community(ledger, clock)
+    _assign(community)
+    _assign(community, M2, "b3-u2-502")
+    households = community.households
+    households["b3-u2-501"].balances[SubAccount.PARKING_FEE] = Decimal("-0.004")
+    households["b3-u2-502"].balances[SubAccount.PARKING_FEE] = Decimal("-0.005")
+    lists = community_lists(community)
+    assert lists.arrears[SubAccount.PARKING_FEE] == [
+        {"household": "Household b3-u2-502", "account_id": "b3-u2-502", "balance": "-0.01"}
+    ]
+    assert community.totals()["arrears"][SubAccount.PARKING_FEE] == 1

@@ -69,6 +69,10 @@ from .tariff import Tariff
 
 _LOGGER = logging.getLogger(__name__)
 _ZERO = Decimal(0)
+#: The highest balance that is a debt to the cent (rounded half up, -0.005 reads -0.01).
+ARREARS_AT = Decimal("-0.005")
+#: The fee sub-accounts (an enum's iteration is slow in a loop over thousands of households).
+FEE_SUBS = (SubAccount.PROPERTY_FEE, SubAccount.PARKING_FEE)
 MAX_AMOUNT = Decimal(100_000)
 DEFAULT_RATED_CURRENT_A = 60.0
 #: Meters one community takes by discovery; announces beyond are refused and counted, so a
@@ -1604,19 +1608,24 @@ class Community:
         }
 
     def totals(self) -> dict[str, Any]:
-        """Return community figures computed from memory."""
+        """Return community figures computed from memory (one pass; run every few seconds).
+
+        A household is in arrears on a sub-account when its balance is below zero to the
+        cent, as people read it (ARREARS_AT): -0.004 is not a debt anyone can pay.
+        """
         in_arrears = dict.fromkeys(SubAccount, 0)
+        electricity_arrears = 0
         total = _ZERO
         for household in self.households.values():
-            total += household.electricity
-            for sub in SubAccount:
-                value = (
-                    household.electricity
-                    if sub is SubAccount.ELECTRICITY
-                    else household.balances[sub]
-                )
-                if value < 0:
+            electricity = household.electricity
+            total += electricity
+            if electricity <= ARREARS_AT:
+                electricity_arrears += 1
+            balances = household.balances
+            for sub in FEE_SUBS:
+                if balances[sub] <= ARREARS_AT:
                     in_arrears[sub] += 1
+        in_arrears[SubAccount.ELECTRICITY] = electricity_arrears
         return {
             "total_balance": total,
             "arrears": in_arrears,

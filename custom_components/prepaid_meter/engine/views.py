@@ -13,10 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .community import Community, DayUse, MeterState, Relay
+from .community import (
+    ARREARS_AT,
+    FEE_SUBS,
+    Community,
+    DayUse,
+    HouseholdState,
+    MeterState,
+    Relay,
+)
 from .ledger import SubAccount
 
 __all__ = ["CommunityLists", "MeterView", "community_lists", "meter_view"]
@@ -199,35 +207,35 @@ def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityL
     `counts` has each list's full length (`arrears_<sub>`, `cut`, `alarmed`, `offline`).
     """
     arrears: dict[SubAccount, list[Line]] = {sub: [] for sub in SubAccount}
+    electricity_arrears = arrears[SubAccount.ELECTRICITY]
     for household in community.households.values():
-        for sub in SubAccount:
-            value = (
-                household.electricity if sub is SubAccount.ELECTRICITY else household.balances[sub]
-            )
-            if value < 0:
-                arrears[sub].append(
-                    {
-                        "household": household.label,
-                        "account_id": household.account_id,
-                        "balance": str(value.quantize(CENT)),
-                        "_sort": value,
-                    }
-                )
+        electricity = household.electricity
+        if electricity <= ARREARS_AT:
+            electricity_arrears.append(_debt(household, electricity))
+        balances = household.balances
+        for sub in FEE_SUBS:
+            if balances[sub] <= ARREARS_AT:
+                arrears[sub].append(_debt(household, balances[sub]))
     cut: list[Line] = []
     alarmed: list[Line] = []
     offline: list[Line] = []
+    households = community.households
     for meter in community.meters.values():
-        home = community.households.get(meter.account_id) if meter.account_id else None
+        cut_off = meter.desired_relay == "off"
+        alarmed_now = bool(meter.alarms) or meter.inactive_alarm
+        if not (cut_off or alarmed_now or meter.online is False):
+            continue  # most meters: nothing to list
+        home = households.get(meter.account_id) if meter.account_id else None
         base: Line = {
             "household": home.label if home else None,
             "account_id": meter.account_id,
             "meter_id": meter.meter_id,
         }
-        if meter.desired_relay == "off":
-            balance = home.electricity.quantize(CENT) if home else None
+        if cut_off:
+            balance = home.electricity.quantize(CENT, ROUND_HALF_UP) if home else None
             cut.append({**base, "reason": meter.relay_reason, "balance": _text(balance)})
-        alarms = sorted(meter.alarms) + (["inactivity"] if meter.inactive_alarm else [])
-        if alarms:
+        if alarmed_now:
+            alarms = sorted(meter.alarms) + (["inactivity"] if meter.inactive_alarm else [])
             alarmed.append({**base, "alarms": alarms})
         if meter.online is False:
             offline.append(base)
@@ -245,6 +253,15 @@ def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityL
         offline=sorted(offline, key=_by_household)[:limit],
         counts=counts,
     )
+
+
+def _debt(household: HouseholdState, value: Decimal) -> Line:
+    return {
+        "household": household.label,
+        "account_id": household.account_id,
+        "balance": str(value.quantize(CENT, ROUND_HALF_UP)),
+        "_sort": value,
+    }
 
 
 def _text(value: Decimal | None) -> str | None:
