@@ -70,7 +70,7 @@ OPERATOR_ICON: Final = "mdi:transmission-tower"
 RESIDENT_ICON: Final = "mdi:home-lightning-bolt"
 #: Card types this module uses; all are core cards (tests check them against the frontend).
 CARD_TYPES: Final = frozenset(
-    {"heading", "tile", "markdown", "button", "statistic", "statistics-graph"}
+    {"heading", "tile", "markdown", "button", "conditional", "statistic", "statistics-graph"}
 )
 
 #: The words a dashboard shows, by key; translated as `exceptions.dashboard_<key>.message`
@@ -452,19 +452,26 @@ def resident_dashboard(
                 }
             )
         if "restore_supply" in entities or "balance" in entities:
-            supply.append(
-                {
-                    "type": "button",
-                    "name": words["restore"],
-                    "icon": "mdi:power-plug",
-                    "show_state": False,
-                    "tap_action": {
-                        "action": "perform-action",
-                        "perform_action": f"{DOMAIN}.restore_supply",
-                        "data": {"meter_id": meter_id},
-                    },
+            restore: Card = {
+                "type": "button",
+                "name": words["restore"],
+                "icon": "mdi:power-plug",
+                "show_state": False,
+                "tap_action": {
+                    "action": "perform-action",
+                    "perform_action": f"{DOMAIN}.restore_supply",
+                    "data": {"meter_id": meter_id},
+                },
+            }
+            if "supply" in entities:  # shown only while the supply is off
+                restore = {
+                    "type": "conditional",
+                    "conditions": [
+                        {"condition": "state", "entity": entities["supply"], "state": "off"}
+                    ],
+                    "card": restore,
                 }
-            )
+            supply.append(restore)
         sections.append(_section(supply))
 
         if "energy" in entities:

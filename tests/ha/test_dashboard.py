@@ -65,6 +65,8 @@ def cards_of(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
             card = stack.pop()
             yield card
             stack += card.get("cards", [])
+            if "card" in card:  # a conditional card's one card
+                stack.append(card["card"])
 
 
 def entities_of(card: dict[str, Any]) -> set[str]:
@@ -201,6 +203,12 @@ async def test_create_dashboards_stores_and_shows_them(
         "perform_action": f"{DOMAIN}.restore_supply",
         "data": {"meter_id": METER_ID},
     }
+    # Shown only while the supply is off.
+    shown_when = next(c for c in cards if c["type"] == "conditional")
+    assert shown_when["card"] is restore
+    assert shown_when["conditions"] == [
+        {"condition": "state", "entity": entity_id(hass, entry, "supply"), "state": "off"}
+    ]
 
     # People's edits are kept when the action runs again, replaced only with overwrite.
     edited = {**home, "title": "Our flat"}
