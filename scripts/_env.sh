@@ -96,7 +96,9 @@ ensure_amqtt() {
 CURRENT_PINS="$ROOT/requirements_test_current.txt"
 CURRENT_VENV="$ROOT/.venv-current"
 CURRENT_CACHE="${PREPAID_METER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/prepaid_meter}"
-CURRENT_PACKAGES="python3.14,python3.14-venv,python3.14-dev,gcc,ca-certificates,mosquitto,libffi-dev,libssl-dev"
+# g++: assist_pipeline's audio wheels (below, in requirements_test_current.txt) have no build
+# for Python 3.14 yet and are compiled from source.
+CURRENT_PACKAGES="python3.14,python3.14-venv,python3.14-dev,gcc,g++,ca-certificates,mosquitto,libffi-dev,libssl-dev"
 CURRENT_ROOT=""   # set by ensure_current when the Debian root is used
 
 host_python314() {
