@@ -100,15 +100,32 @@ def test_days_left_is_unknown_until_a_day_of_use(tmp_path: Path) -> None:
         _assign(community)
         _top_up(community, "100", "t1")
         # A baseline at noon, then 1 kWh an hour: the first charge is at 13:00.
-        _hourly(community, clock, NOON, 24, 1)  # charges 13:00 .. 11:00 next day: 23 h
+        seq, energy = _hourly(community, clock, NOON, 24, 1)  # charges 13:00 .. 11:00: 23 h
         meter = community.meters[M1]
         assert community.daily_cost(meter) is None
         assert community.days_left(meter) is None
-        clock.now = NOON + 24 * HOUR + HOUR  # 24 h after the first charge, no new reading
-        # 23 kWh in 24 h: 11.2309 a day; 100 - 11.2309 = 88.7691 -> 7.904 -> 7.9 days
-        assert community.daily_cost(meter) == 23 * PRICE
-        assert community.days_left(meter) == Decimal("7.9")
-        assert meter_view(community, meter).days_left == Decimal("7.9")
+        clock.now = NOON + 30 * HOUR  # time alone adds nothing: the readings end at 11:00
+        assert community.daily_cost(meter) is None
+        # Readings at 12:00 and 13:00: 24 h of readings since the first charge (13:00), 25 kWh.
+        _hourly(community, clock, NOON + 24 * HOUR, 2, 1, seq=seq, energy=energy + 1)
+        # 25 kWh a day: 12.2075; 100 - 12.2075 = 87.7925 -> 7.19 -> 7.1 days
+        assert community.daily_cost(meter) == 25 * PRICE
+        assert community.days_left(meter) == Decimal("7.1")
+        assert meter_view(community, meter).days_left == Decimal("7.1")
+
+
+def test_days_left_counts_days_up_to_the_last_reading(tmp_path: Path) -> None:
+    """Old readings arriving now (a replay, a meter back after days) are not spread to now."""
+    clock = Clock(NOON)
+    with Ledger(tmp_path / "l.sqlite3") as ledger:
+        community = _make(ledger, clock)
+        _assign(community)
+        _top_up(community, "100", "t1")
+        _hourly(community, clock, NOON, 26, 1)  # 25 kWh in the day after the first charge
+        meter = community.meters[M1]
+        assert community.daily_cost(meter) == 25 * PRICE
+        clock.now = NOON + 6 * 24 * HOUR  # five days of silence since
+        assert community.daily_cost(meter) == 25 * PRICE
 
 
 def test_days_left_of_the_demo_balances_are_days_not_years(tmp_path: Path) -> None:

@@ -1511,20 +1511,26 @@ class Community:
         """Return the household's recent cost a day, at the prices billed (None: unknown).
 
         The money billed since the start of the seventh local day before today (or since the
-        first use known, if later) divided by the days since then: between 7 and 8 days of
-        history once there is a week, never a cycle's average. Unknown until a day (24 h) of
-        use is known. After a restart, from the ledger's sums of the charges per day.
+        first use known, if later) divided by the days from then to the meter's last reading:
+        between 7 and 8 days of history once there is a week, never a cycle's average. Unknown
+        until a day (24 h) of readings is known. After a restart, from the ledger's sums of
+        the charges per day.
         """
         household = self._household_of(meter)
         if household is None or household.known_since is None:
             return None
+        # Up to the meter's last reading: what is known. A meter silent for days (offline, or
+        # replaying old readings, as the demo's simulator does) must not look cheaper a day.
         now = int(self.clock())
-        if now - household.known_since < DAYS_LEFT_MIN_S:
+        end = min(now, meter.ts) if meter.ts is not None else now
+        if end - household.known_since < DAYS_LEFT_MIN_S:
             return None
         first = self._today() - timedelta(days=DAYS_LEFT_WINDOW_DAYS)
         start = max(household.known_since, self._midnight(first))
+        if end <= start:
+            return None
         cost = sum((use.cost for day, use in household.days.items() if day >= first), _ZERO)
-        return cost * 86400 / (now - start)
+        return cost * 86400 / (end - start)
 
     def days_left(self, meter: MeterState) -> Decimal | None:
         """Return the days the household's credit lasts at its recent daily cost.
