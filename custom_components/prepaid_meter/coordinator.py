@@ -43,6 +43,7 @@ from .const import (
     METER_ENTITIES_ESSENTIAL,
 )
 from .engine.actor import Actor
+from .engine.billing import CENT
 from .engine.commands import CommandTracker
 from .engine.community import PEOPLE_EVENTS, Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
@@ -51,7 +52,7 @@ from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
 from .heap import FREEZE_ABOVE, async_hold_frozen
-from .texts import translated_placeholders
+from .texts import translated_error, translated_placeholders
 
 _LOGGER = logging.getLogger(__package__)
 
@@ -111,7 +112,6 @@ ACCOUNT_INTERVAL_S = 60.0
 
 #: Event fields that are amounts of money: carried to the cent, as people read them.
 MONEY_FIELDS = ("balance", "amount")
-CENT = Decimal("0.01")
 
 
 def money(value: object) -> str:
@@ -124,11 +124,7 @@ def money(value: object) -> str:
 
 def refusal(hass: HomeAssistant, err: CommunityError) -> ServiceValidationError:
     """Return the engine's refusal as a translated error, its reason and action in words."""
-    return ServiceValidationError(
-        translation_domain=DOMAIN,
-        translation_key=err.key,
-        translation_placeholders=translated_placeholders(hass, err.placeholders),
-    )
+    return translated_error(err.key, **translated_placeholders(hass, err.placeholders))
 
 
 class PrepaidRuntime:

@@ -50,7 +50,7 @@ from typing import Any, Final
 from homeassistant.components import frontend
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.translation import async_get_translations
@@ -60,6 +60,7 @@ from homeassistant.util.json import JsonValueType
 from .const import DOMAIN
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .engine.ledger import SubAccount
+from .texts import translated_error as _error
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -581,12 +582,6 @@ async def async_load_words(hass: HomeAssistant) -> DashboardWords:
         if (name := f"component.{DOMAIN}.entity.{platform}.{key}.name") in entity
     }
     return DashboardWords(words=words, reasons=reasons, alarms=alarms, names=names)
-
-
-def _error(key: str, **placeholders: str) -> ServiceValidationError:
-    return ServiceValidationError(
-        translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders
-    )
 
 
 def _lovelace_parts(hass: HomeAssistant) -> tuple[Any, Any] | None:

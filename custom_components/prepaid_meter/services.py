@@ -14,7 +14,7 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import ServiceValidationError, Unauthorized
+from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
@@ -24,6 +24,7 @@ from .dashboard import async_create_dashboards
 from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
+from .texts import translated_error as _error
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
 ATTR_HOUSEHOLD = "household"
@@ -133,12 +134,6 @@ DASHBOARDS_SCHEMA = vol.Schema(
         vol.Optional(ATTR_OVERWRITE, default=False): cv.boolean,
     }
 )
-
-
-def _error(key: str, **placeholders: str) -> ServiceValidationError:
-    return ServiceValidationError(
-        translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders
-    )
 
 
 def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:

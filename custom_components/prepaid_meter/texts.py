@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.translation import (
     async_get_cached_translations,
     async_get_translations,
@@ -53,6 +54,13 @@ class Texts:
         """Translate a top-up channel (the top-up form's names)."""
         key = f"component.{DOMAIN}.selector.channel.options.{value}"
         return self._selectors.get(key, str(value))
+
+
+def translated_error(key: str, **placeholders: str) -> ServiceValidationError:
+    """Return the translated error `exceptions.<key>` of this integration."""
+    return ServiceValidationError(
+        translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders
+    )
 
 
 def translated_placeholders(hass: HomeAssistant, placeholders: dict[str, str]) -> dict[str, str]:
