@@ -1,5 +1,10 @@
 """A real mosquitto broker on a free loopback port, for tests and benchmarks.
 
+`Mosquitto(workdir, dynamic_security=True)` loads mosquitto's dynamic security plugin with a
+fresh `dynamic-security.json` whose only client is the administrator `DYNSEC_ADMIN` (password
+`DYNSEC_ADMIN_PASSWORD`, role `admin` as `mosquitto_ctrl dynsec init` makes it); anonymous
+logins are refused and every other user is created over `$CONTROL/dynamic-security/v1`.
+
 `_socket` is used directly for the port probe because pytest-socket (loaded by the Home
 Assistant test plugin) patches `socket.socket` before fixtures run.
 """
@@ -7,6 +12,7 @@ Assistant test plugin) patches `socket.socket` before fixtures run.
 from __future__ import annotations
 
 import _socket
+import glob
 import os
 from pathlib import Path
 import shutil
@@ -20,6 +26,23 @@ def mosquitto_binary() -> str:
     if found is None:
         raise RuntimeError("mosquitto is not installed; scripts/test installs it")
     return found
+
+
+DYNSEC_ADMIN = "dynsec-admin"
+DYNSEC_ADMIN_PASSWORD = "dynsec-admin-password"
+
+
+def dynamic_security_plugin() -> str:
+    """Return the path of mosquitto's dynamic security plugin (Debian: under the multiarch dir)."""
+    for pattern in (
+        "/usr/lib/*/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+        "/usr/local/lib/mosquitto_dynamic_security.so",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    raise RuntimeError("mosquitto_dynamic_security.so is not installed (mosquitto 2.x ships it)")
 
 
 def free_port() -> int:
@@ -55,8 +78,16 @@ class Mosquitto:
         *,
         persistence: bool = True,
         passwords: dict[str, str] | None = None,
+        dynamic_security: bool = False,
     ) -> None:
-        """Prepare a broker in workdir; nothing runs until start()."""
+        """Prepare a broker in workdir; nothing runs until start().
+
+        `passwords` (a password file) and `dynamic_security` (the plugin's own users) exclude
+        each other.
+        """
+        if passwords and dynamic_security:
+            raise ValueError("passwords and dynamic_security exclude each other")
+        self.dynamic_security = dynamic_security
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -93,6 +124,27 @@ class Mosquitto:
                     check=True,
                 )
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        elif dynamic_security:
+            dynsec = workdir / "dynamic-security.json"
+            dynsec.unlink(missing_ok=True)  # `init` refuses to overwrite
+            subprocess.run(
+                [
+                    shutil.which("mosquitto_ctrl", path="/usr/bin:/usr/local/bin")
+                    or "mosquitto_ctrl",
+                    "dynsec",
+                    "init",
+                    str(dynsec),
+                    DYNSEC_ADMIN,
+                    DYNSEC_ADMIN_PASSWORD,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            lines += [
+                "allow_anonymous false",
+                f"plugin {dynamic_security_plugin()}",
+                f"plugin_opt_config_file {dynsec}",
+            ]
         else:
             lines.append("allow_anonymous true")
         self.config = workdir / "mosquitto.conf"
