@@ -34,6 +34,14 @@ from the community (`set_day_zone`, with the first day it will ask for): until i
 one, nothing is summed; when it is told one first, or another zone, or an earlier first day,
 the days from that first day on are summed again from the journal's charges, once.
 
+Online payments keep their facts here too (engine/orders.py decides, this module stores):
+`pay_orders` holds each order a resident was asked to pay (household, what it pays, amount,
+provider, expiry, who asked) and whether it was paid; `pay_notices` every verified payment or
+refund a provider reported, once per event however often it was delivered, with what became
+of it; `pay_rejects` counts the messages refused, per provider and reason. A notice and the
+order it pays are written in one transaction (`record_notice`); the money itself is posted
+to the journal by the caller under the notice's idempotency key.
+
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
 committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
@@ -83,6 +91,9 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "Mismatch",
+    "PayNotice",
+    "PayOrder",
+    "PayReject",
     "PostResult",
     "Posting",
     "SubAccount",
@@ -238,6 +249,57 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class PayOrder:
+    """An order a resident was asked to pay, bound to a household and a sub-account."""
+
+    order_id: str
+    account_id: str
+    purpose: SubAccount  # the sub-account a payment of it credits
+    provider: str
+    amount: Decimal
+    created_at: int
+    expires_at: int
+    actor: str  # who asked for it (the text form of an engine.actor.Actor)
+    state: str = "open"  # open, paid or closed
+    transaction_id: str | None = None  # the provider's, once paid
+    paid_at: int | None = None
+    code: str | None = None  # the payment code (QR) the provider gave for it
+
+
+@dataclass(frozen=True, slots=True)
+class PayNotice:
+    """A verified payment or refund a provider reported, and what became of it."""
+
+    notice_key: str  # one per event, however often delivered
+    provider: str
+    kind: str  # paid or refund
+    order_id: str
+    transaction_id: str
+    amount: Decimal
+    received_at: int
+    state: str  # due, done, unmatched, waiting, dismissed or resolved
+    reason: str = ""  # why unmatched or waiting, or how resolved
+    account_id: str | None = None
+    purpose: SubAccount | None = None
+    credit_key: str | None = None  # the idempotency key its money is posted under
+    credit_amount: Decimal | None = None  # what it credits (paid) or takes back (refund)
+    body: str = "{}"  # the notice as the provider reported it (JSON, no secret)
+    resolved_by: str | None = None
+    resolved_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayReject:
+    """How often messages of one provider were refused for one reason."""
+
+    provider: str
+    key: str
+    count: int
+    first_ts: int
+    last_ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Mismatch:
     """A place where the cached balances disagree with the journal."""
 
@@ -380,6 +442,64 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             register TEXT NOT NULL
         ) STRICT, WITHOUT ROWID""",
     ),
+    (  # 5: online payments: orders, the providers' notices, and the refused messages counted
+        # An order is what a resident was asked to pay, bound to a household and to what it
+        # pays (the sub-account credited); its state moves open -> paid (or closed) once.
+        """CREATE TABLE pay_orders (
+            order_id TEXT PRIMARY KEY NOT NULL,
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            purpose TEXT NOT NULL
+                CHECK (purpose IN ('electricity', 'property_fee', 'parking_fee')),
+            provider TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'paid', 'closed')),
+            transaction_id TEXT,
+            paid_at INTEGER,
+            code TEXT
+        ) STRICT""",
+        "CREATE INDEX pay_orders_account ON pay_orders (account_id, created_at)",
+        """CREATE TRIGGER pay_orders_no_delete BEFORE DELETE ON pay_orders
+            BEGIN SELECT RAISE(ABORT, 'payment orders are kept'); END""",
+        # Every verified payment or refund a provider reported, once per event (notice_key),
+        # with what became of it: due (to post), done (posted), unmatched or waiting (kept
+        # for the operator or for the provider's next delivery), dismissed or resolved.
+        """CREATE TABLE pay_notices (
+            id INTEGER PRIMARY KEY,
+            notice_key TEXT NOT NULL UNIQUE,
+            provider TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('paid', 'refund')),
+            order_id TEXT NOT NULL,
+            transaction_id TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('due', 'done', 'unmatched', 'waiting', 'dismissed', 'resolved')),
+            reason TEXT NOT NULL DEFAULT '',
+            account_id TEXT,
+            purpose TEXT,
+            credit_key TEXT,
+            credit_amount TEXT,
+            body TEXT NOT NULL DEFAULT '{}',
+            resolved_by TEXT,
+            resolved_at INTEGER
+        ) STRICT""",
+        "CREATE INDEX pay_notices_state ON pay_notices (state, id)",
+        "CREATE INDEX pay_notices_order ON pay_notices (order_id, id)",
+        """CREATE TRIGGER pay_notices_no_delete BEFORE DELETE ON pay_notices
+            BEGIN SELECT RAISE(ABORT, 'payment notices are kept'); END""",
+        # Messages refused (bad signature, stale timestamp, ...), counted per provider and key.
+        """CREATE TABLE pay_rejects (
+            provider TEXT NOT NULL,
+            key TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            first_ts INTEGER NOT NULL,
+            last_ts INTEGER NOT NULL,
+            PRIMARY KEY (provider, key)
+        ) STRICT, WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -447,6 +567,15 @@ _SQL_UPSERT_REGISTER: Final = (
 #: Day sums held in memory while the journal is read whole, before they are written.
 _DAYS_FLUSH: Final = 200_000
 _SQL_ENTRY_COLUMNS: Final = "id, key, ts, account_id, sub, kind, amount, balance_after, meta"
+_SQL_ORDER_COLUMNS: Final = (
+    "order_id, account_id, purpose, provider, amount, created_at, expires_at, actor, state, "
+    "transaction_id, paid_at, code"
+)
+_SQL_NOTICE_COLUMNS: Final = (
+    "notice_key, provider, kind, order_id, transaction_id, amount, received_at, state, reason, "
+    "account_id, purpose, credit_key, credit_amount, body, resolved_by, resolved_at"
+)
+_NOTICE_STATES: Final = frozenset({"due", "done", "unmatched", "waiting", "dismissed", "resolved"})
 
 
 def _places(value: Decimal) -> int:
@@ -743,6 +872,86 @@ def _household(row: Sequence[Any]) -> Household:
         opened_at=row[2],
         supply_protected=bool(row[3]),
         created_at=row[4],
+    )
+
+
+def _pay_order(row: Sequence[Any]) -> PayOrder:
+    """Build a PayOrder from a row selected with _SQL_ORDER_COLUMNS."""
+    return PayOrder(
+        order_id=row[0],
+        account_id=row[1],
+        purpose=SubAccount(row[2]),
+        provider=row[3],
+        amount=Decimal(row[4]),
+        created_at=row[5],
+        expires_at=row[6],
+        actor=row[7],
+        state=row[8],
+        transaction_id=row[9],
+        paid_at=row[10],
+        code=row[11],
+    )
+
+
+def _pay_notice(row: Sequence[Any]) -> PayNotice:
+    """Build a PayNotice from a row selected with _SQL_NOTICE_COLUMNS."""
+    return PayNotice(
+        notice_key=row[0],
+        provider=row[1],
+        kind=row[2],
+        order_id=row[3],
+        transaction_id=row[4],
+        amount=Decimal(row[5]),
+        received_at=row[6],
+        state=row[7],
+        reason=row[8],
+        account_id=row[9],
+        purpose=None if row[10] is None else SubAccount(row[10]),
+        credit_key=row[11],
+        credit_amount=None if row[12] is None else Decimal(row[12]),
+        body=row[13],
+        resolved_by=row[14],
+        resolved_at=row[15],
+    )
+
+
+def _check_notice(notice: PayNotice) -> tuple[Any, ...]:
+    """Validate a payment notice and return its row values (in _SQL_NOTICE_COLUMNS order)."""
+    if not isinstance(notice, PayNotice):
+        raise LedgerError(f"Expected a PayNotice, not {type(notice).__name__}.")
+    key = _text(notice.notice_key, "A notice key")
+    if notice.kind not in ("paid", "refund"):
+        raise LedgerError(f"Notice {key!r}: kind must be paid or refund, not {notice.kind!r}.")
+    if notice.state not in _NOTICE_STATES:
+        raise LedgerError(f"Notice {key!r}: unknown state {notice.state!r}.")
+    amount = _number(notice.amount, f"The amount of notice {key!r}", _MONEY_PLACES)
+    credit = notice.credit_amount
+    if credit is not None:
+        _number(credit, f"The credit of notice {key!r}", _MONEY_PLACES)
+    purpose = notice.purpose
+    if purpose is not None:
+        purpose = _enum(SubAccount, purpose, f"The purpose of notice {key!r}")
+    try:
+        json.loads(notice.body)
+    except (TypeError, ValueError) as err:
+        raise LedgerError(f"The body of notice {key!r} is not JSON: {err}.") from err
+    return (
+        key,
+        _text(notice.provider, f"The provider of notice {key!r}"),
+        notice.kind,
+        _text(notice.order_id, f"The order of notice {key!r}"),
+        _text(notice.transaction_id, f"The transaction of notice {key!r}"),
+        str(amount),
+        _timestamp(notice.received_at, f"The time of notice {key!r}"),
+        notice.state,
+        str(notice.reason),
+        notice.account_id,
+        None if purpose is None else purpose.value,
+        notice.credit_key,
+        None if credit is None else str(credit),
+        notice.body,
+        notice.resolved_by,
+        notice.resolved_at,
     )
 
 
@@ -1174,6 +1383,223 @@ class Ledger:
             if charges:
                 self._add_days(conn, charges)
         return results
+
+    # ------------------------------------------------------------------ online payments
+
+    def add_order(self, order: PayOrder) -> None:
+        """Record a new payment order (a known order id or an unknown household is refused)."""
+        if not isinstance(order, PayOrder):
+            raise LedgerError(f"Expected a PayOrder, not {type(order).__name__}.")
+        order_id = _text(order.order_id, "An order id")
+        purpose = _enum(SubAccount, order.purpose, f"The purpose of order {order_id!r}")
+        amount = _number(order.amount, f"The amount of order {order_id!r}", 2)
+        if amount <= 0:
+            raise LedgerError(f"The amount of order {order_id!r} must be above zero.")
+        if order.state != "open":
+            raise LedgerError(f"A new order {order_id!r} must be open, not {order.state!r}.")
+        row = (
+            order_id,
+            _text(order.account_id, f"The account of order {order_id!r}"),
+            purpose.value,
+            _text(order.provider, f"The provider of order {order_id!r}"),
+            str(amount),
+            _timestamp(order.created_at, f"The creation time of order {order_id!r}"),
+            _timestamp(order.expires_at, f"The expiry of order {order_id!r}"),
+            _text(order.actor, f"The actor of order {order_id!r}"),
+        )
+        with self._lock, self._transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM households WHERE account_id = ?", (order.account_id,)
+            ).fetchone():
+                raise LedgerError(
+                    f"Order {order_id!r} is for unknown account {order.account_id!r}."
+                )
+            if conn.execute("SELECT 1 FROM pay_orders WHERE order_id = ?", (order_id,)).fetchone():
+                raise LedgerError(f"Order {order_id!r} exists already.")
+            conn.execute(
+                "INSERT INTO pay_orders (order_id, account_id, purpose, provider, amount, "
+                "created_at, expires_at, actor, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+                row,
+            )
+
+    def pay_order(self, order_id: str) -> PayOrder | None:
+        """Return one payment order, or None."""
+        rows = self._read(
+            f"SELECT {_SQL_ORDER_COLUMNS} FROM pay_orders WHERE order_id = ?",  # noqa: S608
+            (order_id,),
+        )
+        return _pay_order(rows[0]) if rows else None
+
+    def pay_orders(
+        self, account_id: str | None = None, since: int | None = None, limit: int = 100
+    ) -> list[PayOrder]:
+        """Return payment orders, newest first: of one household, created since `since`."""
+        sql = f"SELECT {_SQL_ORDER_COLUMNS} FROM pay_orders WHERE 1 = 1"  # noqa: S608
+        params: list[Any] = []
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params.append(account_id)
+        if since is not None:
+            sql += " AND created_at >= ?"
+            params.append(_integer(since, "since"))
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(max(0, _integer(limit, "limit")))
+        return [_pay_order(row) for row in self._read(sql, params)]
+
+    def set_order_code(self, order_id: str, code: str) -> None:
+        """Keep the payment code (QR content) the provider gave for an open order."""
+        if not isinstance(code, str) or not code or len(code) > 1024:
+            raise LedgerError(f"The payment code of order {order_id!r} must be a short text.")
+        with self._lock, self._transaction() as conn:
+            if (
+                conn.execute(
+                    "UPDATE pay_orders SET code = ? WHERE order_id = ?", (code, order_id)
+                ).rowcount
+                != 1
+            ):
+                raise LedgerError(f"Unknown order {order_id!r}.")
+
+    def close_order(self, order_id: str) -> bool:
+        """Close an open order (no payment of it will be credited); return whether it was open."""
+        with self._lock, self._transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM pay_orders WHERE order_id = ?", (order_id,)
+            ).fetchone():
+                raise LedgerError(f"Unknown order {order_id!r}.")
+            return (
+                conn.execute(
+                    "UPDATE pay_orders SET state = 'closed' WHERE order_id = ? AND state = 'open'",
+                    (order_id,),
+                ).rowcount
+                == 1
+            )
+
+    def record_notice(
+        self,
+        notice: PayNotice,
+        *,
+        pays_order: bool = False,
+        replaces: frozenset[str] = frozenset(),
+    ) -> tuple[PayNotice, bool]:
+        """Record a provider's notice once; return the stored notice and whether it is new.
+
+        A notice whose key is stored already is returned as stored, and nothing is written,
+        unless its stored state is one of `replaces` (a refund that was waiting for its
+        payment): then it is replaced. With `pays_order` the notice's order, which must be
+        open, becomes paid by its transaction, in the same transaction.
+        """
+        row = _check_notice(notice)
+        with self._lock, self._transaction() as conn:
+            stored = conn.execute(
+                f"SELECT {_SQL_NOTICE_COLUMNS} FROM pay_notices WHERE notice_key = ?",  # noqa: S608
+                (row[0],),
+            ).fetchone()
+            if stored is not None and stored[7] not in replaces:
+                return _pay_notice(stored), False
+            if pays_order:
+                changed = conn.execute(
+                    "UPDATE pay_orders SET state = 'paid', transaction_id = ?, paid_at = ? "
+                    "WHERE order_id = ? AND state = 'open'",
+                    (notice.transaction_id, notice.received_at, notice.order_id),
+                ).rowcount
+                if changed != 1:
+                    raise LedgerError(f"Order {notice.order_id!r} is not open.")
+            if stored is not None:
+                conn.execute(
+                    "UPDATE pay_notices SET provider = ?, kind = ?, order_id = ?, "
+                    "transaction_id = ?, amount = ?, received_at = ?, state = ?, reason = ?, "
+                    "account_id = ?, purpose = ?, credit_key = ?, credit_amount = ?, body = ?, "
+                    "resolved_by = ?, resolved_at = ? WHERE notice_key = ?",
+                    (*row[1:], row[0]),
+                )
+            else:
+                conn.execute(
+                    f"INSERT INTO pay_notices ({_SQL_NOTICE_COLUMNS}) "  # noqa: S608
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+        return _pay_notice(row), True
+
+    def pay_notice(self, notice_key: str) -> PayNotice | None:
+        """Return one stored notice, or None."""
+        rows = self._read(
+            f"SELECT {_SQL_NOTICE_COLUMNS} FROM pay_notices WHERE notice_key = ?",  # noqa: S608
+            (notice_key,),
+        )
+        return _pay_notice(rows[0]) if rows else None
+
+    def pay_notices(
+        self,
+        states: Iterable[str] | None = None,
+        order_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[PayNotice]:
+        """Return stored notices, oldest first: in some states, of one order."""
+        sql = f"SELECT {_SQL_NOTICE_COLUMNS} FROM pay_notices WHERE 1 = 1"  # noqa: S608
+        params: list[Any] = []
+        if states is not None:
+            sql += " AND state IN (SELECT value FROM json_each(?))"
+            params.append(_as_json_list(states))
+        if order_id is not None:
+            sql += " AND order_id = ?"
+            params.append(order_id)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(max(0, _integer(limit, "limit")))
+        return [_pay_notice(row) for row in self._read(sql, params)]
+
+    def settle_notice(
+        self,
+        notice_key: str,
+        from_states: Iterable[str],
+        to_state: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        ts: int | None = None,
+    ) -> bool:
+        """Move a notice from one of `from_states` to `to_state`; return whether it moved."""
+        if to_state not in _NOTICE_STATES:
+            raise LedgerError(f"Unknown notice state {to_state!r}.")
+        with self._lock, self._transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE pay_notices SET state = ?, reason = coalesce(?, reason), "
+                    "resolved_by = coalesce(?, resolved_by), "
+                    "resolved_at = coalesce(?, resolved_at) "
+                    "WHERE notice_key = ? AND state IN (SELECT value FROM json_each(?))",
+                    (to_state, reason, actor, ts, notice_key, _as_json_list(from_states)),
+                ).rowcount
+                == 1
+            )
+
+    def count_reject(self, provider: str, key: str, ts: int) -> int:
+        """Count one refused message of a provider for a reason; return the new count."""
+        _text(provider, "A provider")
+        _text(key, "A reject key")
+        _timestamp(ts, "The time of a refused message")
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO pay_rejects (provider, key, count, first_ts, last_ts) "
+                "VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, key) DO UPDATE SET "
+                "count = count + 1, last_ts = excluded.last_ts",
+                (provider, key, ts, ts),
+            )
+            return int(
+                conn.execute(
+                    "SELECT count FROM pay_rejects WHERE provider = ? AND key = ?",
+                    (provider, key),
+                ).fetchone()[0]
+            )
+
+    def pay_rejects(self) -> list[PayReject]:
+        """Return every (provider, reason) with how often and when messages were refused."""
+        return [
+            PayReject(row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
+            for row in self._read(
+                "SELECT provider, key, count, first_ts, last_ts FROM pay_rejects "
+                "ORDER BY provider, key"
+            )
+        ]
 
     # ------------------------------------------------------------------ days of use
 
