@@ -111,7 +111,7 @@ async def collect_until(
         async for message in client.messages:
             if message.retain and not retained:
                 continue
-            payload = bytes(message.payload)  # type: ignore[arg-type]
+            payload = bytes(message.payload)
             seen.append((message.topic.value, payload))
             if message.topic.value == marker_topic and payload == marker:
                 return seen
