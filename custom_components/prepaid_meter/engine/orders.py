@@ -33,6 +33,7 @@ file; its calls are serialised by a lock and block (run them in an executor).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -41,11 +42,15 @@ import json
 import secrets
 import threading
 import time
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from .actor import Actor
 from .ledger import EntryKind, Ledger, LedgerError, PayNotice, PayOrder, SubAccount
 from .payments import CST, PaymentNotice, Provider
+
+if TYPE_CHECKING:
+    from .community import LedgerResult
+    from .service import CommunityService
 
 __all__ = [
     "PURPOSES",
@@ -60,6 +65,7 @@ __all__ = [
     "Retry",
     "Reverse",
     "Unmatched",
+    "post_outcome",
 ]
 
 type Purpose = Literal["electricity", "property_fee", "parking_fee"]
@@ -689,3 +695,35 @@ class PaymentDesk:
                 reasons[stored.reason] = reasons.get(stored.reason, 0) + 1
         rejected = {f"{r.provider}:{r.key}": r.count for r in self.ledger.pay_rejects()}
         return {"orders": orders, "notices": notices, "unmatched": reasons, "rejected": rejected}
+
+
+async def post_outcome(
+    service: CommunityService,
+    desk: PaymentDesk,
+    outcome: Credit | Reverse,
+    *,
+    actor: Actor = Actor.SYSTEM,
+) -> LedgerResult:
+    """Post a Credit or a Reverse through the service's idempotent money calls, then confirm it.
+
+    Electricity credit is a top-up (`channel` is the provider), a fee a payment on its
+    sub-account, a refund a refund entry of `-amount`; each under the outcome's key, so doing
+    this twice posts once.
+    """
+    if isinstance(outcome, Credit) and outcome.purpose == "electricity":
+        result = await service.top_up(
+            outcome.account_id, outcome.amount, outcome.key, outcome.provider, actor
+        )
+    else:
+        signed = outcome.amount if isinstance(outcome, Credit) else -outcome.amount
+        result = await service.post_money(
+            outcome.account_id,
+            outcome.sub,
+            outcome.kind,
+            signed,
+            outcome.key,
+            actor=actor,
+            meta={"channel": outcome.provider, "order_id": outcome.order_id},
+        )
+    await asyncio.get_running_loop().run_in_executor(None, desk.confirm, outcome)
+    return result
