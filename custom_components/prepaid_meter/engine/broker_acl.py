@@ -501,6 +501,8 @@ class DynSecAdmin:
         client = self._client
         if client is None:
             raise BrokerAclError("Not connected: use DynSecAdmin as `async with`")
+        if self._reader is None or self._reader.done():
+            raise BrokerAclError("The admin's link to the broker broke; connect again")
         loop = asyncio.get_running_loop()
         ids: list[str] = []
         body: list[dict[str, Any]] = []
