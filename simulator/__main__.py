@@ -1,4 +1,8 @@
-"""`python -m simulator ...`: run a simulated community until Ctrl-C or `--duration`."""
+"""`python -m simulator ...`: run a simulated community until Ctrl-C or `--duration`.
+
+`python -m simulator pay ...` runs (or drives) the local payment provider instead
+(simulator/payprovider.py).
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,13 @@ async def _run(config: SimConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the simulator; return the process exit status."""
-    config = parse_args(argv)
+    """Run the simulator (or, with `pay`, the local payment provider); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["pay"]:
+        from simulator import payprovider  # noqa: PLC0415 - only the pay command needs aiohttp
+
+        return payprovider.main(args[1:])
+    config = parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_run(config))
