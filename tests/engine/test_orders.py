@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 import re
+import sqlite3
 import threading
 
 import pytest
@@ -504,3 +505,64 @@ def test_stats_count_orders_by_status(desk: PaymentDesk, clock: Clock) -> None:
     stats = desk.stats()
     assert stats["orders"] == {"paid": 1, "expired": 1, "open": 1}
     assert stats["notices"] == {"due": 1}
+
+
+# ---------------------------------------------------------------------------- the ledger's part
+
+
+def test_a_schema_4_file_gains_the_payment_tables_and_keeps_its_money(
+    path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    from custom_components.prepaid_meter.engine import ledger as ledger_module
+    from custom_components.prepaid_meter.engine.ledger import Posting
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:4])
+        with Ledger(path) as old:
+            old.ensure_household(A, "flat", NOON)
+            old.post(Posting("topup:t1", A, E, EntryKind.TOP_UP, Decimal(7), NOON, {}))
+    with Ledger(path) as upgraded:
+        assert upgraded.balance(A, E) == Decimal(7)
+        desk = PaymentDesk(upgraded, clock)
+        order = desk.create_order(A, Decimal(3))
+        assert isinstance(desk.handle(_paid(order)), Credit)
+        assert upgraded.check_invariant() == []
+
+
+def test_the_ledger_refuses_bad_payment_records(ledger: Ledger, desk: PaymentDesk) -> None:
+    from custom_components.prepaid_meter.engine.ledger import LedgerError, PayNotice, PayOrder
+
+    order = desk.create_order(A, Decimal(3))
+    with pytest.raises(LedgerError, match="exists already"):
+        ledger.add_order(
+            PayOrder(order.order_id, A, E, "wechat", Decimal(3), NOON, NOON + 900, "system")
+        )
+    with pytest.raises(LedgerError, match="unknown account"):
+        ledger.add_order(PayOrder("X1", "nobody", E, "wechat", Decimal(3), NOON, NOON, "system"))
+    with pytest.raises(LedgerError, match="above zero"):
+        ledger.add_order(PayOrder("X2", A, E, "wechat", Decimal(0), NOON, NOON, "system"))
+    with pytest.raises(LedgerError, match="decimal places"):
+        ledger.add_order(PayOrder("X3", A, E, "wechat", Decimal("0.001"), NOON, NOON, "system"))
+    with pytest.raises(LedgerError, match="Unknown order"):
+        ledger.set_order_code("nope", "weixin://x")
+    with pytest.raises(LedgerError, match="Unknown order"):
+        ledger.close_order("nope")
+    good = PayNotice("k1", "wechat", "paid", order.order_id, "T", Decimal(3), NOON, "unmatched")
+    for bad, message in (
+        (replace(good, kind="other"), "kind"),
+        (replace(good, state="lost"), "state"),
+        (replace(good, amount=Decimal("0.00001")), "decimal places"),
+        (replace(good, body="{"), "not JSON"),
+        (replace(good, notice_key=""), "notice key"),
+    ):
+        with pytest.raises(LedgerError, match=message):
+            ledger.record_notice(bad)
+    # Paying an order that is not open writes nothing, not even the notice.
+    desk.close_order(order.order_id)
+    with pytest.raises(LedgerError, match="not open"):
+        ledger.record_notice(replace(good, state="due"), pays_order=True)
+    assert ledger.pay_notice("k1") is None
+    assert ledger.record_notice(good) == (good, True)
+    assert ledger.record_notice(replace(good, amount=Decimal(9))) == (good, False)
+    with sqlite3.connect(ledger.path) as raw, pytest.raises(sqlite3.Error, match="kept"):
+        raw.execute("DELETE FROM pay_notices")
