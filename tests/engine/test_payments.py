@@ -431,6 +431,16 @@ def test_native_answer_is_verified_before_its_code_url_is_used() -> None:
         NOW,
     )
     assert "PARAM_ERROR" in error.message
+    gateway = _rejected(
+        "provider_error",
+        payments.wechat_native_response,
+        _wechat(),
+        502,
+        {},
+        b"<html>Bad Gateway</html>",
+        NOW,
+    )
+    assert "502" in gateway.message
     other = b'{"code_url":"https://evil.example"}'
     _rejected(
         "malformed", payments.wechat_native_response, _wechat(), 200, _resigned(other), other, NOW

@@ -577,7 +577,10 @@ def wechat_native_response(
 ) -> str:
     """Verify WeChat Pay's answer to a Native order and return its `code_url`."""
     if not 200 <= status < 300:
-        error = _json_object(body, "WeChat Pay's error") if body else {}
+        try:
+            error = _json_object(body, "WeChat Pay's error")
+        except PaymentRejected:
+            error = {}
         raise PaymentRejected(
             "provider_error",
             f"WeChat Pay refused the order ({status}): {str(error.get('code', ''))[:40]} "
