@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 import pytest
 
+from custom_components.prepaid_meter.engine.link import LinkSocket
 from custom_components.prepaid_meter.engine.profiles import NativeProfile
 from custom_components.prepaid_meter.engine.protocol import Accepted, MeterGate, Reading
 from custom_components.prepaid_meter.engine.transport import (
@@ -80,7 +81,9 @@ def live_socket(transport: MqttTransport) -> socket.socket:
     """Return the connected transport's socket (paho's, under aiomqtt's client)."""
     client = transport._client
     assert client is not None
-    sock = client._client.socket()
+    link = client._client.socket()
+    assert isinstance(link, LinkSocket)  # engine/link.py wraps paho's socket
+    sock = link.inner
     assert isinstance(sock, socket.socket)  # a TLS link gives an ssl.SSLSocket, a subclass
     return sock
 

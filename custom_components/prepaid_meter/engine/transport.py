@@ -44,6 +44,8 @@ import uuid
 import aiomqtt
 from aiomqtt import MqttCodeError, MqttError
 
+from .link import tune
+
 _LOGGER = logging.getLogger(__name__)
 
 type MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
@@ -330,6 +332,7 @@ class MqttTransport:
                 clean_session=self.config.clean_session,
                 queue_type=queue_type,
             )
+            tune(client, _SOCKET_OPTIONS)
             reason = "connection lost"
             try:
                 async with client:
