@@ -68,6 +68,9 @@ class Outcome:
     detected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     delays: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     false: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: Alarms of another kind on a meter during one of its injected episodes (a bypass makes
+    #: a home look quiet): not on an ordinary household-day, so not counted as false.
+    side: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     quiet_alarms: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     late_inactivity: int = 0
     suspects_first: int = 0
@@ -162,6 +165,10 @@ def _score(
         ]
         for alarm in found:
             alarm.matched = True
+        if label.area_master is not None:  # the theft may show in the area's balance too
+            for alarm in by_meter["line_loss", label.area_master]:
+                if label.start <= alarm.at <= label.end + (rules.loss_window_h + 2) * HOUR:
+                    alarm.matched = True
         if not found:
             outcome.missed.append(f"{name} {label.meter_id} at {label.start}")
             continue
@@ -173,13 +180,21 @@ def _score(
         if label.kind == "line_loss":
             suspects = found[0].event.data.get("suspects") or [{}]
             outcome.suspects_first += suspects[0].get("meter_id") == label.suspect
+            outcome.false_list.append(f"(line loss) thief {label.suspect}: {suspects}")
     quiet = defaultdict(list)
     for span in scenario.quiet:
         quiet[span.meter_id].append(span)
+    injected = defaultdict(list)
+    for label in scenario.labels:
+        injected[label.meter_id].append((label.start, label.end + DAY))
     for alarm in alarms:
         if alarm.matched:
             continue
         kind = alarm.event.kind
+        if any(a <= alarm.at <= b for a, b in injected.get(alarm.event.meter_id, ())):
+            outcome.side[kind] += 1
+            outcome.false_list.append(f"(side) {kind} {alarm.event.meter_id} at {alarm.at}")
+            continue
         outcome.false[kind] += 1
         outcome.false_list.append(f"{kind} {alarm.event.meter_id} at {alarm.at} {alarm.event.data}")
         for span in quiet.get(alarm.event.meter_id, ()):
@@ -272,6 +287,11 @@ def _table(outcomes: list[Outcome]) -> None:
         for key, value in o.quiet_alarms.items():
             quiet[key] += value
     print(f"alarms in own-cut, vacant or trip periods: {dict(quiet) or 0}")
+    side: dict[str, int] = defaultdict(int)
+    for o in outcomes:
+        for key, value in o.side.items():
+            side[key] += value
+    print(f"other alarms on a meter during its injected episode: {dict(side) or 0}")
     cuts = [c for o in outcomes for c in o.cuts]
     print(
         f"protective cuts wanted: {len(cuts)} "
@@ -289,11 +309,17 @@ def main() -> None:
     parser.add_argument("--cost-meters", type=int, default=5_000)
     parser.add_argument("--cost-minutes", type=int, default=30)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--rule", action="append", default=[], metavar="NAME=VALUE", help="change a threshold"
+    )
     args = parser.parse_args()
+    rules = SafetyRules.from_options(
+        {name: float(value) for name, _, value in (item.partition("=") for item in args.rule)}
+    )
     outcomes = []
     for seed in args.seeds:
         scenario = build(seed, homes=args.homes, days=args.days, interval=args.interval)
-        outcome = run(scenario)
+        outcome = run(scenario, rules)
         outcomes.append(outcome)
         print(
             f"seed {seed}: {outcome.household_days:.0f} household-days, "
@@ -302,6 +328,8 @@ def main() -> None:
         if args.verbose:
             for line in outcome.missed:
                 print("  missed", line)
+            for name, delays in outcome.delays.items():
+                print(f"  {name} minutes to alarm: {sorted(round(d / 60) for d in delays)}")
             for line in outcome.false_list:
                 print("  false", line)
         _table([outcome])

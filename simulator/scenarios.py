@@ -59,6 +59,9 @@ class Label:
     alarm_meter: str
     #: For line loss: the household that steals (it should be ranked first).
     suspect: str | None = None
+    #: A theft that also takes energy past the meter: the area's line loss may rise too,
+    #: so a line-loss alarm on this master meter over the theft is right (not required).
+    area_master: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,8 +414,19 @@ def _label(
     scenario: Scenario, kind: str, detail: str, home: Home, a: int, b: int, **extra: str
 ) -> None:
     alarm_meter = extra.get("alarm_meter", home.meter_id)
+    master = next(area.master_id for area in scenario.areas if area.area_id == home.area)
     scenario.labels.append(
-        Label(kind, detail, home.meter_id, home.account_id, a, b, alarm_meter, extra.get("suspect"))
+        Label(
+            kind,
+            detail,
+            home.meter_id,
+            home.account_id,
+            a,
+            b,
+            alarm_meter,
+            extra.get("suspect"),
+            master if detail in ("neutral_gap", "reverse_energy") else None,
+        )
     )
 
 

@@ -120,10 +120,10 @@ class SafetyRules:
     off_current_a: float = 0.5
     offline_s: int = 3_600
     care_hours: float = 10.0
-    care_min_wh: float = 50.0
-    care_share: float = 0.3
+    care_min_wh: float = 60.0
     care_spike_w: float = 150.0
-    care_missing_share: float = 0.15
+    care_floor_w: float = 25.0
+    care_missing_share: float = 0.2
     care_learn_days: int = 3
     loss_window_h: int = 6
     loss_margin: float = 0.03
@@ -141,8 +141,8 @@ class SafetyRules:
                 raise SafetyError(f"safety rule {item.name} must be above 0, not {value!r}")
         if self.cut_factor < self.overload_factor:
             raise SafetyError("safety rule cut_factor must not be below overload_factor")
-        if self.care_share >= 1 or self.care_missing_share >= 1 or self.theft_gap_ratio >= 1:
-            raise SafetyError("safety rules care_share, care_missing_share and theft_gap_ratio")
+        if self.care_missing_share >= 1 or self.theft_gap_ratio >= 1:
+            raise SafetyError("safety rules care_missing_share and theft_gap_ratio are below 1")
 
     @classmethod
     def from_options(
@@ -298,9 +298,12 @@ class _Meter:
         "cut_e",
         "day_min",
         "episodes",
+        "floor",
+        "floor_day",
         "gap_since",
         "hour",
         "hour_e",
+        "hour_min",
         "hours_seen",
         "last_active",
         "last_e",
@@ -311,11 +314,11 @@ class _Meter:
         "master",
         "missing",
         "over_since",
-        "recent_actual",
-        "recent_usual",
+        "partial",
         "ref_i",
         "ref_ts",
         "severe_since",
+        "spiked",
         "usual",
     )
 
@@ -337,14 +340,17 @@ class _Meter:
         self.cut_e = math.nan
         self.hour = -1
         self.hour_e = math.nan
+        self.partial = False
         self.usual: array[float] | None = None
+        self.spiked = False
         self.base = 0.0
         self.day_min = math.inf
+        self.floor = 0.0
+        self.floor_day = math.inf
+        self.hour_min = math.inf
         self.hours_seen = 0
         self.last_active = -1
         self.missing = 0.0
-        self.recent_actual = 0.0
-        self.recent_usual = 0.0
         self.episodes: dict[AlarmKind, _Episode] | None = None
 
 
@@ -358,6 +364,7 @@ class _Area:
         "members",
         "over",
         "rate",
+        "recent",
         "under",
         "usual",
         "window",
@@ -366,8 +373,11 @@ class _Area:
     def __init__(self, master: str, members: frozenset[str]) -> None:
         self.master = master
         self.members = members
-        #: Hour -> [master kWh (nan until known), members' kWh, members counted].
-        self.hours: dict[int, list[float]] = {}
+        #: Hours being filled in by the area's meters.
+        self.hours: dict[int, _Slot] = {}
+        #: The last day's judged hours: (loss above the usual kWh, master kWh, each member's
+        #: (Wh, usual Wh)).
+        self.recent: list[tuple[float, float, dict[str, tuple[float, float]]]] = []
         #: The last hours: (master kWh, loss kWh, loss above the usual for the hour of day).
         self.window: list[tuple[float, float, float]] = []
         #: The usual loss (kWh) in each hour of the local day.
@@ -378,6 +388,33 @@ class _Area:
         self.under = 0
         self.rate: float | None = None
         self.episode: _Episode | None = None
+
+
+class _Slot:
+    """One hour of an area: the master's kWh and each member's (Wh, usual Wh)."""
+
+    __slots__ = ("master", "members", "uses")
+
+    def __init__(self) -> None:
+        self.master = math.nan
+        self.members = 0.0
+        self.uses: dict[str, tuple[float, float]] = {}
+
+
+def _fall(
+    meter_id: str, hours: list[tuple[float, float, dict[str, tuple[float, float]]]]
+) -> tuple[float, float]:
+    """Return how far a member's use was below its usual over `hours`: (share, Wh)."""
+    actual = usual = 0.0
+    for _excess, _master, uses in hours:
+        use, normal = uses.get(meter_id, (math.nan, math.nan))
+        if math.isnan(use) or math.isnan(normal):
+            continue
+        actual += use
+        usual += normal
+    if usual <= 0:
+        return 0.0, 0.0
+    return 1.0 - actual / usual, usual - actual
 
 
 def _local_hour(hour: int, zone: tzinfo) -> int:
@@ -749,17 +786,33 @@ class SafetyWatch:
         if math.isnan(e):
             return
         if meter.hour < 0 or math.isnan(meter.hour_e) or math.isnan(meter.last_e):
-            meter.hour, meter.hour_e = hour, e
+            # A first reading, or a register that went back: this hour is known only in part.
+            meter.hour, meter.hour_e, meter.partial = hour, e, ts % _HOUR != 0
         elif hour != meter.hour:
             if ts - meter.last_ts > MAX_GAP_S:
-                meter.hour, meter.hour_e = hour, e  # the hours in between are unknown
+                # The hours in between are unknown, and this one in part.
+                meter.hour, meter.hour_e, meter.partial = hour, e, ts % _HOUR != 0
+                meter.spiked, meter.hour_min = False, math.inf
             else:
                 span = ts - meter.last_ts
                 while meter.hour < hour:
                     boundary = (meter.hour + 1) * _HOUR
                     at = meter.last_e + (e - meter.last_e) * (boundary - meter.last_ts) / span
-                    self._hour_done(meter_id, meter, meter.hour, at - meter.hour_e, reading, rules)
+                    if meter.partial:
+                        meter.partial, meter.spiked, meter.hour_min = False, False, math.inf
+                    else:
+                        kwh = at - meter.hour_e
+                        self._hour_done(meter_id, meter, meter.hour, kwh, reading, rules)
                     meter.hour, meter.hour_e = meter.hour + 1, at
+        if power is not None and power < meter.hour_min:
+            meter.hour_min = power
+        if (
+            power is not None
+            and meter.usual is not None
+            and power - meter.base >= rules.care_spike_w
+        ):
+            meter.spiked = True  # an appliance switched on: somebody is at home
+            self._active(meter_id, meter, ts, events)
         if not self._care_eligible(meter):
             meter.missing = 0.0
             meter.last_active = ts
@@ -768,12 +821,6 @@ class SafetyWatch:
             return
         if meter.last_active < 0:
             meter.last_active = ts
-        if (
-            power is not None
-            and meter.usual is not None
-            and power - meter.base >= rules.care_spike_w
-        ):
-            self._active(meter_id, meter, ts, events)
         self._check_care(meter_id, meter, ts, rules, events)
 
     def _active(self, meter_id: str, meter: _Meter, ts: int, events: list[SafetyEvent]) -> None:
@@ -791,48 +838,66 @@ class SafetyWatch:
         reading: WatchReading,
         rules: SafetyRules,
     ) -> None:
+        """Close one hour of a meter: the area's balance, the care watch, the usual day.
+
+        `usual` holds the household's usual use per hour of the local day (Wh, [0:24]) and
+        how often it is active in that hour ([24:48], 0 to 1).
+        """
         wh = max(0.0, kwh * 1000.0)
-        if meter.area is not None:
-            self._area_hour(meter, hour, kwh)
-        if meter.account_id is None:
-            return
+        spiked, meter.spiked = meter.spiked, False
+        low, meter.hour_min = meter.hour_min, math.inf
         local = self._local(hour)
         usual = meter.usual
+        if meter.area is not None:
+            self._area_hour(meter_id, meter, hour, kwh, usual[local] if usual else math.nan)
+        if meter.account_id is None:
+            return
         end = (hour + 1) * _HOUR
-        eligible = self._care_eligible(meter)
-        if usual is not None:
-            expected = max(0.0, usual[local] - meter.base)
-            if meter.area is not None and not meter.master:
-                meter.recent_actual += (wh - meter.recent_actual) / rules.loss_window_h
-                meter.recent_usual += (usual[local] - meter.recent_usual) / rules.loss_window_h
-            learned = meter.hours_seen >= rules.care_learn_days * 24
-            if eligible and learned:
-                if wh - meter.base >= max(rules.care_min_wh, rules.care_share * expected):
-                    meter.last_active = max(meter.last_active, end)
-                    meter.missing = 0.0
-                elif self.friendly is None or not self.friendly(meter.account_id, end - 1):
-                    meter.missing += expected
+        # Somebody is at home: an appliance switched on, more energy than the base load, or
+        # a higher floor (the lowest power of the hour: lights, a television, a computer).
+        active = (
+            spiked
+            or wh - meter.base >= rules.care_min_wh
+            or (low < math.inf and low - meter.floor >= rules.care_floor_w)
+        )
+        if (
+            usual is not None
+            and self._care_eligible(meter)
+            and meter.hours_seen >= rules.care_learn_days * 24
+        ):
+            if active:
+                meter.last_active = max(meter.last_active, end)
+                meter.missing = 0.0
+            elif self.friendly is None or not self.friendly(meter.account_id, end - 1):
+                meter.missing += usual[24 + local]
         # Learn the household's usual day: not from hours of our own cut, of a vacant flat,
         # or of an open inactivity episode (the learned day must stay the lived one).
         flags = self.household(meter.account_id)
         if meter.cut or flags.vacant or (meter.episodes and "inactivity" in meter.episodes):
             return
         if usual is None:
-            meter.usual = array("f", [wh] * 24)
-            meter.base = wh
+            meter.usual = array("f", [wh] * 24 + [1.0 if active else 0.0] * 24)
+            meter.base = meter.day_min = wh
+            meter.floor = meter.floor_day = low if low < math.inf else 0.0
             meter.hours_seen = 1
             return
         days = meter.hours_seen // 24
         rate = max(0.15, 1.0 / (days + 1))
         usual[local] += rate * (wh - usual[local])
+        usual[24 + local] += rate * ((1.0 if active else 0.0) - usual[24 + local])
         # The base load: the quietest hour of each day (standby and the fridge), averaged.
         meter.day_min = min(meter.day_min, wh)
+        meter.floor_day = min(meter.floor_day, low)
         meter.hours_seen += 1
         if meter.hours_seen % 24 == 0:
-            meter.base += max(0.3, 1.0 / days if days else 1.0) * (meter.day_min - meter.base)
-            meter.day_min = math.inf
+            step = max(0.3, 1.0 / days if days else 1.0)
+            meter.base += step * (meter.day_min - meter.base)
+            if meter.floor_day < math.inf:
+                meter.floor += step * (meter.floor_day - meter.floor)
+            meter.day_min = meter.floor_day = math.inf
         elif days == 0:
             meter.base = meter.day_min
+            meter.floor = meter.floor_day if meter.floor_day < math.inf else meter.floor
 
     def _check_care(
         self,
@@ -850,18 +915,19 @@ class SafetyWatch:
             or now - meter.last_active < rules.care_hours * _HOUR
         ):
             return
-        base = meter.base
-        day = sum(max(0.0, value - base) for value in usual)
+        day = sum(usual[24:])  # the hours a usual day is active in
         if day <= 0 or meter.missing < rules.care_missing_share * day:
             return
         data = {
             "hours": round((now - meter.last_active) / _HOUR, 1),
-            "missing_wh": round(meter.missing),
-            "usual_day_wh": round(day),
+            "missed_active_hours": round(meter.missing, 1),
+            "usual_active_hours": round(day, 1),
         }
         self._open(meter_id, meter, "inactivity", meter.last_active, now, data, events)
 
-    def _area_hour(self, meter: _Meter, hour: int, kwh: float) -> None:
+    def _area_hour(
+        self, meter_id: str, meter: _Meter, hour: int, kwh: float, usual_wh: float
+    ) -> None:
         area = self._areas.get(meter.area or "")
         if area is None:
             return
@@ -869,12 +935,12 @@ class SafetyWatch:
         if slot is None:
             if len(area.hours) > 48:
                 return
-            slot = area.hours[hour] = [math.nan, 0.0, 0.0]
+            slot = area.hours[hour] = _Slot()
         if meter.master:
-            slot[0] = kwh
-        else:
-            slot[1] += kwh
-            slot[2] += 1
+            slot.master = kwh
+        elif meter_id not in slot.uses:
+            slot.members += kwh
+            slot.uses[meter_id] = (kwh * 1000.0, usual_wh)
 
     # -- ticks -----------------------------------------------------------------------------
 
@@ -904,18 +970,17 @@ class SafetyWatch:
         for hour in sorted(area.hours):
             if hour >= ready:
                 break
-            master, members, counted = area.hours.pop(hour)
-            if math.isnan(master) or counted < len(area.members) or master <= 0:
+            slot = area.hours.pop(hour)
+            if math.isnan(slot.master) or len(slot.uses) < len(area.members) or slot.master <= 0:
                 continue  # incomplete: a meter was silent; the hour tells nothing
-            self._area_judge(area_id, area, hour, master, members, rules, events)
+            self._area_judge(area_id, area, hour, slot, rules, events)
 
     def _area_judge(
         self,
         area_id: str,
         area: _Area,
         hour: int,
-        master: float,
-        members: float,
+        slot: _Slot,
         rules: SafetyRules,
         events: list[SafetyEvent],
     ) -> None:
@@ -926,7 +991,8 @@ class SafetyWatch:
         `loss_window_h` hours, as a share of the master's energy, is the sign.
         """
         local = self._local(hour)
-        loss = master - members
+        master = slot.master
+        loss = master - slot.members
         learning = area.learned < rules.loss_learn_hours
         usual = area.usual
         if learning:
@@ -936,6 +1002,9 @@ class SafetyWatch:
         area.window.append((master, loss, loss - usual[local]))
         if len(area.window) > rules.loss_window_h:
             del area.window[0]
+        area.recent.append((loss - usual[local], master, slot.uses))
+        if len(area.recent) > 24:
+            del area.recent[0]
         total = sum(item[0] for item in area.window)
         if total <= 0:
             return
@@ -960,7 +1029,7 @@ class SafetyWatch:
                             "area": area_id,
                             "loss_rate": round(area.rate, 4),
                             "excess_rate": round(excess, 4),
-                            "suspects": self._suspects(area),
+                            "suspects": self._suspects(area, limit),
                         },
                     )
                 )
@@ -977,21 +1046,35 @@ class SafetyWatch:
                 area.episode = None
                 events.append(AlarmCleared("line_loss", area.master, None, started, end - started))
 
-    def _suspects(self, area: _Area) -> list[dict[str, Any]]:
-        """Return the members whose use fell most against their usual, largest fall first."""
-        found: list[tuple[float, str, str | None]] = []
+    def _suspects(self, area: _Area, limit: float) -> list[dict[str, Any]]:
+        """Return the members whose use fell when the loss rose, the likeliest first.
+
+        The area's last hours are split into those whose own loss was above the usual by more
+        than `limit` of the master's energy (the loss rose) and the others; a member's `fall`
+        is how far its use was below its usual in the first, less how far in the others.
+        """
+        rose = [item for item in area.recent if item[0] > limit * item[1]]
+        other = [item for item in area.recent if item[0] <= limit * item[1]]
+        found: list[tuple[float, str, float]] = []
         for meter_id in area.members:
-            meter = self._meters.get(meter_id)
-            if meter is None or meter.recent_usual <= 0:
-                continue
-            fall = meter.recent_usual - meter.recent_actual
-            if fall > 0:
-                found.append((fall, meter_id, meter.account_id))
+            during, during_wh = _fall(meter_id, rose)
+            before, _ = _fall(meter_id, other)
+            score = during - max(0.0, before)
+            if score > 0:
+                found.append((score, meter_id, during_wh))
         found.sort(reverse=True)
-        return [
-            {"meter_id": meter_id, "account_id": account, "fall_wh": round(fall)}
-            for fall, meter_id, account in found[:5]
-        ]
+        result: list[dict[str, Any]] = []
+        for score, meter_id, fall_wh in found[:5]:
+            meter = self._meters.get(meter_id)
+            result.append(
+                {
+                    "meter_id": meter_id,
+                    "account_id": meter.account_id if meter else None,
+                    "fall": round(score, 2),
+                    "fall_wh": round(fall_wh),
+                }
+            )
+        return result
 
     # -- episodes --------------------------------------------------------------------------
 
@@ -1065,6 +1148,7 @@ class SafetyWatch:
                 "e": None if math.isnan(m.last_e) else m.last_e,
                 "usual": None if m.usual is None else [round(v, 2) for v in m.usual],
                 "base": round(m.base, 2),
+                "floor": round(m.floor, 2),
                 "seen": m.hours_seen,
                 "active": m.last_active,
                 "missing": round(m.missing, 2),
@@ -1145,10 +1229,11 @@ def _parse_state(
         m.last_e = math.nan if item["e"] is None else _num(item["e"])
         usual = item["usual"]
         if usual is not None:
-            if len(usual) != 24:
-                raise SafetyError("watch state: a usual day has 24 hours")
+            if len(usual) != 48:
+                raise SafetyError("watch state: a usual day has 24 hours of use and of activity")
             m.usual = array("f", [_num(v) for v in usual])
         m.base, m.hours_seen = _num(item["base"]), _int(item["seen"])
+        m.floor = _num(item["floor"])
         m.last_active, m.missing = _int(item["active"]), _num(item["missing"])
         episodes: dict[AlarmKind, _Episode] = {}
         for kind, value in item["episodes"].items():
