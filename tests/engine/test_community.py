@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -1144,8 +1145,9 @@ def test_days_left_and_account_payload(ledger: Ledger, clock: Clock) -> None:
     community.handle_reading(R(M1, 3, NOON, Decimal(110)))
     # 10 kWh (4.883) in 2 hours would have been 58.596 a day: under a day, unknown
     assert community.days_left(meter) is None
-    payload = community.account_payload(meter)
-    assert payload is not None
+    raw = community.account_payload(meter)
+    assert raw is not None
+    payload = json.loads(raw)
     assert payload["balance"] == "95.12"
     assert payload["low"] is False
     assert payload["cycle"] == "2026-03"
@@ -1281,3 +1283,70 @@ def test_a_failed_commit_keeps_the_supply_decision_for_the_next(
     history = ledger.supply_history("000000000001")
     assert [(c.state, Actor.parse(c.actor)) for c in history] == [("off", OPS), ("on", OPS)]
     assert ledger.supply_states()["000000000001"].state == "on"
+
+
+# ------------------------------------------------- a household's own requests (issue 12)
+
+
+def _answer(community: Community, meter: str = M1) -> dict[str, Any]:
+    raw = community.account_payload(community.meters[meter])
+    assert raw is not None
+    answer: dict[str, Any] = json.loads(raw)["request"]
+    return answer
+
+
+def test_a_household_request_restores_after_a_credit_cut_once_paid(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Refused while in debt, granted once paid; the same id is answered again, not acted on."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(0)))
+    community.handle_reading(R(M1, 2, NOON, Decimal(100)))
+    assert community.meters[M1].desired_relay == "off"
+    events = community.household_request(M1, "r-1", NOON)
+    assert _kinds(events) == ["account"]
+    assert _answer(community) == {
+        "id": "r-1",
+        "ok": False,
+        "reason": "credit_exhausted_restore_refused",
+    }
+    _top_up(community, "100", "tx-2")
+    events = community.household_request(M1, "r-2", NOON + 1)
+    assert "supply_restored" in _kinds(events)
+    restored = next(e for e in events if e.kind == "supply_restored")
+    assert restored.data["actor_kind"] == "resident"
+    assert _answer(community) == {"id": "r-2", "ok": True}
+    community.request_relay(M1, "off", actor=OPS)  # the operator cuts after that
+    assert _kinds(community.household_request(M1, "r-2", NOON + 2)) == ["account"]  # a repeat
+    assert community.meters[M1].desired_relay == "off"
+    assert _answer(community) == {"id": "r-2", "ok": True}  # its first answer
+
+
+def test_a_household_request_never_lifts_an_operator_or_safety_cut(
+    ledger: Ledger, clock: Clock
+) -> None:
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "100", "tx-1")
+    community.request_relay(M1, "off", actor=OPS)
+    community.household_request(M1, "r-1", NOON)
+    assert community.meters[M1].desired_relay == "off"
+    assert _answer(community)["reason"] == "restore_needs_operator"
+
+
+def test_household_requests_are_rate_limited_and_unassigned_meters_ignored(
+    ledger: Ledger, clock: Clock
+) -> None:
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "100", "tx-1")
+    for n in range(3):
+        community.household_request(M1, f"r-{n}", NOON + n)
+        assert _answer(community) == {"id": f"r-{n}", "ok": True}  # on already: granted
+    community.household_request(M1, "r-3", NOON + 5)
+    assert _answer(community) == {"id": "r-3", "ok": False, "reason": "rate_limited"}
+    community.household_request(M1, "r-4", NOON + 61)  # a minute after the first
+    assert _answer(community) == {"id": "r-4", "ok": True}
+    _announce(community, "000000000002")
+    assert community.household_request("000000000002", "r-1", NOON) == []

@@ -434,7 +434,7 @@ async def test_threshold_number_moves_the_low_balance_sensor(
     # One definition of "low": the household's account topic says the same as the sensor.
     community = entry.runtime_data.community
     payload = community.account_payload(community.meters[METER_ID])
-    assert payload is not None and payload["low"] is True
+    assert payload is not None and json.loads(payload)["low"] is True
 
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()

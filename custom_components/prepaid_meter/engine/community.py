@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from .actor import Actor, ActorKind
 from .billing import (
+    CENT,
     BillingState,
     Piece,
     bill_interval,
@@ -64,7 +65,7 @@ from .policy import (
     decide_supply,
     estimate_days_left,
 )
-from .protocol import Issues, MeterGate, Rejected
+from .protocol import Issues, MeterGate, Rejected, account_payload
 from .tariff import Tariff
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,6 +89,12 @@ TAMPER_EVENTS = frozenset({"cover_open", "magnetic_tamper", "reverse_energy"})
 #: meter's readings have shown no sign of it for this long (a meter that flickers between
 #: the two states, as a bypass with a varying load does, is one episode, not one a minute).
 ALARM_CLEAR_S = 900
+#: A household's own requests (topic `request`): at most this many acted on per window per
+#: meter (more are answered `rate_limited`); the last REQUEST_IDS_KEPT ids are remembered, so
+#: a repeated request gets its first answer and is never acted on twice.
+REQUESTS_PER_WINDOW = 3
+REQUEST_WINDOW_S = 60.0
+REQUEST_IDS_KEPT = 32
 #: Days left divide the balance by the household's daily cost over at most this many whole
 #: days before today (and today so far), once at least DAYS_LEFT_MIN_S of use is known.
 DAYS_LEFT_WINDOW_DAYS = 7
@@ -239,6 +246,12 @@ class MeterState:
     #: Open alarm episodes: type -> (start, last reading that showed it), reading times.
     alarms: dict[str, tuple[int, int]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    #: The household's last request from its own Home Assistant and the answer, as the
+    #: `account` topic's `request` member: {"id", "ok"[, "reason"]}.
+    request_answer: dict[str, Any] | None = None
+    #: Request ids answered lately (id -> answer) and when requests were last acted on.
+    request_ids: dict[str, dict[str, Any]] = field(default_factory=dict)
+    request_times: list[float] = field(default_factory=list)
 
     @property
     def overload_alarm(self) -> bool:
@@ -1020,6 +1033,62 @@ class Community:
         )
         return self._set_relay(meter, "on", reason, actor)
 
+    def household_request(self, meter_id: str, request_id: str, now: float) -> list[Event]:
+        """A restore requested from the household's own Home Assistant (topic `request`).
+
+        The broker's ACL lets only that household publish there, so the request speaks for
+        the household: the same rules as its residents' restore button (only after a credit
+        cut, and only once the balance clears the reclose threshold). Each request id is
+        acted on at most once (a repeat gets the same answer), at most REQUESTS_PER_WINDOW
+        per REQUEST_WINDOW_S per meter. The answer goes out on the account topic.
+        """
+        meter = self.meters.get(meter_id)
+        if meter is None or meter.account_id is None:
+            return []  # nobody pays for this meter: there is no account topic to answer on
+        seen = meter.request_ids.get(request_id)
+        if seen is not None:
+            meter.request_answer = seen
+            return [Event("account", meter_id, meter.account_id)]
+        meter.request_times = [t for t in meter.request_times if now - t < REQUEST_WINDOW_S]
+        events: list[Event] = []
+        reason: str | None = None
+        if len(meter.request_times) >= REQUESTS_PER_WINDOW:
+            reason = "rate_limited"
+        else:
+            meter.request_times.append(now)
+            household = self.households.get(meter.account_id)
+            balance = household.electricity if household else _ZERO
+            if meter.desired_relay == "on":
+                pass  # nothing to restore: granted as it is
+            elif meter.relay_reason not in CREDIT_CUTS:
+                reason = "restore_needs_operator"
+            elif not decide_restore(
+                balance, requested_by="resident", operator_override=False, config=self.policy
+            ).allowed:
+                reason = "credit_exhausted_restore_refused"
+            else:
+                label = household.label if household else meter.account_id
+                actor = Actor("resident", None, label)
+                meter.deferred = None
+                events += self._set_relay(meter, "on", "restored", actor)
+        answer: dict[str, Any] = {"id": request_id, "ok": reason is None}
+        if reason is not None:
+            answer["reason"] = reason
+        meter.request_answer = answer
+        meter.request_ids[request_id] = answer
+        while len(meter.request_ids) > REQUEST_IDS_KEPT:
+            del meter.request_ids[next(iter(meter.request_ids))]
+        events.append(Event("account", meter_id, meter.account_id))
+        return events
+
+    def refuse_request(self, meter_id: str, request_id: str, reason: str) -> list[Event]:
+        """Answer a household's request with a refusal without looking at it further."""
+        meter = self.meters.get(meter_id)
+        if meter is None or meter.account_id is None:
+            return []
+        meter.request_answer = {"id": request_id, "ok": False, "reason": reason}
+        return [Event("account", meter_id, meter.account_id)]
+
     def restore_candidates(self, account_id: str) -> list[Event]:
         """After a top-up: restore automatically if the policy allows it."""
         household = self.households.get(account_id)
@@ -1593,25 +1662,30 @@ class Community:
         balance = self.balance(meter)
         return None if balance is None else balance <= self.low_threshold(meter)
 
-    def account_payload(self, meter: MeterState) -> dict[str, Any] | None:
-        """Return the household's own account state for the `account` topic."""
+    def account_payload(self, meter: MeterState) -> bytes | None:
+        """Return the household's own account state for the `account` topic (None: unassigned)."""
         household = self.households.get(meter.account_id) if meter.account_id else None
         if household is None:
             return None
         tier, _period, price = self.price_now(meter)
         balance = household.electricity
-        return {
-            "v": 1,
-            "balance": str(balance.quantize(Decimal("0.01"))),
-            "currency": self.tariff.currency,
-            "low": balance <= self.low_threshold(meter),
-            "relay": meter.desired_relay,
-            "cycle": meter.billing.cycle,
-            "cycle_kwh": str(meter.billing.cycle_kwh.quantize(Decimal("0.001"))),
-            "tier": tier,
-            "price": str(price),
-            "updated": int(self.clock()),
-        }
+        today, month = self.use_today(meter), self.use_this_month(meter)
+        return account_payload(
+            balance=balance.quantize(CENT),
+            currency=self.tariff.currency,
+            low=balance <= self.low_threshold(meter),
+            relay=meter.desired_relay,
+            cycle=meter.billing.cycle,
+            cycle_kwh=meter.billing.cycle_kwh.quantize(Decimal("0.001")),
+            tier=tier,
+            price=price,
+            updated=int(self.clock()),
+            reason=meter.relay_reason,
+            days_left=self.days_left(meter),
+            today=(today.kwh, today.cost) if today is not None else None,
+            month=(month.kwh, month.cost) if month is not None else None,
+            request=meter.request_answer,
+        )
 
     def totals(self) -> dict[str, Any]:
         """Return community figures computed from memory (one pass; run every few seconds).

@@ -18,7 +18,7 @@ Public names:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 import json
@@ -34,7 +34,9 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_PREFIX: Final = "prepaid"
 MAX_PAYLOAD_BYTES: Final = 4096
 MAX_FUTURE_S: Final = 600
-CHANNELS: Final = frozenset({"announce", "availability", "telemetry", "cmd", "ack", "account"})
+CHANNELS: Final = frozenset(
+    {"announce", "availability", "telemetry", "cmd", "ack", "account", "request"}
+)
 KNOWN_EVENTS: Final = frozenset(
     {"cover_open", "magnetic_tamper", "reverse_energy", "overcurrent", "arc_fault", "relay_fault"}
 )
@@ -614,22 +616,41 @@ def account_payload(
     tier: int | None,
     price: Decimal | None,
     updated: int,
+    reason: str | None = None,
+    days_left: Decimal | None = None,
+    today: tuple[Decimal, Decimal] | None = None,
+    month: tuple[Decimal, Decimal] | None = None,
+    request: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """Return the retained `account` payload for a household (PROTOCOL.md, `account`)."""
-    return _dumps(
-        {
-            "v": PROTOCOL_VERSION,
-            "balance": decimal_text(balance),
-            "currency": currency,
-            "low": low,
-            "relay": relay,
-            "cycle": cycle,
-            "cycle_kwh": decimal_text(cycle_kwh),
-            "tier": tier,
-            "price": None if price is None else decimal_text(price),
-            "updated": updated,
-        }
-    )
+    """Return the retained `account` payload for a household (PROTOCOL.md, `account`).
+
+    The optional members (docs/HOUSEHOLD.md) are left out when unknown: `reason` of the
+    supply state, `days_left`, today's and this month's kWh and cost, and `request`, the
+    answer to the household's last request.
+    """
+    body: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "balance": decimal_text(balance),
+        "currency": currency,
+        "low": low,
+        "relay": relay,
+        "cycle": cycle,
+        "cycle_kwh": decimal_text(cycle_kwh),
+        "tier": tier,
+        "price": None if price is None else decimal_text(price),
+        "updated": updated,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    if days_left is not None:
+        body["days_left"] = decimal_text(days_left)
+    for name, use in (("today", today), ("month", month)):
+        if use is not None:
+            body[f"{name}_kwh"] = decimal_text(use[0].quantize(Decimal("0.001")))
+            body[f"{name}_cost"] = decimal_text(use[1].quantize(Decimal("0.01")))
+    if request is not None:
+        body["request"] = dict(request)
+    return _dumps(body)
 
 
 # -- the gate ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from .actor import Actor
 from .commands import CommandOutcome, CommandTracker
 from .community import Community, Event, LedgerResult, Relay
+from .household import parse_request
 from .ledger import EntryKind, SubAccount, SupplyChange
 from .profiles import Profile
 from .protocol import (
@@ -37,13 +38,17 @@ from .protocol import (
     Reading,
     Rejected,
     RelayReport,
-    account_payload,
+    parse_topic,
     topic_for,
 )
 from .transport import MqttTransport, TransportConfig
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+#: A household's request older (or newer) than this, by its own clock, is refused
+#: (`expired_request`) instead of acted on: one queued while the community was away.
+REQUEST_MAX_AGE_S = 600
 
 __all__ = ["CommunityService", "ServiceListener", "ServiceTiming"]
 
@@ -73,7 +78,9 @@ class ServiceTiming:
     `command_max_tries` times, the waits doubling from `command_base_delay_s` up to
     `command_max_delay_s`, before it counts as not acknowledged (a `command_failed` event).
     A community of more than `throttle_above` meters publishes a household's account topic
-    at most every `account_interval_s` (a relay change at once).
+    at most every `account_interval_s` (a relay change at once), and every household's at
+    least every `account_heartbeat_s` (its own Home Assistant tells a quiet community from a
+    gone one by the `updated` time).
     """
 
     commit_interval_s: float = 60.0
@@ -84,6 +91,7 @@ class ServiceTiming:
     command_max_tries: int = 5
     command_base_delay_s: float = 2.0
     command_max_delay_s: float = 60.0
+    account_heartbeat_s: float = 300.0
 
 
 class CommunityService:
@@ -114,7 +122,7 @@ class CommunityService:
         self.transport = MqttTransport(
             transport_config,
             self._on_message,
-            profile.subscriptions(),
+            [*profile.subscriptions(), topic_for(prefix, community_id, "+", "request")],
             on_connected=self._on_connect,
             on_disconnected=self._on_disconnect,
         )
@@ -240,6 +248,7 @@ class CommunityService:
     async def tick(self) -> None:
         """Re-evaluate deferred cuts (friendly hours end) and daily counters."""
         self._dispatch(self.community.tick())
+        self._heartbeat()
 
     async def _publish_due(self) -> None:
         await self.publish_accounts()
@@ -271,20 +280,9 @@ class CommunityService:
         for meter in list(self.community.meters.values()):
             if meter.account_id not in due:
                 continue
-            body = self.community.account_payload(meter)
-            if body is None:
+            payload = self.community.account_payload(meter)
+            if payload is None:
                 continue
-            payload = account_payload(
-                balance=Decimal(body["balance"]),
-                currency=self.currency,
-                low=bool(body["low"]),
-                relay=meter.desired_relay,
-                cycle=meter.billing.cycle,
-                cycle_kwh=Decimal(body["cycle_kwh"]),
-                tier=int(body["tier"]),
-                price=Decimal(body["price"]),
-                updated=int(self._clock()),
-            )
             topic = topic_for(self.prefix, self.community_id, meter.meter_id, "account")
             try:
                 await self.transport.publish(topic, payload, qos=1, retain=True)
@@ -292,6 +290,36 @@ class CommunityService:
                 self._dirty_accounts.add(meter.account_id)
                 return
             self._account_sent[meter.account_id] = now
+
+    def _heartbeat(self) -> None:
+        """Mark accounts not published for ACCOUNT_HEARTBEAT_S (a household sees we live)."""
+        now = time.monotonic()
+        beat = self.timing.account_heartbeat_s
+        for meter in self.community.meters.values():
+            account_id = meter.account_id
+            if account_id is not None and now - self._account_sent.get(account_id, now) >= beat:
+                self._dirty_accounts.add(account_id)
+                self._urgent_accounts.add(account_id)
+
+    def _on_request(self, meter_id: str, payload: bytes) -> None:
+        """A household asks (topic `request`, docs/HOUSEHOLD.md); answered on its account."""
+        parsed = parse_request(payload)
+        meter = self.community.meters.get(meter_id)
+        if meter is None or meter.account_id is None:
+            return
+        if isinstance(parsed, Rejected):
+            meter.rejected[f"request_{parsed.kind}"] = (
+                meter.rejected.get(f"request_{parsed.kind}", 0) + 1
+            )
+            return
+        now = self._clock()
+        if abs(now - parsed.ts) > REQUEST_MAX_AGE_S:
+            events = self.community.refuse_request(meter_id, parsed.id, "expired_request")
+        else:
+            events = self.community.household_request(meter_id, parsed.id, now)
+        self._urgent_accounts.add(meter.account_id)
+        self._dispatch(events)
+        self._listener.meter_changed(meter_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -445,6 +473,14 @@ class CommunityService:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         """Handle one MQTT message; nothing a meter sends may raise out of here."""
+        if topic.endswith("/request"):
+            parts = parse_topic(topic, self.prefix, self.community_id)
+            if not isinstance(parts, Rejected) and parts.channel == "request":
+                try:
+                    self._on_request(parts.meter_id, payload)
+                except Exception:
+                    _LOGGER.exception("Unexpected error handling a request on %s", topic)
+                return
         try:
             parsed = self.profile.parse(topic, payload, self._clock())
         except Exception:
