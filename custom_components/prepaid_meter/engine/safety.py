@@ -417,6 +417,29 @@ def _fall(
     return 1.0 - actual / usual, usual - actual
 
 
+def _explains(
+    meter_id: str, hours: list[tuple[float, float, dict[str, tuple[float, float]]]]
+) -> float:
+    """Return how well the excess loss is a multiple of the member's metered use (0 to 1).
+
+    Energy taken past a meter is a share of the load, so over the hours the loss rose the
+    excess follows the part the meter still sees: 1 - the residual of the best fit
+    excess = k x use (k > 0), relative to the excess.
+    """
+    pairs = [
+        (excess * 1000.0, uses[meter_id][0])
+        for excess, _master, uses in hours
+        if meter_id in uses and not math.isnan(uses[meter_id][0])
+    ]
+    saa = sum(a * a for _, a in pairs)
+    see = sum(e * e for e, _ in pairs)
+    if len(pairs) < 2 or saa <= 0 or see <= 0:
+        return 0.5  # too few hours to tell: the fall alone decides
+    k = max(0.0, sum(e * a for e, a in pairs) / saa)
+    residual = sum((e - k * a) ** 2 for e, a in pairs)
+    return max(0.0, 1.0 - residual / see)
+
+
 def _local_hour(hour: int, zone: tzinfo) -> int:
     return datetime.fromtimestamp(hour * _HOUR + _HOUR // 2, zone).hour
 
@@ -1053,13 +1076,13 @@ class SafetyWatch:
         than `limit` of the master's energy (the loss rose) and the others; a member's `fall`
         is how far its use was below its usual in the first, less how far in the others.
         """
-        rose = [item for item in area.recent if item[0] > limit * item[1]]
-        other = [item for item in area.recent if item[0] <= limit * item[1]]
+        rose = [item for item in area.recent if item[0] > 0.5 * limit * item[1]]
+        other = [item for item in area.recent if item[0] <= 0.5 * limit * item[1]]
         found: list[tuple[float, str, float]] = []
         for meter_id in area.members:
             during, during_wh = _fall(meter_id, rose)
             before, _ = _fall(meter_id, other)
-            score = during - max(0.0, before)
+            score = _explains(meter_id, rose) + 0.25 * (during - before)
             if score > 0:
                 found.append((score, meter_id, during_wh))
         found.sort(reverse=True)
