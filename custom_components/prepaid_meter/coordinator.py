@@ -13,12 +13,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 import dataclasses
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 import logging
 import math
 from pathlib import Path
 import time
-from typing import Any, assert_never
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
@@ -43,20 +43,30 @@ from .const import (
     METER_ENTITIES_ESSENTIAL,
 )
 from .engine.actor import Actor
-from .engine.billing import CENT
 from .engine.commands import CommandTracker
-from .engine.community import PEOPLE_EVENTS, Community, CommunityError, Event, Relay
+from .engine.community import Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
 from .engine.profiles import Profile
 from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
+from .events import Notices, money
 from .heap import FREEZE_ABOVE, async_hold_frozen
 from .texts import translated_error, translated_placeholders
 
 _LOGGER = logging.getLogger(__package__)
 
 type PrepaidConfigEntry = ConfigEntry[PrepaidRuntime]
+
+__all__ = [  # money: services.py's until it takes it from events.py
+    "PrepaidConfigEntry",
+    "PrepaidRuntime",
+    "async_actor",
+    "ledger_path",
+    "money",
+    "open_ledger",
+    "refusal",
+]
 
 # Charges are committed once a minute (one journal entry per meter and minute, see
 # engine/service.py); the community figures are written at most every PUBLISH_INTERVAL_S.
@@ -68,8 +78,6 @@ PUBLISH_INTERVAL_S = 2.0
 LARGE_PUBLISH_INTERVAL_S = 30.0
 TICK_INTERVAL_S = 60.0
 STORE_VERSION = 1
-EVENT_PREFIX = "prepaid_meter_"
-BUS_EVENTS = PEOPLE_EVENTS  # fired as prepaid_meter_<kind>, described in the logbook
 BROKER_ISSUE_AFTER_S = 300
 #: Entities each meter has enabled by default with all its entities (13 sensors, 3 binary
 #: sensors, switch, button, number; voltage, current and last reading start disabled).
@@ -108,18 +116,6 @@ YIELD_AFTER_S = 0.01
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
 ACCOUNT_INTERVAL_S = 60.0
-
-
-#: Event fields that are amounts of money: carried to the cent, as people read them.
-MONEY_FIELDS = ("balance", "amount")
-
-
-def money(value: object) -> str:
-    """Return an amount as people read it, to the cent (half up); anything else as it came."""
-    try:
-        return str(Decimal(str(value)).quantize(CENT, ROUND_HALF_UP))
-    except InvalidOperation:
-        return str(value)
 
 
 def refusal(hass: HomeAssistant, err: CommunityError) -> ServiceValidationError:
@@ -189,9 +185,7 @@ class PrepaidRuntime:
             hass, STORE_VERSION, f"{DOMAIN}.{entry.entry_id}.relays"
         )
         self._unsubs: list[CALLBACK_TYPE] = []
-        self._issues: set[str] = set()
-        # Meters whose supply is not known to be as wanted: the state their failed command asked.
-        self._command_failures: dict[str, Relay] = {}
+        self.notices = Notices(hass, self)
         self._heap_release: CALLBACK_TYPE | None = None
         self._started = False
         self._meter_entities: str | None = None
@@ -503,63 +497,10 @@ class PrepaidRuntime:
 
     @callback
     def events(self, events: Sequence[Event]) -> None:
-        """Turn the engine's events into repairs, device names and bus events.
-
-        The match names every kind (mypy's exhaustiveness check: a new kind the engine adds
-        fails type-checking here until the adapter says what it means). Commands, publishes
-        and displays are the service's own business, done before this is called.
-        """
-        for event in events:
-            meter_id = event.meter_id
-            match event.kind:
-                case "account":
-                    self._community_dirty = True
-                case "relay":
-                    self._community_urgent = True
-                case "register_reset" | "unassigned_meter":
-                    assert meter_id is not None
-                    self._create_issue(event.kind, meter_id, ir.IssueSeverity.WARNING)
-                case "unknown_meter":
-                    assert meter_id is not None
-                    self._create_community_issue(
-                        "unknown_meter", ir.IssueSeverity.WARNING, meter_id=meter_id
-                    )
-                case "assigned":
-                    assert meter_id is not None
-                    issue_id = f"unassigned_meter_{self.entry.entry_id}_{meter_id}"
-                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-                    self._issues.discard(issue_id)
-                    self._update_device_name(meter_id)
-                    self._community_urgent = True
-                case "command_failed":
-                    assert meter_id is not None
-                    if not self._command_failed(meter_id, event):
-                        continue  # the same wish failing again: already told
-                case "command_confirmed":
-                    assert meter_id is not None
-                    self._command_failures.pop(meter_id, None)
-                    issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
-                    self._issues.discard(issue_id)
-                    ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-                case (
-                    "low_balance"
-                    | "supply_cut"
-                    | "supply_restored"
-                    | "supply_cut_deferred"
-                    | "top_up"
-                ):
-                    pass  # bus events only (below)
-                case "alarm" | "alarm_cleared" | "inactivity" | "availability":
-                    self._community_urgent = True  # the operator's lists name them
-                case "announce":
-                    assert meter_id is not None
-                    self._update_device_model(meter_id)
-                case "cycle_closed" | "rejected" | "reconcile" | "display":
-                    pass  # the meter's entities and diagnostics show these; the service acted
-                case unknown:
-                    assert_never(unknown)
-            if event.kind in BUS_EVENTS:
-                self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self._event_data(event))
+        """Turn the engine's events into Home Assistant (events.py); figures follow."""
+        dirty, urgent = self.notices.handle(events)
+        self._community_dirty |= dirty
+        self._community_urgent |= urgent
 
     @callback
     def meter_changed(self, meter_id: str) -> None:
@@ -590,119 +531,6 @@ class PrepaidRuntime:
             self._notify_meter(meter_id)
         self._notify_community()
 
-    @callback
-    def _command_failed(self, meter_id: str, event: Event) -> bool:
-        """Raise the repair of a relay command the meter did not carry out; False if known.
-
-        Once per meter and wanted state until a command succeeds again (a relay stuck and
-        refusing would otherwise be reported at every retried reconciliation).
-        """
-        state: Relay = "off" if event.data["state"] == "off" else "on"
-        if self._command_failures.get(meter_id) == state:
-            return False
-        self._command_failures[meter_id] = state
-        issue_id = f"command_failed_{self.entry.entry_id}_{meter_id}"
-        self._issues.add(issue_id)
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            issue_id,
-            is_fixable=False,
-            # A cut that did not happen leaves a home on that everybody believes off.
-            severity=ir.IssueSeverity.ERROR if state == "off" else ir.IssueSeverity.WARNING,
-            translation_key="command_failed",
-            translation_placeholders={
-                "meter_id": meter_id,
-                "community": self.community_name,
-                "state": state,
-            },
-        )
-        return True
-
-    def _event_data(self, event: Event) -> dict[str, Any]:
-        meter_id = event.meter_id
-        if meter_id is None and event.account_id is not None:
-            meters = self.community.meters.values()
-            meter_id = next((m.meter_id for m in meters if m.account_id == event.account_id), None)
-        data: dict[str, Any] = {
-            "config_entry_id": self.entry.entry_id,
-            "community": self.community_id,
-            "meter_id": meter_id,
-            "device_id": None,
-            "household": None,
-            **{k: v for k, v in event.data.items() if v is not None or k == "household"},
-        }
-        if event.account_id is not None:
-            data["account_id"] = event.account_id
-            household = self.community.households.get(event.account_id)
-            if household is not None:
-                data["household"] = household.label
-                data.setdefault("balance", household.electricity)
-        if meter_id is not None:
-            device = self.meter_device(meter_id)
-            data["device_id"] = device.id if device else None
-        for field in MONEY_FIELDS:
-            if data.get(field) is not None:
-                data[field] = money(data[field])
-        # Who to tell: the Home Assistant users linked to the household (blueprints notify them).
-        account_id = data.get("account_id")
-        data["users"] = sorted(self.service.users_of(account_id)) if account_id else []
-        return data
-
-    @callback
-    def _create_issue(self, kind: str, meter_id: str, severity: ir.IssueSeverity) -> None:
-        issue_id = f"{kind}_{self.entry.entry_id}_{meter_id}"
-        if issue_id in self._issues:
-            return
-        self._issues.add(issue_id)
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            issue_id,
-            is_fixable=False,
-            severity=severity,
-            translation_key=kind,
-            translation_placeholders={"meter_id": meter_id, "community": self.community_name},
-        )
-
-    @callback
-    def _create_community_issue(
-        self, kind: str, severity: ir.IssueSeverity, **placeholders: str
-    ) -> None:
-        """Raise one repair of this kind for the community (the first occurrence names it)."""
-        issue_id = f"{kind}_{self.entry.entry_id}"
-        if issue_id in self._issues:
-            return
-        self._issues.add(issue_id)
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            issue_id,
-            is_fixable=False,
-            severity=severity,
-            translation_key=kind,
-            translation_placeholders={**placeholders, "community": self.community_name},
-        )
-
-    @callback
-    def _update_device_model(self, meter_id: str) -> None:
-        """Show on the device page the model and firmware the meter announced."""
-        meter = self.community.meters.get(meter_id)
-        device = self.meter_device(meter_id)
-        if meter is None or device is None:
-            return
-        model = meter.model or device.model
-        firmware = meter.firmware or device.sw_version
-        if (model, firmware) != (device.model, device.sw_version):
-            dr.async_get(self.hass).async_update_device(device.id, model=model, sw_version=firmware)
-
-    @callback
-    def _update_device_name(self, meter_id: str) -> None:
-        household = self.household_of(meter_id)
-        device = self.meter_device(meter_id)
-        if device is not None and household is not None:
-            dr.async_get(self.hass).async_update_device(device.id, name=household.label)
-
     # ------------------------------------------------------------------ periodic work
 
     async def _async_publish_interval(self, _now: Any = None) -> None:
@@ -729,10 +557,6 @@ class PrepaidRuntime:
     async def _publish_accounts(self) -> None:
         await self.service.publish_accounts()
 
-    @property
-    def _dirty_accounts(self) -> set[str]:
-        return self.service._dirty_accounts
-
     @callback
     def async_check_size(self) -> None:
         """Hold the heap frozen once the community is large (at setup, then every minute).
@@ -747,7 +571,7 @@ class PrepaidRuntime:
         per_meter = self.entities_per_meter
         if limit is not None and meters * per_meter > limit:
             # Home Assistant adds no entity past its limit and only logs it: say so plainly.
-            self._create_community_issue(
+            self.notices.community_issue(
                 "too_many_entities",
                 ir.IssueSeverity.WARNING,
                 meters=str(meters),

@@ -17,8 +17,8 @@ from homeassistant.components.logbook.const import (
 from homeassistant.core import Event, HomeAssistant, callback
 
 from .const import DOMAIN
-from .coordinator import BUS_EVENTS, EVENT_PREFIX, money
 from .engine.actor import KINDS, Actor
+from .events import BUS_EVENTS, EVENT_PREFIX, money
 from .texts import Texts
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from homeassistant.core import Event, HomeAssistant
 
-from custom_components.prepaid_meter.coordinator import BUS_EVENTS, EVENT_PREFIX
+from custom_components.prepaid_meter.events import BUS_EVENTS, EVENT_PREFIX
 from custom_components.prepaid_meter.logbook import async_describe_events
 from custom_components.prepaid_meter.texts import async_load_texts
 

@@ -592,7 +592,7 @@ async def test_account_topic_published_and_retried(
             await call(hass, "top_up", household=HOUSEHOLD, amount="12.5", transaction_id="t1")
             await runtime.async_flush()
         assert publish.call_count >= 1
-        assert HOUSEHOLD in runtime._dirty_accounts  # kept for the next try
+        assert HOUSEHOLD in runtime.service.unpublished_accounts  # kept for the next try
         await runtime.async_flush()
         await wait_until(
             hass, lambda: any(json.loads(p)["balance"] == "12.50" for p in received if p)
@@ -600,7 +600,7 @@ async def test_account_topic_published_and_retried(
         body = json.loads(next(p for p in received if p and json.loads(p)["balance"] == "12.50"))
         assert body["currency"] == "CNY"
         assert body["relay"] == "on"
-        assert not runtime._dirty_accounts
+        assert not runtime.service.unpublished_accounts
     finally:
         await _close(client)
         # Clear the retained account message on the shared broker.

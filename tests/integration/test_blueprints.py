@@ -22,7 +22,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.prepaid_meter.const import DOMAIN
-from custom_components.prepaid_meter.coordinator import BUS_EVENTS, EVENT_PREFIX
+from custom_components.prepaid_meter.events import BUS_EVENTS, EVENT_PREFIX
 
 FOLDER = Path(__file__).parents[2] / "blueprints" / "automation" / DOMAIN
 INPUTS = {

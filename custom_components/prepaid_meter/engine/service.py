@@ -258,6 +258,11 @@ class CommunityService:
         """Return whether this is a large community (account topics at most every 30 s)."""
         return len(self.community.meters) > self.timing.throttle_above
 
+    @property
+    def unpublished_accounts(self) -> frozenset[str]:
+        """Return the households whose account topic waits to be published."""
+        return frozenset(self._dirty_accounts)
+
     def account_changed(self, account_id: str) -> None:
         """Publish this household's account topic with the next publish."""
         self._dirty_accounts.add(account_id)
