@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 # Home Assistant 2026 defines it in binary_sensor.const and re-exports it implicitly.
 from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined, unused-ignore]
@@ -15,9 +16,11 @@ from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from . import household_entities
 from .coordinator import PrepaidConfigEntry
 from .engine.views import MeterView
 from .entity import PrepaidMeterEntity
+from .household_entry import HouseholdConfigEntry, is_household
 
 PARALLEL_UPDATES = 0
 
@@ -60,6 +63,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add each meter's binary sensors, now and as meters appear."""
+    if is_household(entry):
+        await household_entities.async_setup_binary_sensors(
+            hass, cast("HouseholdConfigEntry", entry), async_add_entities
+        )
+        return
     runtime = entry.runtime_data
 
     runtime.async_remove_unwanted_entities(Platform.BINARY_SENSOR, (d.key for d in BINARY_SENSORS))

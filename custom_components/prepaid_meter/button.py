@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from homeassistant.components.button import (
     ButtonEntity,
     ButtonEntityDescription,
@@ -10,8 +12,10 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from . import household_entities
 from .coordinator import PrepaidConfigEntry
 from .entity import PrepaidMeterEntity
+from .household_entry import HouseholdConfigEntry, is_household
 
 PARALLEL_UPDATES = 1
 
@@ -24,6 +28,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add each meter's restore button, now and as meters appear."""
+    if is_household(entry):
+        await household_entities.async_setup_buttons(
+            hass, cast("HouseholdConfigEntry", entry), async_add_entities
+        )
+        return
     runtime = entry.runtime_data
     runtime.async_remove_unwanted_entities(Platform.BUTTON, [RESTORE.key])
     runtime.async_on_new_meter(

@@ -1,13 +1,19 @@
-"""Config flow: a community's MQTT broker, its id and tariff; reconfigure, reauth and policy.
+"""Config flow: a community (its broker, id and tariff) or "My household" (a resident's link).
 
-Every step that stores broker settings connects to the broker first (with the settings the
-integration will use at setup) and loads the tariff, so a saved entry is one that works.
-The unique id is `<host>:<port>/<community_id>`: one entry per broker and community.
+The first step is a menu. A community: every step that stores broker settings connects to
+the broker first (with the settings the integration will use at setup) and loads the tariff,
+so a saved entry is one that works; the unique id is `<host>:<port>/<community_id>`. A
+household: the one-line connection code the operator hands over (`pm1:...`) or the same
+details by hand; the flow logs in as the household and subscribes to its account before it
+saves (`engine.household.check_household`); the unique id is one per community and meter.
+Both have reconfigure and reauth; the options are the policy and residents (a community) or
+the staleness limit (a household).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 import logging
 from pathlib import Path
@@ -75,13 +81,27 @@ from .const import (
     SECTION_TLS,
 )
 from .engine.actor import Actor
+from .engine.broker_acl import ConnectionDetails, InvalidConnectionCode, parse_connection_code
 from .engine.community import CommunityError
+from .engine.household import AccessRefused, HouseholdView, check_household
 from .engine.policy import PolicyConfig, PolicyError
 from .engine.profiles import PROFILE_NAMES
-from .engine.protocol import COMMUNITY_RE
+from .engine.protocol import COMMUNITY_RE, METER_ID_RE
 from .engine.tariff import TariffError
 from .engine.transport import CannotConnect, InvalidAuth, check_connection
 from .entry import resolve_tariff, transport_config
+from .household_entry import (
+    CONF_METER_ID,
+    CONF_STALE_MINUTES,
+    DEFAULT_STALE_MINUTES,
+    MAX_STALE_MINUTES,
+    MIN_STALE_MINUTES,
+    household_data,
+    household_details,
+    household_unique_id,
+    is_household,
+    stale_minutes,
+)
 
 _LOGGER = logging.getLogger(__name__)
 MAX_MEASUREMENT_INTERVAL_S = 3600
@@ -299,6 +319,124 @@ def unique_id_of(data: Mapping[str, Any]) -> str:
     return f"{data[CONF_HOST]}:{data[CONF_PORT]}/{data[CONF_COMMUNITY_ID]}"
 
 
+# -- a household ("My household") ---------------------------------------------------------
+
+CONF_CODE = "code"
+#: The collapsible section of a household's details typed by hand (instead of the code).
+SECTION_DETAILS = "details"
+HOUSEHOLD_DETAIL_FIELDS = (
+    CONF_HOST,
+    CONF_PORT,
+    CONF_TLS,
+    CONF_USERNAME,
+    CONF_PASSWORD,
+    CONF_PREFIX,
+    CONF_COMMUNITY_ID,
+    CONF_METER_ID,
+)
+
+
+def household_schema() -> vol.Schema:
+    """Return the household form: the code, or the details in a collapsed section."""
+    return vol.Schema(
+        {
+            vol.Optional(CONF_CODE): TextSelector(TextSelectorConfig(autocomplete="off")),
+            vol.Required(SECTION_DETAILS, default=dict): section(
+                vol.Schema(  # type: ignore[arg-type, unused-ignore]
+                    {
+                        vol.Optional(CONF_HOST): TextSelector(
+                            TextSelectorConfig(autocomplete="off")
+                        ),
+                        vol.Optional(CONF_PORT, default=DEFAULT_PORT): _PORT,
+                        vol.Optional(CONF_TLS, default=False): BooleanSelector(),
+                        vol.Optional(CONF_USERNAME): TextSelector(
+                            TextSelectorConfig(autocomplete="username")
+                        ),
+                        vol.Optional(CONF_PASSWORD): _PASSWORD,
+                        vol.Optional(CONF_PREFIX, default=DEFAULT_PREFIX): _TEXT,
+                        vol.Optional(CONF_COMMUNITY_ID): _TEXT,
+                        vol.Optional(CONF_METER_ID): _TEXT,
+                    }
+                ),
+                {"collapsed": True},
+            ),
+        }
+    )
+
+
+def _household_form_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a household entry's data shaped like its form (no code: the details)."""
+    return {SECTION_DETAILS: {key: data[key] for key in HOUSEHOLD_DETAIL_FIELDS if key in data}}
+
+
+def read_household_input(
+    user_input: Mapping[str, Any],
+) -> tuple[ConnectionDetails | None, dict[str, str]]:
+    """Return the household's details from the form, or None and the form errors."""
+    code = str(user_input.get(CONF_CODE) or "").strip()
+    if code:
+        try:
+            return parse_connection_code(code), {}
+        except InvalidConnectionCode:
+            return None, {CONF_CODE: "invalid_code"}
+    fields: Mapping[str, Any] = user_input.get(SECTION_DETAILS) or {}
+
+    def text(key: str) -> str:
+        return str(fields.get(key) or "").strip()
+
+    host, username, community, meter = (
+        text(CONF_HOST),
+        text(CONF_USERNAME),
+        text(CONF_COMMUNITY_ID),
+        text(CONF_METER_ID),
+    )
+    password = str(fields.get(CONF_PASSWORD) or "")  # taken as typed
+    prefix = text(CONF_PREFIX) or DEFAULT_PREFIX
+    if not (host and username and password and community and meter):
+        return None, {"base": "code_or_details"}
+    if not COMMUNITY_RE.fullmatch(community):
+        return None, {"base": "invalid_community_id"}
+    if not METER_ID_RE.fullmatch(meter):
+        return None, {"base": "invalid_meter_id"}
+    if not _valid_prefix(prefix) or prefix.startswith("$"):
+        return None, {"base": "invalid_prefix"}
+    details = ConnectionDetails(
+        host=host,
+        port=int(fields.get(CONF_PORT) or DEFAULT_PORT),
+        tls=bool(fields.get(CONF_TLS, False)),
+        username=username,
+        password=password,
+        prefix=prefix,
+        community=community,
+        meter=meter,
+    )
+    return details, {}
+
+
+async def validate_household(
+    details: ConnectionDetails, placeholders: dict[str, str]
+) -> tuple[HouseholdView | None, dict[str, str]]:
+    """Log in as the household and read its account; return it (or None) and the errors."""
+    try:
+        view = await check_household(details)
+    except InvalidAuth:
+        return None, {"base": "invalid_auth"}
+    except AccessRefused:
+        return None, {"base": "access_refused"}
+    except CannotConnect as err:
+        placeholders["error"] = str(err)
+        return None, {"base": "cannot_connect"}
+    except Exception:
+        _LOGGER.exception("Unexpected error while checking the household's login")
+        return None, {"base": "unknown"}
+    return view, {}
+
+
+def household_title(details: ConnectionDetails) -> str:
+    """Return a household entry's title: its community and meter."""
+    return f"{details.community} {details.meter}"
+
+
 class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up one community: its broker, its id and its tariff."""
 
@@ -306,11 +444,19 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
 
     @staticmethod
     @callback
-    def async_get_options_flow(config_entry: ConfigEntry) -> PrepaidMeterOptionsFlow:
-        """Return the prepaid policy options flow."""
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Return the prepaid policy options flow (the staleness limit for a household)."""
+        if is_household(config_entry):
+            return HouseholdOptionsFlow()
         return PrepaidMeterOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask what to set up: a community, or this home's household."""
+        return self.async_show_menu(step_id="user", menu_options=["community", "household"])
+
+    async def async_step_community(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Ask for the broker and the community; save once the broker accepts us."""
         errors: dict[str, str] = {}
         placeholders = dict(NO_PLACEHOLDERS)
@@ -329,7 +475,7 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 return self.async_create_entry(title=str(data[CONF_COMMUNITY_NAME]), data=data)
         return self.async_show_form(
-            step_id="user",
+            step_id="community",
             data_schema=self.add_suggested_values_to_schema(user_schema(), user_input),  # type: ignore[arg-type, unused-ignore]
             errors=errors,
             description_placeholders=placeholders,
@@ -340,6 +486,7 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
         return any(
             entry.data.get(CONF_COMMUNITY_ID) == community_id
             for entry in self._async_current_entries(include_ignore=False)
+            if not is_household(entry)
         )
 
     def _devices_in_use(self, data: Mapping[str, Any], entry_id: str | None = None) -> bool:
@@ -357,6 +504,7 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
 
         return any(
             entry.entry_id != entry_id
+            and not is_household(entry)
             and entry.data.get(CONF_PROFILE, DEFAULT_PROFILE) == profile
             and login(entry.data) == login(data)
             for entry in self._async_current_entries(include_ignore=False)
@@ -367,6 +515,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
     ) -> ConfigFlowResult:
         """Change the broker, the credentials or the tariff of a community."""
         entry = self._get_reconfigure_entry()
+        if is_household(entry):
+            return await self.async_step_household_reconfigure()
         errors: dict[str, str] = {}
         placeholders = dict(NO_PLACEHOLDERS)
         if user_input is not None:
@@ -399,6 +549,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
         """Start when the broker refused the stored credentials."""
+        if is_household(self._get_reauth_entry()):
+            return await self.async_step_household_reauth()
         return await self.async_step_reauth_confirm()
 
     async def async_step_reauth_confirm(
@@ -441,6 +593,111 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
             description_placeholders={
                 **placeholders,
                 "community": entry.title,
+                "broker": f"{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}",
+            },
+        )
+
+    # -- a household --------------------------------------------------------------------
+
+    async def async_step_household(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the connection code (or the details); save once the broker lets us read."""
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            details, errors = read_household_input(user_input)
+            if details is not None:
+                unique_id = household_unique_id(details.community, str(details.meter))
+                await self.async_set_unique_id(unique_id, raise_on_progress=False)
+                if unique_id in self._async_current_ids(include_ignore=False):
+                    return self.async_abort(reason="household_configured")
+                view, errors = await validate_household(details, placeholders)
+                if not errors:
+                    currency = view.currency if view is not None else None
+                    return self.async_create_entry(
+                        title=household_title(details), data=household_data(details, currency)
+                    )
+        return self.async_show_form(
+            step_id="household",
+            data_schema=self.add_suggested_values_to_schema(household_schema(), user_input),  # type: ignore[arg-type, unused-ignore]
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_household_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the household's broker, login or code; the community and meter stay."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            details, errors = read_household_input(user_input)
+            if details is not None:
+                if household_unique_id(details.community, str(details.meter)) != entry.unique_id:
+                    return self.async_abort(reason="household_mismatch")
+                view, errors = await validate_household(details, placeholders)
+                if not errors:
+                    currency = view.currency if view is not None else None
+                    data = household_data(details, currency or entry.data.get(CONF_CURRENCY))
+                    return self.async_update_reload_and_abort(
+                        entry, title=household_title(details), data=data
+                    )
+        return self.async_show_form(
+            step_id="household_reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                household_schema(),  # type: ignore[arg-type, unused-ignore]
+                user_input or _household_form_values(entry.data),
+            ),
+            errors=errors,
+            description_placeholders={**placeholders, "household": entry.title},
+        )
+
+    async def async_step_household_reauth(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for a new code (or password) once the broker refused the household's login."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        placeholders = dict(NO_PLACEHOLDERS)
+        if user_input is not None:
+            code = str(user_input.get(CONF_CODE) or "").strip()
+            password = str(user_input.get(CONF_PASSWORD) or "")
+            current = household_details(entry.data)
+            details: ConnectionDetails | None = None
+            if code:
+                try:
+                    details = parse_connection_code(code)
+                except InvalidConnectionCode:
+                    errors[CONF_CODE] = "invalid_code"
+                else:
+                    if (details.community, details.meter) != (current.community, current.meter):
+                        details = None
+                        errors[CONF_CODE] = "wrong_household"
+            elif password:
+                details = replace(current, password=password)
+            else:
+                errors["base"] = "code_or_password"
+            if details is not None:
+                view, errors = await validate_household(details, placeholders)
+                if not errors:
+                    currency = view.currency if view is not None else None
+                    data = household_data(details, currency or entry.data.get(CONF_CURRENCY))
+                    return self.async_update_reload_and_abort(entry, data=data)
+        schema = vol.Schema(
+            {
+                vol.Optional(CONF_CODE): TextSelector(TextSelectorConfig(autocomplete="off")),
+                vol.Optional(CONF_PASSWORD): _PASSWORD,
+            }
+        )
+        return self.async_show_form(
+            step_id="household_reauth",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders={
+                **placeholders,
+                "household": entry.title,
                 "broker": f"{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}",
             },
         )
@@ -636,4 +893,46 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
             ),
             errors=errors,
             description_placeholders=placeholders,
+        )
+
+
+class HouseholdOptionsFlow(OptionsFlow):
+    """A household's one option: how long without news before its entities go unavailable."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show the staleness limit."""
+        return await self.async_step_household()
+
+    async def async_step_household(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Save the staleness limit in whole minutes."""
+        if user_input is not None:
+            minutes = int(user_input[CONF_STALE_MINUTES])
+            return self.async_create_entry(
+                data={**self.config_entry.options, CONF_STALE_MINUTES: minutes}
+            )
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_STALE_MINUTES, default=DEFAULT_STALE_MINUTES): vol.All(
+                    NumberSelector(
+                        NumberSelectorConfig(
+                            min=MIN_STALE_MINUTES,
+                            max=MAX_STALE_MINUTES,
+                            step=1,
+                            unit_of_measurement="min",
+                            mode=NumberSelectorMode.BOX,
+                        )
+                    ),
+                    vol.Coerce(int),
+                    vol.Range(min=MIN_STALE_MINUTES, max=MAX_STALE_MINUTES),
+                )
+            }
+        )
+        return self.async_show_form(
+            step_id="household",
+            data_schema=self.add_suggested_values_to_schema(
+                schema,  # type: ignore[arg-type, unused-ignore]
+                {CONF_STALE_MINUTES: int(stale_minutes(self.config_entry))},
+            ),
         )

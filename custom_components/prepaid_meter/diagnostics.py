@@ -1,14 +1,15 @@
-"""Diagnostics of a community, with broker credentials and household labels redacted."""
+"""Diagnostics of a community or a household, with credentials and household labels redacted."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 
 from .coordinator import PrepaidConfigEntry
+from .household_entry import HouseholdConfigEntry, is_household
 
 TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "label", "household"}
 
@@ -16,7 +17,16 @@ TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "label", "household"}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: PrepaidConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry's settings and the community's live state."""
+    """Return the entry's settings and the community's (or the household's) live state."""
+    if is_household(entry):
+        household = cast("HouseholdConfigEntry", entry)
+        return {
+            "entry": {
+                "data": async_redact_data(dict(household.data), TO_REDACT),
+                "options": dict(household.options),
+            },
+            "household": async_redact_data(household.runtime_data.diagnostics(), TO_REDACT),
+        }
     return {
         "entry": {
             "data": async_redact_data(dict(entry.data), TO_REDACT),

@@ -1,10 +1,15 @@
-"""Set up and unload a community's config entry (re-exported by the package's `__init__`)."""
+"""Set up and unload a config entry (re-exported by the package's `__init__`).
+
+A community's entry is set up here; a household's ("My household", `entry.data["kind"]`)
+by household_entry.py. An entry without a kind is a community's (entries made before
+households existed).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME, Platform
 from homeassistant.core import HomeAssistant
@@ -47,6 +52,12 @@ from .engine.transport import (
     forget_session,
 )
 from .entity import hub_device_info
+from .household_entry import (
+    HouseholdConfigEntry,
+    async_setup_household_entry,
+    async_unload_household_entry,
+    is_household,
+)
 from .services import async_setup_services
 from .texts import async_load_texts
 
@@ -112,7 +123,9 @@ def load_tariff_and_policy(
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
-    """Open the ledger, connect to the broker and start the community."""
+    """Open the ledger, connect to the broker and start the community (or the household)."""
+    if is_household(entry):
+        return await async_setup_household_entry(hass, cast("HouseholdConfigEntry", entry))
     data = dict(entry.data)
     config = transport_config(hass, data, entry.entry_id)
     try:
@@ -201,6 +214,8 @@ async def _async_options_updated(hass: HomeAssistant, entry: PrepaidConfigEntry)
 
 async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> bool:
     """Stop the community: commit pending charges, disconnect, close the ledger."""
+    if is_household(entry):
+        return await async_unload_household_entry(hass, cast("HouseholdConfigEntry", entry))
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
         await entry.runtime_data.async_stop()
@@ -209,6 +224,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> 
 
 async def async_remove_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> None:
     """Ask the broker to drop the entry's persistent session (its ledger file stays)."""
+    if is_household(entry):
+        return  # a household's link keeps no session on the broker (clean session)
     try:
         await forget_session(transport_config(hass, dict(entry.data), entry.entry_id))
     except TransportError:
@@ -219,6 +236,8 @@ async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: PrepaidConfigEntry, device: DeviceEntry
 ) -> bool:
     """Allow removing a meter's device; the ledger keeps its money history."""
+    if is_household(entry):
+        return False  # a household's one device lives as long as its entry
     runtime = entry.runtime_data
     for domain, identifier in device.identifiers:
         if domain == DOMAIN and identifier == runtime.community_identifier:

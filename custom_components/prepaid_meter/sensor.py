@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -29,10 +29,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
+from . import household_entities
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .engine.ledger import SubAccount
 from .engine.views import Line, MeterView
 from .entity import PrepaidCommunityEntity, PrepaidMeterEntity
+from .household_entry import HouseholdConfigEntry, is_household
 
 PARALLEL_UPDATES = 0
 CENT = Decimal("0.01")
@@ -284,6 +286,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the community's sensors, each known meter's, and new meters' as they appear."""
+    if is_household(entry):
+        await household_entities.async_setup_sensors(
+            hass, cast("HouseholdConfigEntry", entry), async_add_entities
+        )
+        return
     runtime = entry.runtime_data
     async_add_entities(
         PrepaidCommunitySensor(runtime, description) for description in COMMUNITY_SENSORS

@@ -1,10 +1,21 @@
-"""Actions: money movements (admin only), meter assignment, supply restore, statements."""
+"""Actions: money movements (admin only), meter assignment, supply restore, statements.
+
+`household_access` and `revoke_household_access` (operators only) provision and remove a
+household's own broker user on the community's broker (mosquitto's dynamic security, with
+the community entry's own login as its administrator): the resident gets the connection
+details, a one-line code and its QR for the "My household" entry (docs/HOUSEHOLD.md). The
+password given out is kept in Home Assistant's storage (`.storage`, private), so asking again
+hands out the same code without cutting off the household; `rotate` makes a new one.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+import dataclasses
 from decimal import Decimal, InvalidOperation
-from typing import Any
+import io
+from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import (
@@ -16,14 +27,24 @@ from homeassistant.core import (
 )
 from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.storage import Store
 import voluptuous as vol
 
 from .const import DOMAIN
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money, refusal
 from .dashboard import async_create_dashboards
 from .engine.actor import Actor
+from .engine.broker_acl import (
+    BrokerAclError,
+    ConnectionDetails,
+    DynSecAdmin,
+    NoDynamicSecurity,
+)
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
+from .engine.protocol import METER_ID_RE
+from .engine.transport import CannotConnect, InvalidAuth
+from .household_entry import is_household
 from .texts import translated_error as _error
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
@@ -43,6 +64,13 @@ ATTR_USER_ID = "user_id"
 ATTR_HOUSEHOLDS = "households"
 ATTR_OPERATOR = "operator"
 ATTR_OVERWRITE = "overwrite"
+ATTR_ROTATE = "rotate"
+ATTR_PUBLIC_HOST = "public_host"
+ATTR_PUBLIC_PORT = "public_port"
+ATTR_PUBLIC_TLS = "public_tls"
+#: How long the dynamic security plugin may take to answer (a broker without it never does).
+ADMIN_TIMEOUT_S: Final = 5.0
+ACCESS_STORE_VERSION: Final = 1
 CHANNELS = ["wechat", "alipay", "app", "cash", "bank"]
 FEE_SUBS = [SubAccount.PROPERTY_FEE.value, SubAccount.PARKING_FEE.value]
 
@@ -134,13 +162,26 @@ DASHBOARDS_SCHEMA = vol.Schema(
         vol.Optional(ATTR_OVERWRITE, default=False): cv.boolean,
     }
 )
+HOUSEHOLD_ACCESS_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_METER_ID): cv.string,
+        vol.Optional(ATTR_ROTATE, default=False): cv.boolean,
+        vol.Optional(ATTR_PUBLIC_HOST): vol.All(cv.string, vol.Length(min=1, max=253)),
+        vol.Optional(ATTR_PUBLIC_PORT): cv.port,
+        vol.Optional(ATTR_PUBLIC_TLS): cv.boolean,
+    }
+)
+REVOKE_ACCESS_SCHEMA = vol.Schema({**_ENTRY, vol.Required(ATTR_METER_ID): cv.string})
 
 
 def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
-    """Return the runtime named by config_entry_id, or the only one loaded."""
+    """Return the community runtime named by config_entry_id, or the only one loaded."""
     entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
     entries: list[PrepaidConfigEntry] = [
-        e for e in hass.config_entries.async_entries(DOMAIN) if e.state is ConfigEntryState.LOADED
+        e
+        for e in hass.config_entries.async_entries(DOMAIN)
+        if e.state is ConfigEntryState.LOADED and not is_household(e)
     ]
     if entry_id is not None:
         entries = [e for e in entries if e.entry_id == entry_id]
@@ -296,6 +337,117 @@ async def _create_dashboards(hass: HomeAssistant, call: ServiceCall) -> ServiceR
     return {"dashboards": done}
 
 
+def _access_store(hass: HomeAssistant, runtime: PrepaidRuntime) -> Store[dict[str, str]]:
+    """Return the store of the household passwords given out for a community (meter -> it)."""
+    return Store(
+        hass,
+        ACCESS_STORE_VERSION,
+        f"{DOMAIN}.{runtime.community_id}.household_access",
+        private=True,
+    )
+
+
+def _admin(runtime: PrepaidRuntime, call: ServiceCall | None = None) -> DynSecAdmin:
+    """Return a dynamic security administrator on the community's own broker login."""
+    config = dataclasses.replace(runtime.transport.config, timeout=ADMIN_TIMEOUT_S)
+    data = call.data if call is not None else {}
+    return DynSecAdmin(
+        config,
+        prefix=runtime.prefix,
+        public_host=data.get(ATTR_PUBLIC_HOST),
+        public_port=data.get(ATTR_PUBLIC_PORT),
+        public_tls=data.get(ATTR_PUBLIC_TLS),
+    )
+
+
+def _broker_error(err: Exception) -> Exception:
+    """Return the translated error of a broker administration failure."""
+    if isinstance(err, NoDynamicSecurity):
+        return _error("no_dynamic_security")
+    if isinstance(err, InvalidAuth):
+        return _error("broker_admin_refused")
+    if isinstance(err, CannotConnect):
+        return _error("cannot_connect", error=str(err))
+    return _error("broker_acl_error", error=str(err))
+
+
+def qr_svg(text: str) -> str | None:
+    """Return a QR code of `text` as SVG (CPU only; small); None without PyQRCode.
+
+    Home Assistant installs PyQRCode on its first start (for its own two-factor setup); it
+    is imported here only when asked, so the integration loads without it.
+    """
+    try:
+        import pyqrcode  # type: ignore[import-untyped, unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        return None
+    buffer = io.BytesIO()
+    pyqrcode.create(text, error="M").svg(buffer, scale=4, xmldecl=False, svgns=True)
+    return buffer.getvalue().decode()
+
+
+def _meter_of(runtime: PrepaidRuntime, call: ServiceCall, *, known: bool) -> str:
+    meter_id = str(call.data[ATTR_METER_ID])
+    if not METER_ID_RE.fullmatch(meter_id):
+        raise _error("unknown_meter", meter_id=meter_id[:80])
+    if known and meter_id not in runtime.community.meters:
+        raise _error("unknown_meter", meter_id=meter_id)
+    return meter_id
+
+
+async def _household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    """Provision a household's broker user; return its details, code and QR."""
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = _meter_of(runtime, call, known=True)
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    password = None if call.data[ATTR_ROTATE] else given.get(meter_id)
+    try:
+        async with _admin(runtime, call) as admin:
+            await admin.check()
+            details: ConnectionDetails = await admin.ensure_household(
+                runtime.community_id, meter_id, password=password
+            )
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    given[meter_id] = details.password
+    await store.async_save(given)
+    code = details.code()
+    svg = await asyncio.get_running_loop().run_in_executor(None, qr_svg, code)
+    return {
+        "meter_id": meter_id,
+        "host": details.host,
+        "port": details.port,
+        "tls": details.tls,
+        "username": details.username,
+        "password": details.password,
+        "prefix": details.prefix,
+        "community": details.community,
+        "code": code,
+        "qr_svg": svg,
+        "rotated": password is None,
+    }
+
+
+async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    """Delete a household's broker user: its sessions end at once, its code stops working."""
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = _meter_of(runtime, call, known=False)
+    try:
+        async with _admin(runtime) as admin:
+            await admin.check()
+            existed = await admin.revoke_household(runtime.community_id, meter_id)
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    if given.pop(meter_id, None) is not None:
+        await store.async_save(given)
+    return {"meter_id": meter_id, "revoked": existed}
+
+
 SERVICES: dict[
     str,
     tuple[
@@ -318,6 +470,12 @@ SERVICES: dict[
     "link_user": (LINK_SCHEMA, _link(True), SupportsResponse.OPTIONAL),
     "unlink_user": (LINK_SCHEMA, _link(False), SupportsResponse.OPTIONAL),
     "create_dashboards": (DASHBOARDS_SCHEMA, _create_dashboards, SupportsResponse.OPTIONAL),
+    "household_access": (HOUSEHOLD_ACCESS_SCHEMA, _household_access, SupportsResponse.ONLY),
+    "revoke_household_access": (
+        REVOKE_ACCESS_SCHEMA,
+        _revoke_household_access,
+        SupportsResponse.OPTIONAL,
+    ),
 }
 
 

@@ -61,11 +61,17 @@ tiers:
 """
 
 
-async def start(hass: HomeAssistant) -> str:
-    """Open the user form and return its flow id."""
+async def start(hass: HomeAssistant, kind: str = "community") -> str:
+    """Open the first step (a menu), choose `kind` and return the flow id of its form."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
-    assert result["type"] is FlowResultType.FORM
+    assert result["type"] is FlowResultType.MENU
     assert result["step_id"] == "user"
+    assert result["menu_options"] == ["community", "household"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": kind}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == kind
     assert result["errors"] == {}
     return str(result["flow_id"])
 
