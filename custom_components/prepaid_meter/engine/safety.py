@@ -878,18 +878,19 @@ class SafetyWatch:
         end = (hour + 1) * _HOUR
         # Somebody is at home: an appliance switched on, more energy than the base load, or
         # a higher floor (the lowest power of the hour: lights, a television, a computer).
-        active = (
-            spiked
-            or wh - meter.base >= rules.care_min_wh
-            or (low < math.inf and low - meter.floor >= rules.care_floor_w)
-        )
+        floor_up = low < math.inf and low - meter.floor >= rules.care_floor_w
+        energy_up = wh - meter.base >= rules.care_min_wh
+        active = spiked or floor_up or energy_up
+        # When the activity was: an appliance at its reading (already noted), a raised floor
+        # all the hour long, more energy somewhere in it (its middle).
+        seen = end if floor_up else end - _HOUR // 2 if energy_up else -1
         if (
             usual is not None
             and self._care_eligible(meter)
             and meter.hours_seen >= rules.care_learn_days * 24
         ):
             if active:
-                meter.last_active = max(meter.last_active, end)
+                meter.last_active = max(meter.last_active, seen)
                 meter.missing = 0.0
             elif self.friendly is None or not self.friendly(meter.account_id, end - 1):
                 meter.missing += usual[24 + local]
