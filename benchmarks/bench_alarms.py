@@ -42,7 +42,7 @@ from custom_components.prepaid_meter.engine.safety import (
     WatchReading,
 )
 from simulator.household import DAY, HOUR
-from simulator.scenarios import Scenario, build
+from simulator.scenarios import Reading, Scenario, build
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 INACTIVITY_LIMIT_S = 12 * HOUR
@@ -81,11 +81,8 @@ class Outcome:
     seconds: float = 0.0
 
 
-def watch_reading(reading: object) -> WatchReading:
+def watch_reading(reading: Reading) -> WatchReading:
     """Map a scenario reading to the watch's input (what the integration does per reading)."""
-    from simulator.scenarios import Reading
-
-    assert isinstance(reading, Reading)
     return WatchReading(
         meter_id=reading.meter_id,
         account_id=reading.account_id,
@@ -146,9 +143,7 @@ def run(scenario: Scenario, rules: SafetyRules | None = None) -> Outcome:
     return outcome
 
 
-def _score(
-    scenario: Scenario, alarms: list[Alarm], outcome: Outcome, rules: SafetyRules
-) -> None:
+def _score(scenario: Scenario, alarms: list[Alarm], outcome: Outcome, rules: SafetyRules) -> None:
     by_meter: dict[tuple[str, str], list[Alarm]] = defaultdict(list)
     for alarm in alarms:
         by_meter[alarm.event.kind, alarm.event.meter_id].append(alarm)
