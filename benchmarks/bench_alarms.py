@@ -265,12 +265,14 @@ def _table(outcomes: list[Outcome]) -> None:
         injected = sum(o.injected.get(name, 0) for o in outcomes)
         found = sum(o.detected.get(name, 0) for o in outcomes)
         delays = [d for o in outcomes for d in o.delays.get(name, [])]
-        false = "" if name.startswith("theft:") else sum(o.false.get(kind, 0) for o in outcomes)
-        denominator = care_days if kind == "inactivity" else days
-        rate = f"{false / denominator * 1000:.2f}" if false != "" else ""
+        false, rate = "", ""  # false alarms are counted per alarm kind, on its own line
+        if not name.startswith("theft:"):
+            count = sum(o.false.get(kind, 0) for o in outcomes)
+            denominator = care_days if kind == "inactivity" else days
+            false, rate = str(count), f"{count / denominator * 1000:.2f}"
         recall = f"{found / injected:.2f}" if injected else "-"
         median = f"{statistics.median(delays) / 60:.1f}" if delays else "-"
-        print(f"{name:<34}{injected:>9}{found:>7}{recall:>8}{false!s:>7}{rate:>12}{median:>12}")
+        print(f"{name:<34}{injected:>9}{found:>7}{recall:>8}{false:>7}{rate:>12}{median:>12}")
     print(
         f"household-days {days:.0f} (opted-in to care {care_days:.0f}); "
         f"inactivity later than 12 h: {sum(o.late_inactivity for o in outcomes)}; "
