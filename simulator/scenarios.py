@@ -359,6 +359,8 @@ def build(
         )
     in_area = {home.meter_id for area in areas for home in area.members}
     home_list = [home for home in home_list if home.meter_id in in_area]
+    if not any(home.supply_protected for home in home_list):
+        home_list[-1].supply_protected = True  # at least one, for the reported protective cut
     scenario = Scenario(
         seed, start, end, interval, home_list, areas, [], [], holidays, flag_changes=[]
     )
@@ -396,13 +398,20 @@ def _free(home: Home, scenario: Scenario, a: int, b: int) -> bool:
 
 
 def _pick(
-    scenario: Scenario, rng: random.Random, hours: float, *, care: bool | None = None
+    scenario: Scenario,
+    rng: random.Random,
+    hours: float,
+    *,
+    care: bool | None = None,
+    protected: bool | None = None,
 ) -> tuple[Home, int]:
     """Return a home with nothing else going on, and a start after the learning days."""
     learn_end = scenario.start + LEARN_DAYS * DAY
     for _ in range(10_000):
         home = rng.choice(scenario.homes)
         if care is not None and home.care != care:
+            continue
+        if protected is not None and home.supply_protected != protected:
             continue
         a = rng.randrange(learn_end, scenario.end - int(hours * HOUR) - 2 * HOUR, 60)
         if _free(home, scenario, a, a + int(hours * HOUR)):
@@ -460,8 +469,8 @@ def _inject(scenario: Scenario, rng: random.Random) -> None:
         b = a + rng.randint(2, 10) * 60
         home.extras.append(_Extra(a, b, watts))
         _label(scenario, "surge", "step", home, a, b)
-    for _ in range(2):  # arc faults, reported by the meter
-        home, a = _pick(scenario, rng, 1)
+    for n in range(2):  # arc faults, reported by the meter (one in a supply-protected home)
+        home, a = _pick(scenario, rng, 1, protected=n == 1)
         a -= a % step
         for k in range(3):
             home.reports[a + k * step] = ("arc_fault",)

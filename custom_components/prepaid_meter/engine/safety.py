@@ -33,29 +33,35 @@ community, overridable per household):
   reports.
 - **line_loss** (per area): the way distribution operators find bypassed meters, an energy
   balance: a master meter per building or transformer area, loss = master energy minus the
-  sum of its households' energy over the same hours; the loss rate over the last
-  `loss_window_h` hours above its own usual level (learned over `loss_learn_hours`) by
-  `loss_margin` and `loss_dev_factor` x its usual deviation, for `loss_hours` hours in a
-  row, raises an area alarm naming the households whose use fell when the loss rose, the
-  largest fall first. `loss_rate(area)` is the latest rate.
+  sum of its households' energy over the same hours. Each hour's loss is compared with the
+  area's usual loss in that hour of the day (common lighting and lifts make nights lossier;
+  learned over `loss_learn_hours`); the excess over the last `loss_window_h` hours, as a
+  share of the master's energy, above `loss_margin` and `loss_dev_factor` x its usual
+  deviation for `loss_hours` hours in a row raises an area alarm (on the master meter)
+  naming the households whose use fell when the loss rose: ranked by how well the excess
+  is a multiple of their metered use over the hours it rose (a bypass takes a share of the
+  load) and by how far their use fell below their usual then. `loss_rate(area)` is the
+  latest loss rate.
 - **inactivity** (care, opt-in per household): the "unchanged usage" rule of utilities'
-  elderly-alert services (a resident's daily use watched for a day that does not look like
-  their usual one): hour by hour, an hour is active when its use is above the home's base
-  load (fridge, standby) by `care_min_wh` and by `care_share` of what the household usually
-  uses above its base in that hour of the day, or when a reading shows an appliance
-  (`care_spike_w` above the base). The alarm is raised when no activity was seen for
-  `care_hours` and the activity the household usually has in the quiet hours (its own usual
-  day, learned over `care_learn_days`) adds up to `care_missing_share` of a usual day's.
-  Hours the caller calls friendly (`friendly`, e.g. a household's declared nights or
-  absences) add nothing. Never for a household marked vacant, while our own cut is in force,
-  or while its meter is offline.
+  elderly-alert services (a resident's use watched for a day that does not look like their
+  usual one). Hour by hour, an hour is active when a reading shows an appliance switched on
+  (`care_spike_w` above the home's base load: standby and the fridge, the quietest hour of
+  each day), when the hour's lowest power is `care_floor_w` above the usual lowest (lights,
+  a television, a computer left on) or when its energy is `care_min_wh` above the base.
+  The household's usual day is how often each hour of the day is active (learned over
+  `care_learn_days`, not from cut, vacant or alarmed hours). The alarm is raised when no
+  activity was seen for `care_hours` and the quiet hours are ones the household is usually
+  active in, adding up to `care_missing_share` of a usual day's active hours (a quiet night
+  is no alarm; a morning without its usual kettle after it is). Hours the caller calls
+  friendly (`friendly(account_id, ts)`, e.g. declared absences) add nothing. Never for a
+  household marked vacant, while our own cut is in force, or while its meter is offline.
 - **offline**: a meter not heard for `offline_s` (a silent meter is not an inactive person).
 
 Every sign-based episode (overload, surge, arc fault, theft, tamper) closes after `clear_s`
 of readings without a sign; offline closes at the next reading; inactivity at the first
 activity (or when the household becomes ineligible); line loss when the loss rate is back.
 
-State is small per meter (a few numbers and 24 learned hourly values as a float array) and
+State is small per meter (a few numbers, and the usual day as 48 32-bit floats) and
 `export_state()` / `import_state()` carry it as plain JSON data.
 """
 
