@@ -56,6 +56,8 @@ SUPPLY_REASONS: Final = (
 REFUSALS: Final = {
     "restore_needs_operator": "household_refused_needs_operator",
     "not_paid": "household_refused_not_paid",
+    "credit_exhausted_restore_refused": "household_refused_not_paid",
+    "expired_request": "household_refused_expired",
     "rate_limited": "household_refused_rate_limited",
     "invalid_request": "household_refused_invalid_request",
 }

@@ -145,10 +145,13 @@ class HouseholdRuntime:
         )
         self._listeners: list[CALLBACK_TYPE] = []
         self._available: bool | None = None
+        self._logged_unavailable = False
         self._probe: asyncio.Task[None] | None = None
         self._unsub_timer: CALLBACK_TYPE | None = None
         self.refused = False
         self.reauth_started = False
+        #: How long the restore button waits for the community's answer.
+        self.answer_wait_s = ANSWER_WAIT_S
 
     # -- identity ------------------------------------------------------------------------
 
@@ -234,20 +237,22 @@ class HouseholdRuntime:
     def _notify(self) -> None:
         available = self.available
         if available != self._available:
-            if self._available is not None or not available:
-                if available:
-                    _LOGGER.info(
-                        "Household %s of community %s is available again",
-                        self.meter_id,
-                        self.community_id,
-                    )
-                else:
-                    _LOGGER.info(
-                        "Household %s of community %s is unavailable (%s)",
-                        self.meter_id,
-                        self.community_id,
-                        self.why_unavailable(),
-                    )
+            # Once when it goes (not before it ever came up) and once when it is back.
+            if not available and self._available:
+                self._logged_unavailable = True
+                _LOGGER.info(
+                    "Household %s of community %s is unavailable (%s)",
+                    self.meter_id,
+                    self.community_id,
+                    self.why_unavailable(),
+                )
+            elif available and self._logged_unavailable:
+                self._logged_unavailable = False
+                _LOGGER.info(
+                    "Household %s of community %s is available again",
+                    self.meter_id,
+                    self.community_id,
+                )
             self._available = available
         for listener in list(self._listeners):
             listener()
@@ -326,16 +331,14 @@ class HouseholdRuntime:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def async_request_restore(
-        self, wait_s: float = ANSWER_WAIT_S
-    ) -> tuple[str, RequestAnswer | None]:
+    async def async_request_restore(self) -> tuple[str, RequestAnswer | None]:
         """Publish a restore request; return its id and the answer (None if none in time).
 
         Raises `transport.TransportError` when it could not be sent.
         """
         request_id = await self.client.request_restore()
         try:
-            async with asyncio.timeout(wait_s):
+            async with asyncio.timeout(self.answer_wait_s):
                 return request_id, await self.client.wait_answer(request_id)
         except TimeoutError:
             return request_id, None
