@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import DEFAULT, MagicMock, patch
 
+from homeassistant.auth.models import User
 from homeassistant.const import CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
@@ -214,6 +215,15 @@ class Seam:
         self.service.connected = connected
         self.runtime.connection(connected, reason)
         await self.hass.async_block_till_done()
+
+    async def resident(self, name: str) -> User:
+        """Return a user who is not an administrator (the first user made owns the instance)."""
+        auth = self.hass.auth
+        if not [user for user in await auth.async_get_users() if not user.system_generated]:
+            await auth.async_create_user("Owner", group_ids=["system-admin"])
+        user = await auth.async_create_user(name, group_ids=["system-users"])
+        assert not user.is_admin
+        return user
 
     async def household(self) -> None:
         """The usual start: the meter announces, is assigned to HOUSEHOLD and paid 50 CNY."""

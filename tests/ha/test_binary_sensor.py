@@ -1,0 +1,82 @@
+"""Each meter's binary sensors: low balance, online, supply on, from the engine's state.
+
+The service is mocked at its seam (tests/ha/seam.py); the engine behind it is real.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from homeassistant.const import STATE_UNAVAILABLE, Platform
+import pytest
+
+if TYPE_CHECKING:
+    from tests.ha.seam import Seam
+
+pytest_plugins = ["tests.ha.seam"]
+
+
+@pytest.fixture
+def platforms() -> list[Platform]:
+    """Set up the binary sensor platform only."""
+    return [Platform.BINARY_SENSOR]
+
+
+def _on(seam: Seam, key: str) -> str:
+    return seam.state(Platform.BINARY_SENSOR, key).state
+
+
+async def test_low_balance_at_the_threshold_and_cleared_by_a_top_up(seam: Seam) -> None:
+    """Low below the first warning level (20.00); a top-up above it clears it."""
+    await seam.household()
+    assert _on(seam, "low_balance") == "off"
+    now = int(time.time())
+    await seam.reading(now - 120, "100.000")
+    await seam.reading(now - 60, "161.000")  # 61 kWh at 0.4883: 29.79, 20.21 left
+    assert _on(seam, "low_balance") == "off"
+    await seam.reading(now - 30, "162.000")  # 0.49 more: 19.72
+    assert _on(seam, "low_balance") == "on"
+    await seam.top_up("5", "seam-2")  # 24.72
+    assert _on(seam, "low_balance") == "off"
+    assert seam.state(Platform.BINARY_SENSOR, "low_balance").attributes["device_class"] == (
+        "problem"
+    )
+
+
+async def test_low_balance_of_an_unassigned_meter_is_unknown(seam: Seam) -> None:
+    """No household, no balance: neither low nor not."""
+    await seam.announce()
+    assert _on(seam, "low_balance") == "unknown"
+
+
+async def test_online_from_the_meter_and_available_without_the_broker(seam: Seam) -> None:
+    """Online follows the meter's messages and last will; it alone stays when the link goes."""
+    await seam.announce()
+    assert _on(seam, "online") == "off"  # nothing heard yet
+    await seam.availability("000012345678", online=True)
+    assert _on(seam, "online") == "on"
+    await seam.availability("000012345678", online=False)
+    assert _on(seam, "online") == "off"
+    await seam.reading(int(time.time()) - 60, "1.000")  # a reading says it is back
+    assert _on(seam, "online") == "on"
+    await seam.connection(False, "connection lost")
+    assert _on(seam, "online") == "on"
+    assert _on(seam, "supply_on") == STATE_UNAVAILABLE
+    assert _on(seam, "low_balance") == STATE_UNAVAILABLE
+
+
+async def test_supply_on_as_the_meter_reports_it(seam: Seam) -> None:
+    """Supply on is what the meter reports; until it reports, what is wanted."""
+    await seam.household()
+    assert _on(seam, "supply_on") == "on"  # wanted on, nothing reported
+    now = int(time.time())
+    await seam.reading(now - 120, "100.000", relay="off")  # off by its own button
+    assert _on(seam, "supply_on") == "off"
+    await seam.reading(now - 90, "100.000", relay="on")
+    assert _on(seam, "supply_on") == "on"
+    await seam.reading(now - 60, "230.000")  # credit cut: wanted off, still reported on
+    assert seam.community.meters["000012345678"].desired_relay == "off"
+    assert _on(seam, "supply_on") == "on"
+    await seam.reading(now - 30, "230.000", relay="off")  # the meter carried it out
+    assert _on(seam, "supply_on") == "off"
