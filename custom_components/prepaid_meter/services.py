@@ -5,7 +5,9 @@ household's own broker user on the community's broker (mosquitto's dynamic secur
 the community entry's own login as its administrator): the resident gets the connection
 details, a one-line code and its QR for the "My household" entry (docs/HOUSEHOLD.md). The
 password given out is kept in Home Assistant's storage (`.storage`, private), so asking again
-hands out the same code without cutting off the household; `rotate` makes a new one.
+hands out the same code (and sets the user's ACL back to exactly the household's; the broker
+drops a connected household for a moment, and it reconnects); `rotate` makes a new password,
+and the old code stops working.
 """
 
 from __future__ import annotations

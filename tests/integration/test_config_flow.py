@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
+import json
 from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
+import aiomqtt
 from homeassistant.config_entries import SOURCE_USER, ConfigFlowResult
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.prepaid_meter.config_flow import policy_form_values
+from custom_components.prepaid_meter.config_flow import SECTION_DETAILS, policy_form_values
 from custom_components.prepaid_meter.const import (
     CONF_AUTO_RESTORE,
     CONF_CA_FILE,
@@ -44,9 +48,17 @@ from custom_components.prepaid_meter.const import (
     PRESET_TARIFFS,
     SECTION_TLS,
 )
+from custom_components.prepaid_meter.engine.broker_acl import ConnectionDetails, DynSecAdmin
 from custom_components.prepaid_meter.engine.policy import PolicyConfig, PolicyError
 from custom_components.prepaid_meter.engine.tariff import preset_names
+from custom_components.prepaid_meter.household_entry import (
+    CONF_METER_ID,
+    CONF_STALE_MINUTES,
+    household_data,
+    household_unique_id,
+)
 from tests.broker import Mosquitto, free_port
+from tests.engine.test_broker_acl import admin_config
 from tests.integration.conftest import TlsBroker, entry_for, form_input
 
 pytestmark = pytest.mark.usefixtures("mock_setup_entry")
@@ -741,3 +753,241 @@ async def test_options_error_the_form_does_not_know(hass: HomeAssistant, communi
             result["flow_id"], policy_input()
         )
     assert result["errors"] == {"base": "invalid_option"}
+
+
+# ------------------------------------------------------------------ my household
+
+HH_COMMUNITY = "oak"
+HH_METER = "000012345678"
+HH_NEIGHBOUR = "000087654321"
+
+
+@dataclass(frozen=True)
+class Households:
+    """A broker with dynamic security and two households' users on it."""
+
+    broker: Mosquitto
+    mine: ConnectionDetails
+    neighbour: ConnectionDetails
+
+
+@pytest.fixture
+async def households(mosquitto_factory: Any) -> Households:
+    """Start a broker with dynamic security; provision two households of one community."""
+    broker = mosquitto_factory(dynamic_security=True, persistence=False)
+    async with DynSecAdmin(admin_config(broker)) as admin:
+        return Households(
+            broker,
+            await admin.ensure_household(HH_COMMUNITY, HH_METER),
+            await admin.ensure_household(HH_COMMUNITY, HH_NEIGHBOUR),
+        )
+
+
+def by_hand(details: ConnectionDetails, **changes: Any) -> dict[str, Any]:
+    """Return the household form filled in by hand (the details section)."""
+    fields: dict[str, Any] = {
+        CONF_HOST: details.host,
+        CONF_PORT: details.port,
+        CONF_TLS: details.tls,
+        CONF_USERNAME: details.username,
+        CONF_PASSWORD: details.password,
+        CONF_PREFIX: details.prefix,
+        CONF_COMMUNITY_ID: details.community,
+        CONF_METER_ID: details.meter,
+    }
+    fields.update(changes)
+    return {SECTION_DETAILS: fields}
+
+
+def household_entry_for(details: ConnectionDetails, **data: Any) -> MockConfigEntry:
+    """Return a household entry as the flow makes it."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=f"{details.community} {details.meter}",
+        unique_id=household_unique_id(details.community, str(details.meter)),
+        data={**household_data(details), **data},
+    )
+
+
+async def publish_account(households: Households, currency: str = "CNY") -> None:
+    """Publish the household's retained account as its community (the platform user) does."""
+    async with DynSecAdmin(admin_config(households.broker)) as admin:
+        platform = await admin.ensure_platform(HH_COMMUNITY)
+    async with aiomqtt.Client(
+        platform.host,
+        platform.port,
+        username=platform.username,
+        password=platform.password,
+        identifier="test-platform",
+    ) as client:
+        body = {
+            "v": 1,
+            "balance": "12.34",
+            "currency": currency,
+            "updated": int(dt_util.utcnow().timestamp()),
+        }
+        await client.publish(
+            f"prepaid/{HH_COMMUNITY}/{HH_METER}/account",
+            json.dumps(body).encode(),
+            qos=1,
+            retain=True,
+        )
+
+
+async def test_household_by_code(hass: HomeAssistant, households: Households) -> None:
+    """The operator's one-line code (pasted wrapped over lines) makes the household's entry."""
+    await publish_account(households, currency="EUR")
+    flow_id = await start(hass, "household")
+    code = households.mine.code()
+    pasted = f"  {code[:30]}\n{code[30:]}  "
+    result = await submit(hass, flow_id, {"code": pasted})
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result.get("errors")
+    assert result["title"] == f"{HH_COMMUNITY} {HH_METER}"
+    assert result["data"] == household_data(households.mine, "EUR")
+    assert result["data"]["kind"] == "household"
+    assert result["result"].unique_id == household_unique_id(HH_COMMUNITY, HH_METER)
+
+
+async def test_household_by_hand(hass: HomeAssistant, households: Households) -> None:
+    """The same details typed by hand; without an account yet the currency is not stored."""
+    flow_id = await start(hass, "household")
+    result = await submit(hass, flow_id, by_hand(households.mine))
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result.get("errors")
+    assert result["data"] == household_data(households.mine)
+    assert CONF_CURRENCY not in result["data"]
+
+
+async def test_household_errors(hass: HomeAssistant, households: Households) -> None:
+    """Each mistake is one clear error and saves nothing; then the right details work."""
+    mine, neighbour = households.mine, households.neighbour
+    flow_id = await start(hass, "household")
+    cases: list[tuple[dict[str, Any], dict[str, str]]] = [
+        ({}, {"base": "code_or_details"}),
+        ({"code": "pm1:!!!"}, {"code": "invalid_code"}),
+        ({"code": "hello"}, {"code": "invalid_code"}),
+        (by_hand(mine, **{CONF_PASSWORD: ""}), {"base": "code_or_details"}),
+        (by_hand(mine, **{CONF_COMMUNITY_ID: "Oak Court"}), {"base": "invalid_community_id"}),
+        (by_hand(mine, **{CONF_METER_ID: "0000/#"}), {"base": "invalid_meter_id"}),
+        (by_hand(mine, **{CONF_PREFIX: "pre/+/paid"}), {"base": "invalid_prefix"}),
+        (by_hand(mine, **{CONF_PASSWORD: "wrong"}), {"base": "invalid_auth"}),
+        # The neighbour's login asking for my meter: the broker refuses the subscription.
+        (
+            by_hand(
+                mine,
+                **{CONF_USERNAME: neighbour.username, CONF_PASSWORD: neighbour.password},
+            ),
+            {"base": "access_refused"},
+        ),
+        (by_hand(mine, **{CONF_PORT: free_port()}), {"base": "cannot_connect"}),
+    ]
+    for user_input, errors in cases:
+        result = await submit(hass, flow_id, user_input)
+        assert result["type"] is FlowResultType.FORM, user_input
+        assert result["errors"] == errors, user_input
+    assert "Cannot connect" in result["description_placeholders"]["error"]
+    assert not hass.config_entries.async_entries(DOMAIN)
+    with patch(
+        "custom_components.prepaid_meter.config_flow.check_household",
+        side_effect=RuntimeError("boom"),
+    ):
+        result = await submit(hass, flow_id, {"code": mine.code()})
+    assert result["errors"] == {"base": "unknown"}
+    result = await submit(hass, flow_id, {"code": mine.code()})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_household_already_configured(hass: HomeAssistant, households: Households) -> None:
+    """One entry per community and meter."""
+    household_entry_for(households.mine).add_to_hass(hass)
+    flow_id = await start(hass, "household")
+    result = await submit(hass, flow_id, {"code": households.mine.code()})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "household_configured"
+
+
+async def test_household_does_not_hold_its_community_id(
+    hass: HomeAssistant, mosquitto: Mosquitto, households: Households
+) -> None:
+    """A household entry of community oak does not keep the community oak from being added."""
+    household_entry_for(households.mine).add_to_hass(hass)
+    flow_id = await start(hass)
+    result = await submit(hass, flow_id, form_input(mosquitto.host, mosquitto.port, HH_COMMUNITY))
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result.get("errors")
+
+
+async def test_household_reauth(hass: HomeAssistant, households: Households) -> None:
+    """A new password or a new code for this household; another household's code is refused."""
+    mine = households.mine
+    entry = household_entry_for(mine, **{CONF_PASSWORD: "revoked"})
+    entry.add_to_hass(hass)
+    result = await entry.start_reauth_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "household_reauth"
+    assert result["description_placeholders"]["broker"] == f"{mine.host}:{mine.port}"
+    flow_id = result["flow_id"]
+    cases: list[tuple[dict[str, Any], dict[str, str]]] = [
+        ({}, {"base": "code_or_password"}),
+        ({"code": "pm1:x"}, {"code": "invalid_code"}),
+        ({"code": households.neighbour.code()}, {"code": "wrong_household"}),
+        ({CONF_PASSWORD: "still wrong"}, {"base": "invalid_auth"}),
+    ]
+    for user_input, errors in cases:
+        result = await submit(hass, flow_id, user_input)
+        assert result["errors"] == errors, user_input
+    assert entry.data[CONF_PASSWORD] == "revoked"
+    result = await submit(hass, flow_id, {CONF_PASSWORD: mine.password})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert entry.data[CONF_PASSWORD] == mine.password
+
+    # Rotated by the operator: the new code.
+    async with DynSecAdmin(admin_config(households.broker)) as admin:
+        rotated = await admin.rotate_household(HH_COMMUNITY, HH_METER)
+    result = await entry.start_reauth_flow(hass)
+    result = await submit(hass, result["flow_id"], {"code": rotated.code()})
+    assert result["reason"] == "reauth_successful"
+    assert entry.data == household_data(rotated)
+
+
+async def test_household_reconfigure(hass: HomeAssistant, households: Households) -> None:
+    """The form shows the stored details; another household is refused; a new code is saved."""
+    mine = households.mine
+    entry = household_entry_for(mine)
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "household_reconfigure"
+    assert result["description_placeholders"]["household"] == entry.title
+    flow_id = result["flow_id"]
+    result = await submit(hass, flow_id, by_hand(mine, **{CONF_PASSWORD: "nope"}))
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await submit(hass, flow_id, {"code": households.neighbour.code()})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "household_mismatch"
+    assert entry.data == household_data(mine)
+
+    async with DynSecAdmin(admin_config(households.broker)) as admin:
+        rotated = await admin.rotate_household(HH_COMMUNITY, HH_METER)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await submit(hass, result["flow_id"], {"code": rotated.code()})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == household_data(rotated)
+
+
+async def test_household_options(hass: HomeAssistant, households: Households) -> None:
+    """A household's option is how long without news before its entities go unavailable."""
+    entry = household_entry_for(households.mine)
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "household"
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {CONF_STALE_MINUTES: 0}
+        )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_STALE_MINUTES: 45}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {CONF_STALE_MINUTES: 45}
