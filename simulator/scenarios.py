@@ -404,8 +404,13 @@ def _pick(
     *,
     care: bool | None = None,
     protected: bool | None = None,
+    to_end: bool = False,
 ) -> tuple[Home, int]:
-    """Return a home with nothing else going on, and a start after the learning days."""
+    """Return a home with nothing else going on, and a start after the learning days.
+
+    Nothing else goes on for `hours` from the start (to the end of the scenario with
+    `to_end`: a person who stops does not start again), and a day either side.
+    """
     learn_end = scenario.start + LEARN_DAYS * DAY
     for _ in range(10_000):
         home = rng.choice(scenario.homes)
@@ -414,7 +419,7 @@ def _pick(
         if protected is not None and home.supply_protected != protected:
             continue
         a = rng.randrange(learn_end, scenario.end - int(hours * HOUR) - 2 * HOUR, 60)
-        if _free(home, scenario, a, a + int(hours * HOUR)):
+        if _free(home, scenario, a, scenario.end if to_end else a + int(hours * HOUR)):
             return home, a
     raise ValueError("the community is too small for its injected episodes")
 
@@ -521,7 +526,7 @@ def _inject(scenario: Scenario, rng: random.Random) -> None:
             suspect=home.meter_id,
         )
     for _ in range(4):  # the person stops
-        home, a = _pick(scenario, rng, 30, care=True)
+        home, a = _pick(scenario, rng, 30, care=True, to_end=True)
         home.stops_at = a
         _label(scenario, "inactivity", "person_stops", home, a, scenario.end)
     for _ in range(3):  # our own cuts: nobody uses electricity, nobody should be alarmed
