@@ -18,8 +18,11 @@ not, or with arguments it does not take, fails the test. Attributes the service 
 constructor (community, profile, connected) are not on the class and so not on the mock,
 except the ones set here; reading any other one (`transport`, `commands`) fails too.
 
-These tests open no socket: the Home Assistant plugin blocks them unless a test asks for
-`socket_enabled` (the broker fixtures do), and `check_connection` is patched out as well.
+These tests open no socket: the Home Assistant plugin blocks sockets unless a test asks for
+`socket_enabled` (the broker fixtures do; the `seam` fixture refuses to run beside them), its
+current release fails any test that even tries, and `check_connection` is patched out too.
+Run them with `pytest tests/ha/test_<platform>.py`; naming seam.py itself on the command line
+collects it as a test module and hides its fixtures.
 """
 
 from __future__ import annotations
@@ -312,8 +315,13 @@ async def seam(
     mock_service: MagicMock,
     platforms: list[Platform],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Seam]:
-    """Set the entry up with the mocked service (the `platforms` only); unloaded at the end."""
+    """Set the entry up with the mocked service (the `platforms` only); unloaded at the end.
+
+    Sockets stay blocked: a test that enabled them (a broker fixture) is not a seam test.
+    """
+    assert "socket_enabled" not in request.fixturenames, "seam tests open no socket"
     hass.config.config_dir = str(tmp_path)
     seam_entry.add_to_hass(hass)
     with patch("custom_components.prepaid_meter.entry.PLATFORMS", platforms):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 import logging
-import socket
 import time
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -26,7 +25,6 @@ from pytest_homeassistant_custom_component.common import (
     async_capture_events,
     async_fire_time_changed,
 )
-from pytest_socket import SocketBlockedError  # type: ignore[import-untyped, unused-ignore]
 
 from custom_components.prepaid_meter.const import DOMAIN
 from custom_components.prepaid_meter.engine.actor import Actor
@@ -131,10 +129,8 @@ def _logbook(hass: HomeAssistant) -> dict[str, Describe]:
 # ---------------------------------------------------------------------------- the seam
 
 
-async def test_no_socket_and_the_mock_keeps_the_services_shape(seam: Seam) -> None:
-    """Sockets are blocked here; the mock refuses what the real service would not take."""
-    with pytest.raises(SocketBlockedError):
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+async def test_the_mock_keeps_the_services_shape(seam: Seam) -> None:
+    """The mock refuses what the real service would not take (autospec)."""
     assert seam.runtime.service is seam.service
     with pytest.raises(AttributeError):
         seam.service.cut_everything  # noqa: B018 - the service has no such method
@@ -488,6 +484,7 @@ async def test_unassigned_meter_repair_cleared_by_assignment(
     seam: Seam, device_registry: dr.DeviceRegistry
 ) -> None:
     """A new meter is a device named by its id and a repair; assigning names it, clears it."""
+    devices = len(device_registry.devices)
     events = await seam.announce()
     assert [e.kind for e in events] == ["announce", "unassigned_meter"]
     issue_id = f"unassigned_meter_{seam.entry.entry_id}_{METER_ID}"
@@ -501,9 +498,10 @@ async def test_unassigned_meter_repair_cleared_by_assignment(
     events = await seam.assign()
     assert [e.kind for e in events] == ["assigned", "account"]
     assert seam.issue(issue_id) is None
-    device = device_registry.async_get(device.id)
+    device = seam.runtime.meter_device(METER_ID)  # the same device, renamed
     assert device is not None
     assert device.name == LABEL
+    assert len(device_registry.devices) == devices + 1
 
     # Readings of an unassigned meter raise it again only for a meter without a household.
     await seam.announce(OTHER_METER)
@@ -584,9 +582,10 @@ async def test_announce_shows_model_and_firmware_on_the_device(
         METER_ID,
     )
     await seam.announce(model="DDZY-80", firmware="2.0.0")
-    device = device_registry.async_get(device.id)
+    device = seam.runtime.meter_device(METER_ID)
     assert device is not None
     assert (device.model, device.sw_version) == ("DDZY-80", "2.0.0")
+    assert len(dr.async_entries_for_config_entry(device_registry, seam.entry.entry_id)) == 2
 
 
 # ---------------------------------------------------------------------------- community figures
