@@ -510,6 +510,19 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
             for entry in self._async_current_entries(include_ignore=False)
         )
 
+    def _update_listened(self, entry: ConfigEntry, **changes: Any) -> bool:
+        """Save the changes if the loaded entry's own update listener reloads it; say so.
+
+        A loaded entry listens for updates (entry.py, household_entry.py) and reloads itself:
+        Home Assistant 2026 asks flows to leave the reload to that listener. An entry that is
+        not loaded (its setup failed, the reason for a reauth) has no listener: the caller
+        saves and reloads it with `async_update_reload_and_abort`.
+        """
+        if not entry.update_listeners:
+            return False
+        self.hass.config_entries.async_update_entry(entry, **changes)
+        return True
+
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
@@ -536,6 +549,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 errors = await validate_input(self.hass, data, placeholders)
             if not errors:
+                if self._update_listened(entry, unique_id=unique_id, data=data):
+                    return self.async_abort(reason="reconfigure_successful")
                 return self.async_update_reload_and_abort(entry, unique_id=unique_id, data=data)
         return self.async_show_form(
             step_id="reconfigure",
@@ -574,6 +589,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
                 _LOGGER.exception("Unexpected error while connecting to the broker")
                 errors["base"] = "unknown"
             else:
+                if self._update_listened(entry, data=data):
+                    return self.async_abort(reason="reauth_successful")
                 return self.async_update_reload_and_abort(entry, data=data)
         schema = vol.Schema(
             {
@@ -641,9 +658,10 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
                 if not errors:
                     currency = view.currency if view is not None else None
                     data = household_data(details, currency or entry.data.get(CONF_CURRENCY))
-                    return self.async_update_reload_and_abort(
-                        entry, title=household_title(details), data=data
-                    )
+                    title = household_title(details)
+                    if self._update_listened(entry, title=title, data=data):
+                        return self.async_abort(reason="reconfigure_successful")
+                    return self.async_update_reload_and_abort(entry, title=title, data=data)
         return self.async_show_form(
             step_id="household_reconfigure",
             data_schema=self.add_suggested_values_to_schema(
@@ -684,6 +702,8 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
                 if not errors:
                     currency = view.currency if view is not None else None
                     data = household_data(details, currency or entry.data.get(CONF_CURRENCY))
+                    if self._update_listened(entry, data=data):
+                        return self.async_abort(reason="reauth_successful")
                     return self.async_update_reload_and_abort(entry, data=data)
         schema = vol.Schema(
             {

@@ -425,8 +425,11 @@ async def async_setup_household_entry(hass: HomeAssistant, entry: HouseholdConfi
 
 
 async def _async_options_updated(hass: HomeAssistant, entry: HouseholdConfigEntry) -> None:
-    """Apply a new staleness limit at once (no reload needed)."""
+    """Reload for new connection details (reauth, reconfigure); apply a new limit at once."""
     runtime = entry.runtime_data
+    if household_details(entry.data) != runtime.details:
+        hass.config_entries.async_schedule_reload(entry.entry_id)
+        return
     runtime.stale_after_s = stale_minutes(entry) * 60
     runtime.async_check_availability()
 
