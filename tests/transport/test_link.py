@@ -77,7 +77,7 @@ async def test_what_the_kernel_does_not_take_is_sent_when_writable_in_order() ->
     for _ in range(64):  # 1 MiB: far more than the buffers hold
         link.send(chunk)
     link.uncork()
-    assert link.waiting  # the rest waits for the socket to be writable
+    assert link.waiting()  # the rest waits for the socket to be writable
     link.cork()
     link.send(b"the end")  # queued behind the rest, never ahead of it
     link.uncork()
@@ -91,7 +91,7 @@ async def test_what_the_kernel_does_not_take_is_sent_when_writable_in_order() ->
                 await asyncio.sleep(0.001)
     assert bytes(received) == chunk * 64 + b"the end"
     await asyncio.sleep(0.01)
-    assert not link.waiting
+    assert not link.waiting()
     ours.close()
     theirs.close()
 

@@ -104,7 +104,6 @@ class LinkSocket:
         sent: int = self._sock.send(data)
         return sent
 
-    @property
     def waiting(self) -> bool:
         """Return whether bytes wait to be sent (our writer is registered for them)."""
         return bool(self._out)
@@ -277,7 +276,7 @@ def tune(client: aiomqtt.Client, socket_options: Iterable[tuple[int, int, int]] 
 
     def on_unregister_write(pclient: Any, userdata: Any, sock: Any) -> None:
         # aiomqtt's would remove the writer that sends what the kernel has not yet taken.
-        if isinstance(sock, LinkSocket) and sock.waiting:
+        if isinstance(sock, LinkSocket) and sock.waiting():
             return
         unregister_write(pclient, userdata, sock)
 
