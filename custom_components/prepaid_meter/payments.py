@@ -40,10 +40,21 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from aiohttp import ClientError, ClientTimeout, web
 from homeassistant.components import webhook
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.data_entry_flow import section
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.network import NoURLAvailableError, get_url
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
 from homeassistant.util.hass_dict import HassKey
+import voluptuous as vol
 
 from .const import DOMAIN
 from .engine.actor import Actor
@@ -101,6 +112,9 @@ __all__ = [
     "async_unload_payments",
     "ensure_webhook_id",
     "load_merchants",
+    "payment_form_input",
+    "payment_form_schema",
+    "payment_form_values",
     "payments_of",
     "qr_svg",
     "validate_payment_options",
@@ -382,6 +396,120 @@ def validate_payment_options(
     for problem in merchants.problems.values():
         raise problem
     return stored
+
+
+# ---------------------------------------------------------------------------- the options form
+
+#: The form's two collapsible sections; the options store their fields flat.
+SECTION_WECHAT: Final = "wechat_settings"
+SECTION_ALIPAY: Final = "alipay_settings"
+_WECHAT_FIELDS: Final = (
+    CONF_WECHAT_MCHID,
+    CONF_WECHAT_APPID,
+    CONF_WECHAT_SERIAL,
+    CONF_WECHAT_KEY,
+    CONF_WECHAT_APIV3,
+    CONF_WECHAT_PLATFORM,
+    CONF_WECHAT_PLATFORM_SERIAL,
+    CONF_WECHAT_URL,
+)
+_ALIPAY_FIELDS: Final = (
+    CONF_ALIPAY_APP_ID,
+    CONF_ALIPAY_SELLER_ID,
+    CONF_ALIPAY_KEY,
+    CONF_ALIPAY_PUBLIC,
+    CONF_ALIPAY_URL,
+)
+_URL_FIELDS: Final = (CONF_WECHAT_URL, CONF_ALIPAY_URL, CONF_PUBLIC_URL)
+#: Every key `PaymentSetupError.key` may be (the options form's error keys).
+SETUP_ERRORS: Final = frozenset(
+    {
+        "key_missing",
+        "key_unreadable",
+        "key_not_rsa",
+        "key_too_short",
+        "apiv3_key_invalid",
+        "key_pair_mismatch",
+        "payment_id_missing",
+        "platform_serial_missing",
+        "invalid_limit",
+        "daily_below_payment",
+        "invalid_url",
+    }
+)
+
+
+def payment_form_schema(currency: str) -> vol.Schema:
+    """Return the options flow's payments form (built anew: suggested values go into it)."""
+    text = TextSelector()
+    url = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
+
+    def amount() -> NumberSelector:
+        return NumberSelector(
+            NumberSelectorConfig(
+                min=0.01,
+                max=100000,
+                step=0.01,
+                unit_of_measurement=currency,
+                mode=NumberSelectorMode.BOX,
+            )
+        )
+
+    def fields(names: tuple[str, ...]) -> vol.Schema:
+        return vol.Schema(
+            {vol.Optional(name): url if name in _URL_FIELDS else text for name in names}
+        )
+
+    return vol.Schema(
+        {
+            vol.Required(CONF_WECHAT, default=False): BooleanSelector(),
+            vol.Required(SECTION_WECHAT): section(fields(_WECHAT_FIELDS), {"collapsed": True}),
+            vol.Required(CONF_ALIPAY, default=False): BooleanSelector(),
+            vol.Required(SECTION_ALIPAY): section(fields(_ALIPAY_FIELDS), {"collapsed": True}),
+            vol.Optional(CONF_PUBLIC_URL): url,
+            vol.Required(CONF_MAX_PAYMENT, default=float(DEFAULT_MAX_PAYMENT)): amount(),
+            vol.Required(CONF_MAX_PER_DAY, default=float(DEFAULT_MAX_PER_DAY)): amount(),
+            vol.Required(CONF_ORDER_MINUTES, default=DEFAULT_ORDER_MINUTES): NumberSelector(
+                NumberSelectorConfig(
+                    min=1, max=120, step=1, unit_of_measurement="min", mode=NumberSelectorMode.BOX
+                )
+            ),
+        }
+    )
+
+
+def payment_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the stored payment settings shaped like the form (fields in their sections)."""
+    raw = options.get(CONF_PAYMENTS)
+    stored: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    values: dict[str, Any] = {
+        key: value for key, value in stored.items() if key not in (*_WECHAT_FIELDS, *_ALIPAY_FIELDS)
+    }
+    for key in (CONF_MAX_PAYMENT, CONF_MAX_PER_DAY):
+        if key in values:
+            amount = _decimal(values[key], DEFAULT_MAX_PAYMENT)
+            values[key] = int(amount) if amount == amount.to_integral_value() else float(amount)
+    values[SECTION_WECHAT] = {key: stored[key] for key in _WECHAT_FIELDS if key in stored}
+    values[SECTION_ALIPAY] = {key: stored[key] for key in _ALIPAY_FIELDS if key in stored}
+    return values
+
+
+def payment_form_input(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the form's input flat, as `validate_payment_options` takes it.
+
+    The number fields send floats: amounts are read through their shortest repr (exact).
+    """
+    values: dict[str, Any] = {}
+    for key, value in user_input.items():
+        if key in (SECTION_WECHAT, SECTION_ALIPAY) and isinstance(value, Mapping):
+            values.update(value)
+        elif key in (CONF_MAX_PAYMENT, CONF_MAX_PER_DAY) and isinstance(value, float):
+            values[key] = repr(value)
+        elif key == CONF_ORDER_MINUTES and isinstance(value, float):
+            values[key] = int(value)
+        else:
+            values[key] = value
+    return values
 
 
 # ---------------------------------------------------------------------------- webhook and QR

@@ -695,3 +695,84 @@ async def test_payment_report_totals_equal_the_ledger(pay: Pay) -> None:
     assert earlier["households"][0]["closing"]["electricity"] == "0.00"
     with pytest.raises((vol.Invalid, ServiceValidationError)):
         await call(hass, "payment_report", month="2026-13")
+
+
+# ---------------------------------------------------------------------------- options flow
+
+
+def _form(options: dict[str, Any]) -> dict[str, Any]:
+    """Shape flat payment settings like the options form (its two sections)."""
+    wechat = {k: v for k, v in options.items() if k.startswith("wechat_")}
+    alipay = {k: v for k, v in options.items() if k.startswith("alipay_")}
+    rest = {
+        k: float(v) if k.startswith("max_") else v
+        for k, v in options.items()
+        if k not in wechat and k not in alipay
+    }
+    return {**rest, "wechat_settings": wechat, "alipay_settings": alipay}
+
+
+async def test_options_flow_checks_the_keys_before_saving(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    tmp_path: Path,
+    provider_keys: ProviderKeys,
+) -> None:
+    """The Payments step: the address to give the providers, key errors, then saved."""
+    hass.config.config_dir = str(tmp_path)
+    await hass.async_add_executor_job(shutil.copytree, provider_keys.folder, tmp_path / KEYS)
+    assert await async_setup_component(hass, "webhook", {})
+    config_entry.add_to_hass(hass)  # not set up: the step needs no running community
+    flow = await hass.config_entries.options.async_init(config_entry.entry_id)
+    assert "payments" in flow["menu_options"]
+    form = await hass.config_entries.options.async_configure(
+        flow["flow_id"], {"next_step_id": "payments"}
+    )
+    assert form["step_id"] == "payments" and form["errors"] == {}
+    shown = _placeholders_of(form)["url"]
+    assert "/api/webhook/" in shown  # Home Assistant's own address: no public one set yet
+    good = payment_options(
+        provider_keys,
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:1/gateway.do",
+        "https://ha.example.com",
+    )
+    for change, key, setting in (
+        ({"alipay_public_key": f"{KEYS}/missing.pem"}, "key_missing", "alipay_public_key"),
+        (
+            {"wechat_private_key": f"{KEYS}/{FILES['wechat_platform_public']}"},
+            "key_unreadable",
+            "wechat_private_key",
+        ),
+        (
+            {"wechat_apiv3_key": f"{KEYS}/{FILES['alipay_public']}"},
+            "apiv3_key_invalid",
+            "wechat_apiv3_key",
+        ),
+    ):
+        form = await hass.config_entries.options.async_configure(
+            flow["flow_id"], _form({**good, **change})
+        )
+        assert form["type"] == "form" and form["errors"] == {"base": key}
+        assert _placeholders_of(form)["setting"] == setting
+        assert DATA_WEBHOOK_ID not in config_entry.data  # nothing saved
+    done = await hass.config_entries.options.async_configure(flow["flow_id"], _form(good))
+    assert done["type"] == "create_entry"
+    stored = config_entry.options[CONF_PAYMENTS]
+    assert stored["wechat_mchid"] == good["wechat_mchid"]
+    assert stored["max_payment"] == "1000.00" and stored["order_minutes"] == 15
+    webhook_id = config_entry.data[DATA_WEBHOOK_ID]
+    assert shown.endswith(f"/api/webhook/{webhook_id}")  # the address shown is the one kept
+    assert config_entry.options["friendly_start"] == "00:00"  # the policy is untouched
+    # Shown again: the stored settings, the public address with the same webhook.
+    flow = await hass.config_entries.options.async_init(config_entry.entry_id)
+    form = await hass.config_entries.options.async_configure(
+        flow["flow_id"], {"next_step_id": "payments"}
+    )
+    assert _placeholders_of(form)["url"] == f"https://ha.example.com/api/webhook/{webhook_id}"
+
+
+def _placeholders_of(result: Any) -> dict[str, str]:
+    placeholders = result["description_placeholders"]
+    assert placeholders is not None
+    return dict(placeholders)
