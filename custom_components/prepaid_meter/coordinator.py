@@ -258,8 +258,8 @@ class PrepaidRuntime:
             self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, commit_at_stop)
         )
         for meter_id, value in stored.get("thresholds", {}).items():
-            if (meter := self.community.meters.get(meter_id)) is not None:
-                meter.low_threshold = Decimal(value)
+            if meter_id in self.community.meters:  # kept by this host (the ledger does not)
+                self.service.set_low_threshold(meter_id, Decimal(value))
         for action, seconds, name in (
             (self._async_publish_interval, PUBLISH_INTERVAL_S, "community figures"),
             (self._async_minute, TICK_INTERVAL_S, "minute"),
