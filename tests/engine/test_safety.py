@@ -302,6 +302,8 @@ def test_acknowledge_an_open_episode() -> None:
     ack = watch.acknowledge("m1", "tamper", "operator:alice", T0 + 30)
     assert ack == AlarmAcknowledged("tamper", "m1", "h1", T0, "operator:alice", T0 + 30)
     assert watch.alarms("m1")["tamper"].acknowledged_by == "operator:alice"
+    assert watch.acknowledge("m1", "tamper", "operator:carol").at == T0  # last heard
+    assert watch.alarms("m1")["tamper"].acknowledged_by == "operator:carol"
     with pytest.raises(SafetyError, match="no open overload"):
         watch.acknowledge("m1", "overload", "operator:alice", T0)
     with pytest.raises(SafetyError, match="unknown alarm kind"):

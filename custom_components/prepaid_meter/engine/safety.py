@@ -567,8 +567,14 @@ class SafetyWatch:
             raise SafetyError(f"unknown area {area_id!r}")
         return area.rate
 
-    def acknowledge(self, meter_id: str, kind: str, actor: str, at: int) -> AlarmAcknowledged:
-        """Acknowledge the open episode `kind` of a meter; SafetyError when none is open."""
+    def acknowledge(
+        self, meter_id: str, kind: str, actor: str, at: int | None = None
+    ) -> AlarmAcknowledged:
+        """Acknowledge the open episode `kind` of a meter; SafetyError when none is open.
+
+        `at` is when (the caller's clock; None: when the meter was last heard). The episode
+        stays open until it clears; the event is for the journal, with the actor.
+        """
         if kind not in ALARM_KINDS:
             raise SafetyError(f"unknown alarm kind {kind!r}")
         alarm = cast("AlarmKind", kind)
@@ -588,6 +594,9 @@ class SafetyWatch:
         if episode is None:
             raise SafetyError(f"no open {kind} alarm on meter {meter_id}")
         episode.actor = actor
+        if at is None:
+            meter = self._meters.get(meter_id)
+            at = max(episode.last, meter.last_rx if meter is not None else 0)
         return AlarmAcknowledged(alarm, meter_id, account_id, episode.started, actor, at)
 
     # -- readings --------------------------------------------------------------------------
