@@ -15,7 +15,15 @@ from homeassistant.setup import async_setup_component
 from homeassistant.util import yaml as yaml_util
 import pytest
 
-from custom_components.prepaid_meter import binary_sensor, button, number, sensor, services, switch
+from custom_components.prepaid_meter import (
+    binary_sensor,
+    button,
+    household_entities,
+    number,
+    sensor,
+    services,
+    switch,
+)
 from custom_components.prepaid_meter.config_flow import POLICY_ERRORS, RESIDENT_ERRORS
 from custom_components.prepaid_meter.const import DOMAIN
 from tests.integration.translations import PACKAGE, PLACEHOLDER, leaves, load, resolve
@@ -27,11 +35,18 @@ ICONS = load(PACKAGE / "icons.json")
 SERVICES_YAML: dict[str, Any] = yaml_util.load_yaml_dict(str(PACKAGE / "services.yaml"))
 
 PLATFORM_DESCRIPTIONS: dict[str, list[EntityDescription]] = {
-    "sensor": [*sensor.METER_SENSORS, *sensor.COMMUNITY_SENSORS],
-    "binary_sensor": list(binary_sensor.BINARY_SENSORS),
+    "sensor": [
+        *sensor.METER_SENSORS,
+        *sensor.COMMUNITY_SENSORS,
+        *household_entities.HOUSEHOLD_SENSORS,
+    ],
+    "binary_sensor": [
+        *binary_sensor.BINARY_SENSORS,
+        *household_entities.HOUSEHOLD_BINARY_SENSORS,
+    ],
     "switch": [switch.SUPPLY],
     "number": [number.THRESHOLD],
-    "button": [button.RESTORE],
+    "button": [button.RESTORE, household_entities.HOUSEHOLD_RESTORE],
 }
 
 
@@ -231,7 +246,7 @@ async def test_home_assistant_loads_the_translations(hass: HomeAssistant, langua
     expected = {"en": "Balance", "zh-Hans": "余额"}[language]
     assert names[f"component.{DOMAIN}.entity.sensor.balance.name"] == expected
     flow = await translation.async_get_translations(hass, language, "config", {DOMAIN})
-    assert f"component.{DOMAIN}.config.step.user.sections.tls_settings.name" in flow
+    assert f"component.{DOMAIN}.config.step.community.sections.tls_settings.name" in flow
     err = ServiceValidationError(
         translation_domain=DOMAIN,
         translation_key="unknown_meter",
