@@ -352,7 +352,10 @@ def load_merchants(resolve: Callable[[str], str], settings: PaymentSettings) -> 
 
 
 def _check_limits(settings: PaymentSettings) -> None:
-    for key, value in ((CONF_MAX_PAYMENT, settings.max_payment),):
+    for key, value in (
+        (CONF_MAX_PAYMENT, settings.max_payment),
+        (CONF_MAX_PER_DAY, settings.max_per_day),
+    ):
         if value <= 0 or value != value.quantize(_CENT):
             raise PaymentSetupError(key, "invalid_limit", f"{value} is not a positive amount.")
     if settings.max_per_day < settings.max_payment:
