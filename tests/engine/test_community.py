@@ -1350,3 +1350,26 @@ def test_household_requests_are_rate_limited_and_unassigned_meters_ignored(
     assert _answer(community) == {"id": "r-4", "ok": True}
     _announce(community, "000000000002")
     assert community.household_request("000000000002", "r-1", NOON) == []
+
+
+def test_unassign_keeps_the_money_and_the_supply_and_frees_the_meter(
+    ledger: Ledger, clock: Clock
+) -> None:
+    community = _community(ledger, clock, enforce_permissions=True)
+    _assign(community)
+    _top_up(community, "100", "tx-1")
+    with pytest.raises(CommunityError, match="operator"):
+        community.unassign_meter(M1, actor=Actor("resident", user_id="u-x"))
+    assert community.unassign_meter(M1, actor=OPS) == A
+    events = community.apply_unassignment(M1)
+    assert [(e.kind, e.account_id) for e in events] == [("unassigned_meter", A)]
+    meter = community.meters[M1]
+    assert meter.account_id is None and meter.desired_relay == "on"
+    assert community.account_payload(meter) is None
+    assert ledger.meters()[M1] is None
+    assert ledger.balances(A)[SubAccount.ELECTRICITY] == Decimal(100)
+    with pytest.raises(CommunityError) as info:
+        community.unassign_meter(M1, actor=OPS)
+    assert info.value.key == "meter_not_assigned"
+    _assign(community, M1, "B")  # a new household moves in
+    assert community.meters[M1].account_id == "B"

@@ -126,6 +126,18 @@ async def test_a_household_asks_for_its_supply_back_through_the_broker(
         answer = await _ask(household)
         assert (answer.ok, answer.reason) == (False, "restore_needs_operator")
         assert community.meters[M1].desired_relay == "off"
+
+        # Move-out: the meter is freed and its retained account topic cleared.
+        assert await service.unassign(M1, actor=OPS) == A
+        await household.stop()
+        later = HouseholdClient(household_login, client_id="pm-pine-101-later")
+        await later.start()
+        try:
+            await wait_for(lambda: later.connected, 10)
+            await asyncio.sleep(0.5)
+            assert later.view is None  # nothing retained for a household that left
+        finally:
+            await later.stop()
     finally:
         await household.stop()
         await service.stop()

@@ -1521,6 +1521,33 @@ class Community:
             Event("account", meter_id, account_id),
         ]
 
+    def unassign_meter(self, meter_id: str, *, actor: Actor | None = None) -> str:
+        """Unbind a meter from its household, an operator's decision (blocking).
+
+        Call it with nothing of the meter's pending (the service commits first). The household
+        and its money stay in the ledger (a move-out settles them); the meter keeps its
+        cursor, and its supply stays as it is: a meter nobody pays for is left to an operator.
+        Returns the household it belonged to.
+        """
+        meter = self._known_meter(meter_id)
+        if meter.account_id is None:
+            raise CommunityError(
+                "meter_not_assigned", f"Meter {meter_id} is not assigned", meter_id=meter_id
+            )
+        if actor is not None:
+            self._authorize(actor, "assign", account_id=meter.account_id)
+        self.ledger.assign_meter(meter_id, None)
+        return meter.account_id
+
+    def apply_unassignment(self, meter_id: str) -> list[Event]:
+        """Take an unassignment into the live state (event loop)."""
+        meter = self._meter(meter_id)
+        account_id, meter.account_id = meter.account_id, None
+        meter.billing = BillingState()
+        meter.request_answer = None
+        meter.request_ids.clear()
+        return [Event("unassigned_meter", meter_id, account_id)]
+
     def statement(
         self, account_id: str, cycle: str, *, actor: Actor | None = None
     ) -> dict[str, Any]:

@@ -388,6 +388,27 @@ class CommunityService:
         self._listener.meter_changed(meter_id)
         return info
 
+    async def unassign(self, meter_id: str, *, actor: Actor | None = None) -> str:
+        """Unbind a meter from its household (move-out); return the household it had.
+
+        What the meter used until now is committed to that household first. Its retained
+        account topic is cleared, so that nobody reads the old household's figures there.
+        """
+        await self.flush(raise_errors=True)
+        account_id = await self._in_executor(
+            lambda: self.community.unassign_meter(meter_id, actor=actor)
+        )
+        self._dirty_accounts.discard(account_id)
+        self._urgent_accounts.discard(account_id)
+        self._dispatch(self.community.apply_unassignment(meter_id))
+        topic = topic_for(self.prefix, self.community_id, meter_id, "account")
+        try:
+            await self.transport.publish(topic, b"", qos=1, retain=True)
+        except Exception as err:  # the unassignment stands either way
+            _LOGGER.warning("The old household's account topic %s stays retained: %s", topic, err)
+        self._listener.meter_changed(meter_id)
+        return account_id
+
     async def statement(
         self, account_id: str, cycle: str, *, actor: Actor | None = None
     ) -> dict[str, Any]:
