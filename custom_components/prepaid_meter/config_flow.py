@@ -20,6 +20,7 @@ from pathlib import Path
 import re
 from typing import Any
 
+from homeassistant.components import webhook
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigEntryState,
@@ -101,6 +102,19 @@ from .household_entry import (
     household_unique_id,
     is_household,
     stale_minutes,
+)
+from .payments import (
+    CONF_PAYMENTS,
+    CONF_PUBLIC_URL,
+    DATA_WEBHOOK_ID,
+    SETUP_ERRORS as PAYMENT_SETUP_ERRORS,
+    PaymentSetupError,
+    key_error_placeholders,
+    payment_form_input,
+    payment_form_schema,
+    payment_form_values,
+    validate_payment_options,
+    webhook_url,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -797,11 +811,15 @@ def policy_form_values(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class PrepaidMeterOptionsFlow(OptionsFlow):
-    """Edit the prepaid policy, or link residents to their households."""
+    """Edit the prepaid policy, link residents to their households, or set up payments."""
+
+    _webhook_id: str | None = None
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Offer the prepaid rules and the residents."""
-        return self.async_show_menu(step_id="init", menu_options=["policy", "residents"])
+        """Offer the prepaid rules, the residents and the payments."""
+        return self.async_show_menu(
+            step_id="init", menu_options=["policy", "residents", "payments"]
+        )
 
     async def async_step_residents(
         self, user_input: dict[str, Any] | None = None
@@ -913,6 +931,51 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
             ),
             errors=errors,
             description_placeholders=placeholders,
+        )
+
+    async def async_step_payments(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """WeChat Pay and Alipay: ids, key files, limits; the keys are loaded before saving.
+
+        The webhook id is made the first time the form is shown and kept in the entry's data
+        when the settings are saved, so that the address shown is the one that works.
+        """
+        entry = self.config_entry
+        errors: dict[str, str] = {}
+        placeholders = {"setting": "", "error": ""}
+        webhook_id = entry.data.get(DATA_WEBHOOK_ID) or self._webhook_id
+        if not webhook_id:
+            webhook_id = self._webhook_id = webhook.async_generate_id()
+        if user_input is not None:
+            values = payment_form_input(user_input)
+            try:
+                stored = await self.hass.async_add_executor_job(
+                    validate_payment_options, self.hass.config.path, values
+                )
+            except PaymentSetupError as err:
+                errors["base"] = err.key if err.key in PAYMENT_SETUP_ERRORS else "invalid_option"
+                placeholders = key_error_placeholders(err)
+            else:
+                options = {**entry.options, CONF_PAYMENTS: stored}
+                self.hass.config_entries.async_update_entry(
+                    entry, data={**entry.data, DATA_WEBHOOK_ID: webhook_id}, options=options
+                )
+                return self.async_create_entry(data=options)
+        stored_values = payment_form_values(entry.options)
+        public = (user_input or stored_values).get(CONF_PUBLIC_URL) or ""
+        currency = str(entry.data.get(CONF_CURRENCY, DEFAULT_CURRENCY))
+        return self.async_show_form(
+            step_id="payments",
+            data_schema=self.add_suggested_values_to_schema(
+                payment_form_schema(currency),  # type: ignore[arg-type, unused-ignore]
+                user_input or stored_values,
+            ),
+            errors=errors,
+            description_placeholders={
+                **placeholders,
+                "url": webhook_url(self.hass, webhook_id, str(public)),
+            },
         )
 
 

@@ -58,6 +58,7 @@ from .household_entry import (
     async_unload_household_entry,
     is_household,
 )
+from .payments import async_setup_payments, async_unload_payments
 from .services import async_setup_services
 from .texts import async_load_texts
 
@@ -202,6 +203,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
     await async_load_texts(hass)  # the logbook's, in Home Assistant's language
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     await async_setup_dashboards(hass, entry)  # the dashboards it made earlier, if any
+    # Payments last: what a crash left due is posted through the running service. Before the
+    # update listener: the first start keeps a new webhook id in the entry's data.
+    await async_setup_payments(hass, entry)
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     runtime.async_check_size()
     return True
@@ -218,6 +222,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> 
         return await async_unload_household_entry(hass, cast("HouseholdConfigEntry", entry))
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        await async_unload_payments(hass, entry)  # no notification while the ledger closes
         await entry.runtime_data.async_stop()
     return unloaded
 

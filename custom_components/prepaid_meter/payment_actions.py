@@ -205,9 +205,6 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     account_id = _account_of(runtime, call)
     community = runtime.community
     meters = sorted(m.meter_id for m in community.meters.values() if m.account_id == account_id)
-    unassign = getattr(runtime.service, "unassign", None)
-    if unassign is None:
-        raise translated_error("move_out_unavailable", household=account_id)
     # Charges up to each meter's last reading first: the final figures include them.
     await runtime.async_call(runtime.service.flush, raise_errors=True)
     cycle = next(
@@ -222,7 +219,7 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
         ledger.balances, account_id
     )
     for meter_id in meters:
-        await runtime.async_call(unassign, meter_id, actor=actor)
+        await runtime.async_call(runtime.service.unassign, meter_id, actor=actor)
     electricity = balances[SubAccount.ELECTRICITY]
     arrears = {sub.value: _money(-value) for sub, value in balances.items() if value < 0}
     settled: dict[str, Any] = {

@@ -53,6 +53,7 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.setup import async_setup_component
 from homeassistant.util.hass_dict import HassKey
 import voluptuous as vol
 
@@ -989,6 +990,8 @@ async def async_setup_payments(
         for provider in ("wechat", "alipay"):
             ir.async_delete_issue(hass, DOMAIN, f"payment_keys_{entry.entry_id}_{provider}")
         return None
+    if "webhook" not in hass.config.components:  # loaded by default_config, else here
+        await async_setup_component(hass, "webhook", {})
     merchants = await hass.async_add_executor_job(load_merchants, hass.config.path, settings)
     webhook_id = ensure_webhook_id(hass, entry)
     runtime = entry.runtime_data

@@ -47,6 +47,7 @@ from .engine.ledger import EntryKind, SubAccount
 from .engine.protocol import METER_ID_RE
 from .engine.transport import CannotConnect, InvalidAuth
 from .household_entry import is_household
+from .payment_actions import PAYMENT_SERVICES
 from .texts import translated_error as _error
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
@@ -478,6 +479,8 @@ SERVICES: dict[
         _revoke_household_access,
         SupportsResponse.OPTIONAL,
     ),
+    # Orders, unmatched payments, move-out and the monthly report: payment_actions.py.
+    **PAYMENT_SERVICES,
 }
 
 

@@ -608,7 +608,7 @@ async def open_policy(hass: HomeAssistant, entry: MockConfigEntry) -> ConfigFlow
     """Open the options and choose the prepaid rules from the menu."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["policy", "residents"]
+    assert result["menu_options"] == ["policy", "residents", "payments"]
     return await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "policy"}
     )
