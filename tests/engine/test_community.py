@@ -24,6 +24,7 @@ from custom_components.prepaid_meter.engine.ledger import (
     SupplyChange,
 )
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
+from custom_components.prepaid_meter.engine.safety import SafetyRules
 from custom_components.prepaid_meter.engine.tariff import load_preset
 
 # Tuesday 2026-03-10 12:00 in Shanghai: not friendly hours, not a weekend.
@@ -593,62 +594,110 @@ def test_can_restore(ledger: Ledger, clock: Clock) -> None:
 # ---------------------------------------------------------------------------- alarms
 
 
+def _feed(community: Community, clock: Clock, readings: list[R]) -> list[Event]:
+    """Hand readings to the community at their own time (the clock follows them)."""
+    events: list[Event] = []
+    for reading in readings:
+        clock.now = max(clock.now, float(reading.ts))
+        events += community.handle_reading(reading)
+    return events
+
+
+def _types(events: list[Event], kind: str = "alarm") -> list[str]:
+    return [e.data["type"] for e in events if e.kind == kind]
+
+
 def test_alarms(ledger: Ledger, clock: Clock) -> None:
-    """Overload, suspected theft, tamper and inactivity each raise one alarm per episode."""
-    community = Community(
-        ledger, load_preset("flat"), PolicyConfig(), clock=clock, inactivity_hours=1
-    )
+    """Overload, suspected theft and tamper each raise one alarm per episode.
+
+    Overload is a current at or above the rated current (60 A) for 120 s (SafetyRules'
+    overload_factor and overload_s): 70 A for 60 s is not one, for 120 s it is.
+    """
+    community = Community(ledger, load_preset("flat"), PolicyConfig(), clock=clock)
     community.load()
     _assign(community)
     _top_up(community, "1000", "tx")
-    m = "000000000001"
-    events = community.handle_reading(
-        R(m, 1, NOON - 7200, Decimal(1), current_a=70.0, neutral_current_a=70.0)
+    t = NOON - 7200
+    hot: dict[str, Any] = {"current_a": 70.0, "neutral_current_a": 70.0}
+    events = _feed(community, clock, [R(M1, 1, t, Decimal(1), **hot)])
+    events += _feed(community, clock, [R(M1, 2, t + 60, Decimal(2), **hot)])
+    assert "alarm" not in _kinds(events)  # 60 s over: not yet
+    events = _feed(community, clock, [R(M1, 3, t + 120, Decimal(3), **hot)])
+    assert _types(events) == ["overload"]
+    [alarm] = [e for e in events if e.kind == "alarm"]
+    assert (alarm.data["household"], alarm.data["rated_current_a"]) == (f"Household {A}", 60.0)
+    events = _feed(community, clock, [R(M1, 4, t + 180, Decimal(4), **hot)])
+    assert "alarm" not in _kinds(events)  # the same episode
+    gap: dict[str, Any] = {"current_a": 5.0, "neutral_current_a": 1.0}
+    events = _feed(community, clock, [R(M1, 5, t + 240, Decimal(5), **gap)])
+    assert "alarm" not in _kinds(events)  # a gap, not yet for a minute
+    events = _feed(community, clock, [R(M1, 6, t + 300, Decimal(6), **gap)])
+    assert _types(events) == ["theft_suspected"]
+    events = _feed(community, clock, [R(M1, 7, t + 360, Decimal(7), events=("cover_open",))])
+    assert _types(events) == ["tamper"]
+    assert community.alarms(M1) == ["overload", "tamper", "theft_suspected"]
+    # Quiet readings for the clearing time: each episode ends once, with its length.
+    events = _feed(
+        community,
+        clock,
+        [R(M1, 8 + n, t + 420 + n * 60, Decimal(8 + n)) for n in range(20)],
     )
-    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["overload"]
-    events = community.handle_reading(
-        R(m, 2, NOON - 7100, Decimal(2), current_a=70.0, neutral_current_a=70.0)
-    )
-    assert "alarm" not in _kinds(events)
-    for seq in (3, 4):
-        events = community.handle_reading(
-            R(m, seq, NOON - 7200 + seq * 100, Decimal(seq), current_a=5.0, neutral_current_a=1.0)
-        )
-    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["theft_suspected"]
-    events = community.handle_reading(R(m, 5, NOON - 6600, Decimal(5), events=("cover_open",)))
-    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["tamper"]
-    # Only the fridge for over an hour: a care alarm, once.
-    events = []
-    for seq in range(6, 10):
-        events += community.handle_reading(
-            R(m, seq, NOON - 6600 + (seq - 5) * 1500, Decimal(seq), power_w=90.0)
-        )
-    assert _kinds(events).count("inactivity") == 1
+    assert sorted(_types(events, "alarm_cleared")) == ["overload", "tamper", "theft_suspected"]
+    assert community.alarms(M1) == []
 
 
 def test_protective_cut_on_sustained_severe_overload(ledger: Ledger, clock: Clock) -> None:
-    """Three readings far above the rated current cut the supply for safety."""
+    """1.5 x the rated current: an alarm after 120 s, a protective cut after 300 s (1.45 x
+    rated for cut_s: IEC 60898-1's conventional tripping current), once."""
     community = _community(ledger, clock)
     _assign(community)
     _top_up(community, "1000", "tx")
-    events: list[Event] = []
-    for seq in range(1, 4):
-        events += community.handle_reading(
-            R("000000000001", seq, NOON - 300 + seq * 10, Decimal(seq), current_a=90.0)
-        )
-    assert [e.data["reason"] for e in events if e.kind == "supply_cut"] == ["overload"]
+    readings = [
+        R(M1, n + 1, NOON - 600 + n * 60, Decimal(n + 1), current_a=90.0, neutral_current_a=90.0)
+        for n in range(7)
+    ]
+    events = _feed(community, clock, readings[:5])  # 0 .. 240 s
+    assert _types(events) == ["overload"]
+    assert "supply_cut" not in _kinds(events)
+    events = _feed(community, clock, readings[5:])  # 300 s, 360 s
+    cuts = [e for e in events if e.kind == "supply_cut"]
+    assert [(c.data["reason"], c.data["actor_kind"]) for c in cuts] == [("overload", "safety")]
+    assert community.meters[M1].relay_actor == Actor.SAFETY
+
+
+def test_an_overload_just_under_the_cut_level_alarms_without_a_cut(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """1.3 x rated for ten minutes: an overload alarm, no cut (1.45 x, or 1.13 x for an hour)."""
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "1000", "tx")
+    readings = [
+        R(M1, n + 1, NOON - 700 + n * 60, Decimal(n + 1), current_a=78.0, neutral_current_a=78.0)
+        for n in range(11)
+    ]
+    events = _feed(community, clock, readings)
+    assert _types(events) == ["overload"]
+    assert "supply_cut" not in _kinds(events)
 
 
 def test_overcurrent_event_with_normal_current_alarms_once(ledger: Ledger, clock: Clock) -> None:
-    """A meter repeating its overcurrent event while its current reads normal: one alarm."""
+    """A meter repeating its overcurrent event while its current reads normal: one alarm,
+    once the report has lasted the overload duration (120 s)."""
     community = _community(ledger, clock)
     _assign(community)
-    events: list[Event] = []
-    for seq in range(1, 5):
-        events += community.handle_reading(
-            R("000000000001", seq, NOON - 100 + seq * 10, Decimal(seq), events=("overcurrent",))
-        )
-    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["overload"]
+    events = _feed(
+        community,
+        clock,
+        [R(M1, n, NOON - 200 + n * 10, Decimal(n), events=("overcurrent",)) for n in range(1, 12)],
+    )
+    assert "alarm" not in _kinds(events)  # 100 s
+    events = _feed(
+        community,
+        clock,
+        [R(M1, n, NOON - 200 + n * 10, Decimal(n), events=("overcurrent",)) for n in range(12, 17)],
+    )
+    assert _types(events) == ["overload"]
 
 
 def test_arc_fault_cuts_for_safety_once(ledger: Ledger, clock: Clock) -> None:
@@ -687,40 +736,318 @@ def test_protective_cut_can_be_disabled(ledger: Ledger, clock: Clock) -> None:
 
 
 def test_overcurrent_event_and_missing_current(ledger: Ledger, clock: Clock) -> None:
-    """The meter's own overcurrent event alarms once; readings without currents skip checks."""
+    """The meter's own overcurrent event alarms once; a reading without currents neither
+    opens nor ends anything."""
     community = _community(ledger, clock)
     _assign(community)
     _top_up(community, "100", "t1")
     no_current = {"current_a": None, "neutral_current_a": None}
     events = community.handle_reading(
-        R(M1, 1, NOON - 120, Decimal(1), events=("overcurrent",), **no_current)
+        R(M1, 1, NOON - 400, Decimal(1), events=("overcurrent",), **no_current)
     )
-    assert [e.data["type"] for e in events if e.kind == "alarm"] == ["overload"]
+    assert "alarm" not in _kinds(events)
     events = community.handle_reading(
-        R(M1, 2, NOON - 90, Decimal(2), events=("overcurrent",), **no_current)
+        R(M1, 2, NOON - 250, Decimal(2), events=("overcurrent",), **no_current)
     )
-    assert "alarm" not in _kinds(events)  # the same episode
+    assert _types(events) == ["overload"]
     events = community.handle_reading(
         R(M1, 3, NOON - 60, Decimal(3), current_a=None, neutral_current_a=None, power_w=None)
     )
     assert "alarm" not in _kinds(events)
-    meter = community.meters[M1]
-    assert meter.overload_alarm is True  # no current: nothing says the overload ended
-    assert meter.last_active_ts == NOON - 90  # a reading without power changes nothing
+    assert "alarm_cleared" not in _kinds(events)
+    assert community.alarms(M1) == ["overload"]
 
 
-def test_quiet_home_starts_the_inactivity_clock(ledger: Ledger, clock: Clock) -> None:
-    """The first reading, even at low power, starts the clock the inactivity alarm uses."""
-    community = _community(ledger, clock, inactivity_hours=1)
+def test_the_safety_rules_come_from_the_community(ledger: Ledger, clock: Clock) -> None:
+    """A community's own rules: with overload_s 60, a minute over is an overload."""
+    community = _community(ledger, clock, safety_rules=SafetyRules(overload_s=60))
     _assign(community)
-    community.handle_reading(R(M1, 1, NOON - 7200, Decimal(1), power_w=50.0))
-    assert community.meters[M1].last_active_ts == NOON - 7200
-    events = community.handle_reading(R(M1, 2, NOON - 3000, Decimal(2), power_w=50.0))
-    inactivity = [e for e in events if e.kind == "inactivity"]
-    assert [e.data["hours"] for e in inactivity] == [1.2]
-    events = community.handle_reading(R(M1, 3, NOON - 60, Decimal(3), power_w=1200.0))
+    hot: dict[str, Any] = {"current_a": 70.0, "neutral_current_a": 70.0}
+    events = _feed(
+        community, clock, [R(M1, n, NOON - 300 + n * 60, Decimal(n), **hot) for n in (1, 2)]
+    )
+    assert _types(events) == ["overload"]
+
+
+# ---------------------------------------------------------------------------- care and offline
+
+DAY_S = 86_400
+
+
+def _home_power(t: int) -> float:
+    """A lived day: a base of 80 W; lights and cooking mornings and evenings (UTC hours)."""
+    hour = (t % DAY_S) // 3600
+    power = 80.0
+    if hour in (7, 8, 18, 19, 20, 21):
+        power += 250.0
+    if hour in (7, 19) and (t % 3600) < 900:
+        power += 2_000.0
+    return power
+
+
+def _lived(start: int, days: float, stop: int | None = None, seq: int = 1) -> list[R]:
+    """A household's readings every 5 minutes; after `stop` only the fridge (80 W)."""
+    energy = 1000.0
+    out = []
+    for n in range(int(days * DAY_S / 300)):
+        t = start + n * 300
+        watts = _home_power(t) if stop is None or t < stop else 80.0
+        energy += watts * 300 / 3.6e6
+        amps = watts / 220
+        out.append(R(M1, seq + n, t, Decimal(f"{energy:.4f}"), watts, 220.0, amps, amps, "on"))
+    return out
+
+
+def _care(
+    community: Community, account: str = A, actor: Actor = OPS, **changes: Any
+) -> list[Event]:
+    setting = community.household_safety(account, actor=actor, **changes)
+    community.record_safety_setting(setting)
+    return community.apply_safety_setting(setting)
+
+
+def _live_care(ledger: Ledger, clock: Clock, **flags: Any) -> tuple[Community, list[Event], int]:
+    """A household lives four days as usual, then its person stops (their meter reads on)."""
+    start = NOON - NOON % DAY_S - 10 * DAY_S
+    clock.now = start
+    community = _community(ledger, clock)
+    _assign(community)
+    _top_up(community, "1000", "tx")
+    if flags:
+        _care(community, **flags)
+    stop = start + 4 * DAY_S + 21 * 3600 + 600  # after the evening's last activity
+    events: list[Event] = []
+    for reading in _lived(start, 6, stop):
+        clock.now = reading.ts
+        events += community.handle_reading(reading)
+        events += community.safety_tick(reading.ts)
+    return community, events, stop
+
+
+def test_care_alarm_for_an_opted_in_household_then_its_end(ledger: Ledger, clock: Clock) -> None:
+    """The person stops: one inactivity alarm within 12 h of their last activity, with the
+    hours and the household; their next kettle ends it (`alarm_cleared`)."""
+    community, events, stop = _live_care(ledger, clock, care=True)
+    [alarm] = [e for e in events if e.kind == "inactivity"]
+    assert alarm.data["household"] == f"Household {A}"
+    assert alarm.data["started"] <= stop
+    assert alarm.data["hours"] >= SafetyRules().care_hours
+    assert alarm.data["started"] + alarm.data["hours"] * 3600 - stop <= 12 * 3600
+    assert _types(events) == []  # nothing else
+    assert community.alarms(M1) == ["inactivity"]
+    last = community.meters[M1]
+    assert last.ts is not None and last.energy_kwh is not None
+    clock.now = last.ts + 300
+    events = community.handle_reading(
+        R(M1, (last.seq or 0) + 1, last.ts + 300, last.energy_kwh + Decimal("0.2"), 2400.0)
+    )
+    assert [(e.data["type"], e.data["household"]) for e in events if e.kind == "alarm_cleared"] == [
+        ("inactivity", f"Household {A}")
+    ]
+
+
+@pytest.mark.parametrize("flags", [{}, {"care": True, "vacant": True}])
+def test_no_care_alarm_without_the_opt_in_or_for_a_vacant_flat(
+    ledger: Ledger, clock: Clock, flags: dict[str, Any]
+) -> None:
+    """Care is about a person: never without their opt-in, never for a flat marked vacant."""
+    _, events, _stop = _live_care(ledger, clock, **flags)
     assert "inactivity" not in _kinds(events)
-    assert community.meters[M1].inactive_alarm is False
+    assert "alarm" not in _kinds(events)
+
+
+def test_marking_a_household_vacant_ends_its_open_care_alarm(ledger: Ledger, clock: Clock) -> None:
+    community, events, _stop = _live_care(ledger, clock, care=True)
+    assert "inactivity" in _kinds(events)
+    events = _care(community, vacant=True)
+    assert [(e.kind, e.data["type"]) for e in events] == [("alarm_cleared", "inactivity")]
+
+
+def test_a_silent_meter_is_offline_once_until_it_reads_again(ledger: Ledger, clock: Clock) -> None:
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(1)))
+    assert community.safety_tick(NOON + 3000) == []
+    events = community.safety_tick(NOON + 3600)
+    assert [(e.kind, e.data["type"], e.data["last_seen"]) for e in events] == [
+        ("alarm", "offline", NOON)
+    ]
+    assert community.safety_tick(NOON + 7200) == []  # one episode
+    clock.now = NOON + 7200
+    events = community.handle_reading(R(M1, 2, NOON + 7200, Decimal(1)))
+    assert _types(events, "alarm_cleared") == ["offline"]
+
+
+# ---------------------------------------------------------------------------- operators' settings
+
+
+def test_household_safety_settings_are_journaled_and_come_back(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Care, vacant and rule overrides: journaled with the actor, loaded at the next start;
+    a bad rule is one clear error and writes nothing."""
+    community = _community(ledger, clock)
+    _assign(community)
+    with pytest.raises(CommunityError) as err:
+        community.household_safety(A, rules={"overload_s": -1}, actor=OPS)
+    assert err.value.key == "invalid_safety_rule"
+    with pytest.raises(CommunityError) as err:
+        community.household_safety(B, care=True, actor=OPS)
+    assert err.value.key == "unknown_household"
+    assert ledger.safety_history() == []
+    _care(community, care=True, rules={"overload_s": 30})
+    _care(community, care=True, rules={"overload_s": 30})  # the same: nothing written
+    _care(community, vacant=True)
+    history = ledger.safety_history("household")
+    assert [(h.key, dict(h.body), h.actor) for h in history] == [
+        (A, {"care": True, "vacant": False, "rules": {"overload_s": 30}}, str(OPS)),
+        (A, {"care": True, "vacant": True, "rules": {"overload_s": 30}}, str(OPS)),
+    ]
+    again = _community(ledger, clock)
+    household = again.households[A]
+    assert (household.care, household.vacant, household.safety_rules) == (
+        True,
+        True,
+        {"overload_s": 30},
+    )
+    assert again.safety.rules_for(A).overload_s == 30
+    assert again.safety.household(A).vacant is True
+
+
+def test_only_an_operator_sets_safety_and_acknowledges(ledger: Ledger, clock: Clock) -> None:
+    community = _community(ledger, clock, enforce_permissions=True)
+    _assign(community)
+    community.apply_link(A, "u-alice", linked=True)
+    with pytest.raises(CommunityError) as err:
+        community.household_safety(A, care=True, actor=ALICE)
+    assert err.value.key == "not_authorized"
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(1), events=("cover_open",)))
+    with pytest.raises(CommunityError) as err:
+        community.acknowledgement(M1, "tamper", actor=ALICE)
+    assert err.value.key in ("not_authorized", "not_your_meter")
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b3", M2, [M1], actor=ALICE)
+    assert err.value.key == "not_authorized"
+
+
+def test_acknowledge_an_open_alarm(ledger: Ledger, clock: Clock) -> None:
+    """An operator acknowledges an open episode: journaled with who and when; the episode
+    stays open until it clears; nothing open is `no_open_alarm`."""
+    community = _community(ledger, clock)
+    _assign(community)
+    with pytest.raises(CommunityError) as err:
+        community.acknowledgement(M1, "tamper", actor=OPS)
+    assert (err.value.key, err.value.placeholders) == (
+        "no_open_alarm",
+        {"meter_id": M1, "kind": "tamper"},
+    )
+    with pytest.raises(CommunityError) as err:
+        community.acknowledgement(M1, "no_such_kind", actor=OPS)
+    assert err.value.key == "no_open_alarm"
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(1), events=("cover_open",)))
+    ack = community.acknowledgement(M1, "tamper", actor=OPS)
+    community.record_acknowledgement(ack)
+    [event] = community.apply_acknowledgement(ack)
+    assert event.kind == "alarm_acknowledged"
+    assert event.data["type"] == "tamper"
+    assert event.data["started"] == NOON - 60
+    assert event.data["household"] == f"Household {A}"
+    assert event.data["actor_kind"] == "operator"
+    assert event.data["at"] == NOON
+    assert [
+        (a.meter_id, a.account_id, a.kind, a.started, a.actor) for a in ledger.safety_acks()
+    ] == [(M1, A, "tamper", NOON - 60, str(OPS))]
+    assert community.safety.alarms(M1)["tamper"].acknowledged_by == str(OPS)
+    assert community.alarms(M1) == ["tamper"]
+
+
+def test_the_watch_state_survives_a_restart(
+    ledger: Ledger, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Open episodes come back with the kept state; an unusable state is logged and the
+    watch starts afresh."""
+    community = _community(ledger, clock)
+    _assign(community)
+    community.handle_reading(R(M1, 1, NOON - 60, Decimal(1), events=("cover_open",)))
+    ledger.save_safety_state(community.safety_state(), NOON)
+    again = _community(ledger, clock)
+    assert again.alarms(M1) == ["tamper"]
+    # The same sign again is the same episode: no second alarm.
+    events = again.handle_reading(R(M1, 2, NOON, Decimal(1), events=("cover_open",)))
+    assert "alarm" not in _kinds(events)
+    ledger.save_safety_state('{"version": 99}', NOON)
+    with caplog.at_level(logging.WARNING):
+        fresh = _community(ledger, clock)
+    assert fresh.alarms(M1) == []
+    assert "starts afresh" in caplog.text
+
+
+def test_a_master_meter_belongs_to_no_household(ledger: Ledger, clock: Clock) -> None:
+    """A master meter of an area: no unassigned-meter repair, cannot be assigned, kept in
+    the ledger; a bad area is `invalid_area` and changes nothing."""
+    community = _community(ledger, clock)
+    _assign(community)
+    _assign(community, M2, B)
+    m3 = "000000000003"
+    _announce(community, m3)
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b3", M1, [M2], actor=OPS)
+    assert err.value.key == "invalid_area"  # M1 belongs to a household
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b3", m3, [m3, M1], actor=OPS)
+    assert err.value.key == "invalid_area"
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b3", m3, [], actor=OPS)
+    assert err.value.key == "invalid_area"
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b3", m3, ["000000000009"], actor=OPS)
+    assert err.value.key == "unknown_meter"
+    assert ledger.safety_history() == []
+    setting = community.master_meter("b3", m3, [M1, M2], actor=OPS)
+    community.record_safety_setting(setting)
+    community.apply_safety_setting(setting)
+    assert community.is_master(m3)
+    events = community.handle_reading(R(m3, 1, NOON - 60, Decimal(5)))
+    assert "unassigned_meter" not in _kinds(events)
+    with pytest.raises(CommunityError) as err:
+        community.assign_meter(m3, "b3-u2-503", "Household 503", actor=OPS)
+    assert err.value.key == "meter_is_master"
+    m4 = "000000000004"
+    _announce(community, m4)
+    with pytest.raises(CommunityError) as err:
+        community.master_meter("b4", m4, [M1], actor=OPS)
+    assert err.value.key == "invalid_area"  # M1 is in area b3
+    again = _community(ledger, clock)
+    assert again.areas == {"b3": (m3, frozenset({M1, M2}))}
+    assert again.safety.loss_rate("b3") is None  # nothing measured yet
+    removal = again.master_meter("b3", None, actor=OPS)
+    again.record_safety_setting(removal)
+    again.apply_safety_setting(removal)
+    assert again.areas == {}
+    assert _community(ledger, clock).areas == {}
+
+
+def test_the_loss_rate_of_an_area(ledger: Ledger, clock: Clock) -> None:
+    """The master meter measures 10 % more than its households: the area's loss rate."""
+    start = NOON - NOON % 3600 - 8 * 3600
+    clock.now = start
+    community = _community(ledger, clock)
+    _assign(community)
+    _assign(community, M2, B)
+    m3 = "000000000003"
+    _announce(community, m3)
+    setting = community.master_meter("b3", m3, [M1, M2], actor=OPS)
+    community.record_safety_setting(setting)
+    community.apply_safety_setting(setting)
+    for n in range(8 * 12):
+        t = start + n * 300
+        clock.now = t
+        kwh = Decimal(n) / 10  # 1.2 kWh an hour each
+        for meter_id, register in ((M1, kwh), (M2, kwh), (m3, kwh * 2 * Decimal("1.1"))):
+            community.handle_reading(R(meter_id, n + 1, t, Decimal(100) + register))
+        community.safety_tick(t)
+    rate = community.safety.loss_rate("b3")
+    assert rate is not None and rate == pytest.approx(0.1 / 1.1, abs=0.01)
 
 
 # ---------------------------------------------------------------------------- the daily counter

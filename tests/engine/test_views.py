@@ -82,8 +82,12 @@ def test_community_lists_name_the_households_to_look_at(ledger: Ledger, clock: C
     community.handle_announce(M1, model=None, firmware=None, rated_current_a=None)
     community.handle_announce(M2, model=None, firmware=None, rated_current_a=None)
     community.request_relay(M1, "off", actor=OPS)
+    # A neutral gap for a minute: a suspected theft episode opens on M2 (the watch's truth).
+    for seq in (1, 2):
+        community.handle_reading(
+            R(M2, seq, NOON - 180 + seq * 60, Decimal(1), current_a=5.0, neutral_current_a=1.0)
+        )
     community.meters[M2].online = False
-    community.meters[M2].alarms["theft_suspected"] = (NOON, NOON)
     empty = community_lists(community)
     assert empty.arrears[SubAccount.ELECTRICITY] == []
     assert empty.cut == [
@@ -97,6 +101,7 @@ def test_community_lists_name_the_households_to_look_at(ledger: Ledger, clock: C
     ]
     assert [line["meter_id"] for line in empty.offline] == [M2]
     assert empty.alarmed[0]["alarms"] == ["theft_suspected"]
+    assert meter_view(community, community.meters[M2]).alarms == ("theft_suspected",)
     for account in ("b3-u2-501", "b3-u2-502"):
         community.households[account].balances[SubAccount.PROPERTY_FEE] = Decimal(
             "-10.005" if account.endswith("1") else "-99"

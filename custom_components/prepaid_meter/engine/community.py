@@ -51,6 +51,8 @@ from .ledger import (
     LedgerError,
     Posting,
     PostResult,
+    SafetyAck,
+    SafetySetting,
     SubAccount,
     SupplyChange,
     UsageDelta,
@@ -66,6 +68,19 @@ from .policy import (
     estimate_days_left,
 )
 from .protocol import Issues, MeterGate, Rejected, account_payload
+from .safety import (
+    ALARM_KINDS,
+    AlarmAcknowledged,
+    AlarmCleared,
+    AlarmStarted,
+    HouseholdFlags,
+    ProtectiveCutWanted,
+    SafetyError,
+    SafetyEvent,
+    SafetyRules,
+    SafetyWatch,
+    WatchReading,
+)
 from .tariff import Tariff
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,16 +94,12 @@ DEFAULT_RATED_CURRENT_A = 60.0
 #: Meters one community takes by discovery; announces beyond are refused and counted, so a
 #: flood of made-up ids cannot fill Home Assistant's device registry.
 METER_LIMIT = 10_000
-OVERLOAD_CUT_FACTOR = 1.25
-OVERLOAD_CUT_READINGS = 3
-THEFT_MIN_A = 0.5
-THEFT_RATIO = 0.1
-THEFT_READINGS = 2
-TAMPER_EVENTS = frozenset({"cover_open", "magnetic_tamper", "reverse_energy"})
 #: An alarm is one episode: one `alarm` event when it starts, one `alarm_cleared` when the
-#: meter's readings have shown no sign of it for this long (a meter that flickers between
-#: the two states, as a bypass with a varying load does, is one episode, not one a minute).
-ALARM_CLEAR_S = 900
+#: meter's readings have shown no sign of it for this long (the safety watch's default
+#: `SafetyRules.clear_s`; a community's options may change it).
+ALARM_CLEAR_S = SafetyRules().clear_s
+#: What a household's safety setting may hold (engine/safety.py's HouseholdFlags, stored).
+SAFETY_FLAGS = ("care", "vacant")
 #: A household's own requests (topic `request`): at most this many acted on per window per
 #: meter (more are answered `rate_limited`); the last REQUEST_IDS_KEPT ids are remembered, so
 #: a repeated request gets its first answer and is never acted on twice.
@@ -171,6 +182,7 @@ type PeopleEventKind = Literal[
     "top_up",
     "alarm",
     "alarm_cleared",
+    "alarm_acknowledged",
     "inactivity",
     "command_failed",
 ]
@@ -239,12 +251,6 @@ class MeterState:
     deferred: str | None = None
     billing: BillingState = field(default_factory=BillingState)
     cycle_cost: Decimal = _ZERO
-    last_active_ts: int | None = None
-    inactive_alarm: bool = False
-    overload_count: int = 0
-    theft_count: int = 0
-    #: Open alarm episodes: type -> (start, last reading that showed it), reading times.
-    alarms: dict[str, tuple[int, int]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     #: The household's last request from its own Home Assistant and the answer, as the
     #: `account` topic's `request` member: {"id", "ok"[, "reason"]}.
@@ -252,16 +258,6 @@ class MeterState:
     #: Request ids answered lately (id -> answer) and when requests were last acted on.
     request_ids: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_times: list[float] = field(default_factory=list)
-
-    @property
-    def overload_alarm(self) -> bool:
-        """Return whether an overload episode is open."""
-        return "overload" in self.alarms
-
-    @property
-    def theft_alarm(self) -> bool:
-        """Return whether a suspected-theft episode is open."""
-        return "theft_suspected" in self.alarms
 
     def cursor(self) -> Cursor | None:
         """Return what the ledger keeps for this meter."""
@@ -286,6 +282,11 @@ class HouseholdState:
     label: str
     opened_at: int
     supply_protected: bool = False
+    #: The safety watch's settings of this household (an operator's): care opted in, marked
+    #: vacant, and rule overrides (SafetyRules option names, the community's for the rest).
+    care: bool = False
+    vacant: bool = False
+    safety_rules: dict[str, Any] = field(default_factory=dict)
     balances: dict[SubAccount, Decimal] = field(
         default_factory=lambda: dict.fromkeys(SubAccount, _ZERO)
     )
@@ -394,8 +395,7 @@ class Community:
         policy: PolicyConfig,
         *,
         clock: Callable[[], float] = time.time,
-        inactivity_hours: float = 24.0,
-        inactivity_power_w: float = 250.0,
+        safety_rules: SafetyRules | None = None,
         protective_cut: bool = True,
         birth_announces: bool = False,
         issues: Issues | None = None,
@@ -409,14 +409,20 @@ class Community:
         `MeterGate` (duplicates, old or future clocks, bad registers), which counts into
         `issues` (share the profile's to have one counter of everything refused).
         `enforce_permissions` checks who may do what (see the module docstring).
+        `safety_rules` are the community's thresholds of the safety and care watch
+        (engine/safety.py; None: its defaults); `protective_cut` False makes a wanted
+        protective cut an alarm only.
         """
         self.ledger = ledger
         self.tariff = tariff
         self.policy = policy
         self.clock = clock
-        self.inactivity_hours = inactivity_hours
-        self.inactivity_power_w = inactivity_power_w
         self.protective_cut = protective_cut
+        #: The safety and care watch: alarms as episodes (engine/safety.py).
+        self.safety = SafetyWatch(safety_rules, timezone=policy.zone)
+        #: Areas of master meters: area id -> (master meter, member meters); a master meter
+        #: belongs to no household and is not billed.
+        self.areas: dict[str, tuple[str, frozenset[str]]] = {}
         self.meters: dict[str, MeterState] = {}
         #: Messages from ids that are not meters of this community, counted per id.
         self.unknown_meters: dict[str, int] = {}
@@ -470,6 +476,65 @@ class Community:
         self.top_ups_today = self.ledger.sum_kind_since(EntryKind.TOP_UP, self._day_start_ts())
         self.links = UserLinks(self.ledger.user_links())
         self._load_use()
+        self._load_safety()
+
+    def _load_safety(self) -> None:
+        """Restore the watch's state, the households' safety settings and the areas (blocking).
+
+        A kept state that cannot be used is logged and the watch starts afresh (it learns
+        again); a setting that no longer fits the community's rules is logged and left out.
+        """
+        kept = self.ledger.safety_state()
+        if kept is not None:
+            try:
+                self.safety.import_state(json.loads(kept))
+            except (SafetyError, ValueError) as err:
+                _LOGGER.warning(
+                    "The safety watch starts afresh: its kept state is unusable: %s", err
+                )
+        for account_id, body in self.ledger.safety_settings("household").items():
+            household = self.households.get(account_id)
+            if household is None:
+                continue
+            household.care = bool(body.get("care", False))
+            household.vacant = bool(body.get("vacant", False))
+            rules = body.get("rules") or {}
+            household.safety_rules = dict(rules) if isinstance(rules, Mapping) else {}
+        for household in self.households.values():
+            self.safety.set_household(household.account_id, self._flags(household))
+        for area_id, body in self.ledger.safety_settings("area").items():
+            try:
+                self._set_area(area_id, str(body["master"]), body["members"])
+            except (SafetyError, KeyError, TypeError) as err:
+                _LOGGER.warning("Area %s of the safety watch is left out: %s", area_id, err)
+        for area_id in {a for a in self.safety.export_state()["areas"] if a not in self.areas}:
+            self.safety.remove_area(area_id)
+
+    def _flags(self, household: HouseholdState) -> HouseholdFlags:
+        """Return the watch's flags of a household (its rules over the community's)."""
+        rules: SafetyRules | None = None
+        if household.safety_rules:
+            try:
+                rules = SafetyRules.from_options(household.safety_rules, self.safety.rules)
+            except SafetyError as err:
+                _LOGGER.warning(
+                    "Household %s takes the community's safety rules: its own %s",
+                    household.account_id,
+                    err,
+                )
+        return HouseholdFlags(
+            care=household.care,
+            vacant=household.vacant,
+            supply_protected=household.supply_protected,
+            rules=rules,
+        )
+
+    def _set_area(self, area_id: str, master: str, members: Sequence[str]) -> None:
+        """Declare an area in the watch and here; SafetyError when it cannot be one."""
+        if isinstance(members, str) or not all(isinstance(m, str) for m in members):
+            raise SafetyError(f"the members of area {area_id} must be meter ids")
+        self.safety.set_area(area_id, master, members)
+        self.areas[area_id] = (master, frozenset(members))
 
     def _load_use(self) -> None:
         """Read each household's days of use from the ledger's sums per local day (blocking).
@@ -571,7 +636,7 @@ class Community:
         if rated_current_a:
             meter.rated_current_a = rated_current_a
         events = [Event("announce", meter_id, meter.account_id, {"new": new})]
-        if meter.account_id is None:
+        if meter.account_id is None and not self.is_master(meter_id):
             events.append(Event("unassigned_meter", meter_id))
         events += self._reconcile(meter)
         return events
@@ -637,10 +702,10 @@ class Community:
             and reading.ts >= previous_ts  # the same second: its energy is billed at that instant
         ):
             events += self._charge(meter, household, reading, previous_ts, previous_energy)
-        elif household is None and meter.account_id is None:
+        elif household is None and meter.account_id is None and not self.is_master(meter.meter_id):
             events.append(Event("unassigned_meter", meter.meter_id))
 
-        events += self._watch(meter, household, reading)
+        events += self._watch(meter, reading)
         if household is not None:
             events += self._decide(meter, household)
         events += self._reconcile(meter)
@@ -712,142 +777,113 @@ class Community:
             return [Event("account", meter.meter_id, household.account_id)]
         return []
 
-    def _watch(
-        self, meter: MeterState, household: HouseholdState | None, reading: ReadingLike
-    ) -> list[Event]:
-        """Overloads on old wiring, suspected theft, tamper, and a home that stopped living.
+    def _watch(self, meter: MeterState, reading: ReadingLike) -> list[Event]:
+        """Give a reading that passed the gate to the safety watch (engine/safety.py).
 
-        Each alarm is an episode (`_alarm`): one `alarm` event when it starts, one
-        `alarm_cleared` once readings have shown no sign of it for ALARM_CLEAR_S. A protective
-        cut is decided on every sign (a cut supply is not cut again).
+        The watch asks for a protective cut once per episode; an arc fault reported while
+        the supply is wanted on is cut whatever the episode (one that began while the supply
+        was off, then restored, is arcing on a live supply), as every earlier version did.
         """
-        events: list[Event] = []
-        base = {"household": household.label if household else None}
-        current = reading.current_a
-        measured_over = current is not None and current > meter.rated_current_a
-        overload: bool | None = None  # None: this reading cannot tell
-        if measured_over or "overcurrent" in reading.events:
-            overload = True
-            if measured_over:
-                meter.overload_count += 1
-        elif current is not None:  # measured and normal, and the meter says nothing
-            overload = False
-            meter.overload_count = 0
-        events += self._alarm(
-            meter,
-            reading,
-            "overload",
-            overload,
-            {**base, "current_a": current, "rated_current_a": meter.rated_current_a},
-        )
-        if measured_over:
-            assert current is not None
-            severe = current > meter.rated_current_a * OVERLOAD_CUT_FACTOR
-            if severe and meter.overload_count >= OVERLOAD_CUT_READINGS:
-                events += self._protective_cut(meter, household, "overload")
-
-        arc = "arc_fault" in reading.events
-        events += self._alarm(meter, reading, "arc_fault", arc, base)
-        if arc:
-            events += self._protective_cut(meter, household, "arc_fault")
-
-        neutral = reading.neutral_current_a
-        theft: bool | None = None
-        if current is not None and neutral is not None:
-            gap = abs(current - neutral)
-            if gap > max(THEFT_MIN_A, THEFT_RATIO * max(current, neutral)):
-                meter.theft_count += 1
-                theft = True if meter.theft_count >= THEFT_READINGS else None
-            else:
-                meter.theft_count = 0
-                theft = False
-        events += self._alarm(
-            meter,
-            reading,
-            "theft_suspected",
-            theft,
-            {**base, "current_a": current, "neutral_current_a": neutral},
-        )
-        tamper = sorted(TAMPER_EVENTS.intersection(reading.events))
-        events += self._alarm(meter, reading, "tamper", bool(tamper), {**base, "events": tamper})
-
-        if reading.power_w is not None and reading.power_w >= self.inactivity_power_w:
-            meter.last_active_ts = reading.ts
-            meter.inactive_alarm = False
-        elif meter.last_active_ts is None:
-            meter.last_active_ts = reading.ts
-        if (
-            household is not None
-            and self.inactivity_hours > 0
-            and not meter.inactive_alarm
-            and reading.ts - meter.last_active_ts >= self.inactivity_hours * 3600
-        ):
-            meter.inactive_alarm = True
-            events.append(
-                Event(
-                    "inactivity",
+        events = self._safety(
+            self.safety.feed(
+                WatchReading(
                     meter.meter_id,
                     meter.account_id,
-                    {**base, "hours": round((reading.ts - meter.last_active_ts) / 3600, 1)},
+                    reading.ts,
+                    reading.energy_kwh,
+                    reading.power_w,
+                    reading.current_a,
+                    reading.neutral_current_a,
+                    meter.reported_relay,
+                    meter.desired_relay,
+                    own_cut=meter.desired_relay == "off" and meter.reported_relay == "off",
+                    events=reading.events,
+                    rated_current_a=meter.rated_current_a,
+                    received=int(self.clock()),
                 )
             )
+        )
+        if (
+            "arc_fault" in reading.events
+            and meter.desired_relay == "on"
+            and not self.safety.household(meter.account_id).supply_protected
+        ):
+            wanted = ProtectiveCutWanted(meter.meter_id, meter.account_id, "arc_fault")
+            events += self._protective_cut(wanted)
         return events
 
-    def _alarm(
-        self,
-        meter: MeterState,
-        reading: ReadingLike,
-        kind: str,
-        seen: bool | None,
-        data: Mapping[str, Any],
-    ) -> list[Event]:
-        """Open or close an alarm episode; `seen` None: the reading says nothing either way.
+    def safety_tick(self, now: int) -> list[Event]:
+        """Let time pass for the safety watch: offline meters, care alarms, area balances."""
+        try:
+            return self._safety(self.safety.tick(now))
+        except Exception:
+            _LOGGER.exception("The safety watch's tick failed")
+            return []
 
-        An episode opens at the first sign (`alarm`, with `data`) and closes at the first
-        reading without it once ALARM_CLEAR_S have passed since the last sign
-        (`alarm_cleared`, with when it started and how long it lasted).
+    def _label(self, account_id: str | None) -> str | None:
+        household = self.households.get(account_id) if account_id else None
+        return household.label if household is not None else None
+
+    def _safety(self, found: Sequence[SafetyEvent]) -> list[Event]:
+        """Turn the watch's events into the community's (and carry out protective cuts).
+
+        An episode's start is an `alarm` (an `inactivity` for the care watch), its end an
+        `alarm_cleared`, an acknowledgement an `alarm_acknowledged`. A wanted protective cut
+        is made (the actor is the protective watch) unless protective cuts are off or the
+        supply is already off; a supply-protected household's is reported
+        (`supply_cut_deferred`) instead.
         """
-        episode = meter.alarms.get(kind)
-        if seen:
-            if episode is None:
-                meter.alarms[kind] = (reading.ts, reading.ts)
-                return [Event("alarm", meter.meter_id, meter.account_id, {**data, "type": kind})]
-            meter.alarms[kind] = (episode[0], reading.ts)
-            return []
-        if seen is None or episode is None or reading.ts - episode[1] < ALARM_CLEAR_S:
-            return []
-        del meter.alarms[kind]
-        started, _last = episode
-        household = self._household_of(meter)
-        return [
-            Event(
-                "alarm_cleared",
-                meter.meter_id,
-                meter.account_id,
-                {
-                    "household": household.label if household else None,
-                    "type": kind,
-                    "started": started,
-                    "minutes": round((reading.ts - started) / 60),
-                },
-            )
-        ]
+        events: list[Event] = []
+        for item in found:
+            label = self._label(item.account_id)
+            if isinstance(item, AlarmStarted):
+                if item.kind == "inactivity":
+                    data = {**item.data, "household": label, "started": item.started}
+                    events.append(Event("inactivity", item.meter_id, item.account_id, data))
+                else:
+                    data = {
+                        **item.data,
+                        "type": item.kind,
+                        "household": label,
+                        "started": item.started,
+                    }
+                    events.append(Event("alarm", item.meter_id, item.account_id, data))
+            elif isinstance(item, AlarmCleared):
+                data = {
+                    "type": item.kind,
+                    "household": label,
+                    "started": item.started,
+                    "minutes": round(item.duration / 60),
+                }
+                events.append(Event("alarm_cleared", item.meter_id, item.account_id, data))
+            elif isinstance(item, AlarmAcknowledged):
+                data = {
+                    "type": item.kind,
+                    "household": label,
+                    "started": item.started,
+                    "at": item.at,
+                    **Actor.parse(item.actor).event_data(),
+                }
+                events.append(Event("alarm_acknowledged", item.meter_id, item.account_id, data))
+            elif isinstance(item, ProtectiveCutWanted):
+                events += self._protective_cut(item)
+        return events
 
-    def _protective_cut(
-        self, meter: MeterState, household: HouseholdState | None, reason: str
-    ) -> list[Event]:
-        if not self.protective_cut or meter.desired_relay == "off":
+    def _protective_cut(self, wanted: ProtectiveCutWanted) -> list[Event]:
+        meter = self.meters.get(wanted.meter_id)
+        if not self.protective_cut or meter is None or meter.desired_relay == "off":
             return []
-        if household is not None and household.supply_protected:
+        household = self.households.get(meter.account_id) if meter.account_id else None
+        if wanted.supply_protected or (household is not None and household.supply_protected):
             return [
                 Event(
                     "supply_cut_deferred",
                     meter.meter_id,
                     meter.account_id,
-                    {"reason": "supply_protected", "cause": reason},
+                    {"reason": "supply_protected", "cause": wanted.reason},
                 )
             ]
-        return self._set_relay(meter, "off", reason, Actor.SAFETY)
+        return self._set_relay(meter, "off", wanted.reason, Actor.SAFETY)
 
     def _decide(self, meter: MeterState, household: HouseholdState) -> list[Event]:
         """Warnings and the credit cut, from the electricity balance alone."""
@@ -1477,6 +1513,12 @@ class Community:
         """Create the household if new and bind the meter to it (blocking)."""
         if actor is not None:
             self._authorize(actor, "assign", account_id=account_id)
+        if self.is_master(meter_id):
+            raise CommunityError(
+                "meter_is_master",
+                f"Meter {meter_id} is the master meter of an area; it belongs to no household",
+                meter_id=meter_id,
+            )
         owner = [m for m, a in self.ledger.meters().items() if a == account_id and m != meter_id]
         if owner:
             raise CommunityError(
@@ -1519,6 +1561,7 @@ class Community:
         return [
             Event("assigned", meter_id, account_id, {"household": household.label}),
             Event("account", meter_id, account_id),
+            *self._safety(self.safety.set_household(account_id, self._flags(household))),
         ]
 
     def unassign_meter(self, meter_id: str, *, actor: Actor | None = None) -> str:
@@ -1547,6 +1590,176 @@ class Community:
         meter.request_answer = None
         meter.request_ids.clear()
         return [Event("unassigned_meter", meter_id, account_id)]
+
+    # ------------------------------------------------------------------ the safety watch
+
+    def is_master(self, meter_id: str) -> bool:
+        """Return whether a meter is the master meter of an area."""
+        return any(master == meter_id for master, _ in self.areas.values())
+
+    def alarms(self, meter_id: str) -> list[str]:
+        """Return the kinds of a meter's open alarm episodes, sorted."""
+        return sorted(self.safety.alarms(meter_id))
+
+    def household_safety(
+        self,
+        account_id: str,
+        *,
+        care: bool | None = None,
+        vacant: bool | None = None,
+        rules: Mapping[str, Any] | None = None,
+        actor: Actor,
+    ) -> SafetySetting:
+        """Check an operator's change of a household's safety settings (event loop).
+
+        `care` opts the household in to (or out of) the care watch, `vacant` marks it empty,
+        `rules` replaces its rule overrides (SafetyRules option names; {} clears them); None
+        keeps each as it is. Returns the setting to journal (`record_safety_setting`), then to
+        apply (`apply_safety_setting`); raises `CommunityError` and changes nothing when it
+        cannot be one (`invalid_safety_rule` names the rule).
+        """
+        self._authorize(actor, "assign", account_id=account_id)
+        household = self.households.get(account_id)
+        if household is None:
+            raise CommunityError(
+                "unknown_household", f"Unknown household {account_id}", household=account_id
+            )
+        overrides = dict(household.safety_rules if rules is None else rules)
+        try:
+            SafetyRules.from_options(overrides, self.safety.rules)
+        except SafetyError as err:
+            raise CommunityError("invalid_safety_rule", str(err), error=str(err)) from err
+        body: dict[str, Any] = {
+            "care": household.care if care is None else bool(care),
+            "vacant": household.vacant if vacant is None else bool(vacant),
+        }
+        if overrides:
+            body["rules"] = overrides
+        return SafetySetting("household", account_id, body, str(actor), int(self.clock()))
+
+    def master_meter(
+        self,
+        area_id: str,
+        master_meter_id: str | None,
+        members: Sequence[str] = (),
+        *,
+        actor: Actor,
+    ) -> SafetySetting:
+        """Check an operator's declaration of an area's master meter (event loop).
+
+        The master meter (an unassigned meter: it belongs to no household and is not billed)
+        measures what its `members`, households' meters, draw together; None removes the
+        area. Returns the setting to journal and apply; raises `CommunityError` and changes
+        nothing when it cannot be one (`invalid_area`).
+        """
+        self._authorize(actor, "assign")
+        area = str(area_id).strip() if isinstance(area_id, str) else ""
+        if not area:
+            raise CommunityError("invalid_area", "An area needs a name", error="no name")
+        now = int(self.clock())
+        if master_meter_id is None:
+            if area not in self.areas:
+                raise CommunityError("invalid_area", f"No area {area}", error=f"no area {area}")
+            return SafetySetting("area", area, {}, str(actor), now)
+        meter = self._known_meter(master_meter_id)
+        member_set = sorted(set(members))
+        for meter_id in member_set:
+            self._known_meter(meter_id)
+        problem = None
+        if meter.account_id is not None:
+            problem = f"meter {master_meter_id} belongs to household {meter.account_id}"
+        elif not member_set:
+            problem = "an area needs at least one member meter"
+        elif master_meter_id in member_set:
+            problem = f"meter {master_meter_id} cannot be both master and member"
+        else:
+            for other_id, (master, others) in self.areas.items():
+                if other_id == area:
+                    continue
+                for meter_id in (master_meter_id, *member_set):
+                    if meter_id == master or meter_id in others:
+                        problem = f"meter {meter_id} is already in area {other_id}"
+            problem = problem or next(
+                (
+                    f"meter {m} is the master meter of an area"
+                    for m in member_set
+                    if any(m == master for a, (master, _) in self.areas.items() if a != area)
+                ),
+                None,
+            )
+        if problem is not None:
+            raise CommunityError("invalid_area", f"Area {area}: {problem}", error=problem)
+        body = {"master": master_meter_id, "members": member_set}
+        return SafetySetting("area", area, body, str(actor), now)
+
+    def record_safety_setting(self, setting: SafetySetting) -> bool:
+        """Journal a checked safety setting (blocking); return whether it changed anything."""
+        try:
+            return self.ledger.record_safety_setting(setting)
+        except LedgerError as err:
+            raise CommunityError("ledger_error", str(err), error=str(err)) from err
+
+    def apply_safety_setting(self, setting: SafetySetting) -> list[Event]:
+        """Take a journaled safety setting into the live state (event loop)."""
+        body = setting.body
+        if setting.subject == "area":
+            if not body:
+                self.areas.pop(setting.key, None)
+                self.safety.remove_area(setting.key)
+                return []
+            try:
+                self._set_area(setting.key, str(body["master"]), list(body["members"]))
+            except SafetyError:
+                _LOGGER.exception("Area %s could not be set", setting.key)
+            return []
+        household = self.households.get(setting.key)
+        if household is None:
+            return []
+        household.care = bool(body.get("care", False))
+        household.vacant = bool(body.get("vacant", False))
+        household.safety_rules = dict(body.get("rules") or {})
+        return self._safety(self.safety.set_household(household.account_id, self._flags(household)))
+
+    def acknowledgement(self, meter_id: str, kind: str, *, actor: Actor) -> SafetyAck:
+        """Check an operator's acknowledgement of an open alarm episode (event loop).
+
+        Returns what to journal (`record_acknowledgement`) and then apply
+        (`apply_acknowledgement`); `no_open_alarm` when the meter has no such episode open.
+        """
+        meter = self._known_meter(meter_id)
+        self._authorize(actor, "assign", meter=meter)
+        episode = self.safety.alarms(meter_id).get(kind) if kind in ALARM_KINDS else None
+        if episode is None:
+            raise CommunityError(
+                "no_open_alarm",
+                f"Meter {meter_id} has no open {kind} alarm",
+                meter_id=meter_id,
+                kind=str(kind),
+            )
+        account_id = None if kind == "line_loss" else meter.account_id
+        return SafetyAck(meter_id, account_id, kind, episode.started, str(actor), int(self.clock()))
+
+    def record_acknowledgement(self, ack: SafetyAck) -> None:
+        """Journal an acknowledgement (blocking)."""
+        try:
+            self.ledger.record_safety_ack(ack)
+        except LedgerError as err:
+            raise CommunityError("ledger_error", str(err), error=str(err)) from err
+
+    def apply_acknowledgement(self, ack: SafetyAck) -> list[Event]:
+        """Mark the journaled acknowledgement on the episode (event loop).
+
+        An episode that ended in between is acknowledged in the journal only.
+        """
+        try:
+            found = self.safety.acknowledge(ack.meter_id, ack.kind, ack.actor, ack.ts)
+        except SafetyError:
+            return []
+        return self._safety([found])
+
+    def safety_state(self) -> str:
+        """Return the watch's state as JSON text, to keep (`Ledger.save_safety_state`)."""
+        return json.dumps(self.safety.export_state(), separators=(",", ":"))
 
     def statement(
         self, account_id: str, cycle: str, *, actor: Actor | None = None

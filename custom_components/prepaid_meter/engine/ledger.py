@@ -42,6 +42,12 @@ of it; `pay_rejects` counts the messages refused, per provider and reason. A not
 order it pays are written in one transaction (`record_notice`); the money itself is posted
 to the journal by the caller under the notice's idempotency key.
 
+The safety watch (engine/safety.py) keeps what operators set here: `safety_settings` is an
+append-only journal of each household's care and vacant flags and rule overrides and of each
+area's master meter and members (the newest row of each holds), with who set it and when;
+`safety_acks` every alarm episode acknowledged, by whom and when; `safety_state` one row with
+the watch's own state (open episodes, what it learned), replaced as it changes.
+
 Storage rules: decimals are TEXT holding `str(Decimal)` (never REAL), timestamps are integer UNIX
 seconds (UTC). The file runs in WAL mode with `synchronous=FULL`, so a call that returns has been
 committed to disk. The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS` lists the
@@ -96,6 +102,8 @@ __all__ = [
     "PayReject",
     "PostResult",
     "Posting",
+    "SafetyAck",
+    "SafetySetting",
     "SubAccount",
     "SupplyChange",
     "UsageDelta",
@@ -184,6 +192,34 @@ class UserLink:
     account_id: str
     user_id: str  # opaque: a Home Assistant user id
     linked: bool  # False: unlinked
+    actor: str  # the text form of an engine.actor.Actor
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SafetySetting:
+    """An operator's setting of the safety watch, by whom, when.
+
+    `subject` is `household` (`key` an account id; `body` its care, vacant and rules
+    overrides) or `area` (`key` an area id; `body` its master meter and member meters).
+    An empty `body` clears the setting.
+    """
+
+    subject: str  # "household" or "area"
+    key: str
+    body: Mapping[str, Any]
+    actor: str  # the text form of an engine.actor.Actor
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyAck:
+    """An alarm episode acknowledged: the meter, the kind, when it started, by whom, when."""
+
+    meter_id: str
+    account_id: str | None
+    kind: str
+    started: int
     actor: str  # the text form of an engine.actor.Actor
     ts: int
 
@@ -499,6 +535,43 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_ts INTEGER NOT NULL,
             PRIMARY KEY (provider, key)
         ) STRICT, WITHOUT ROWID""",
+    ),
+    (  # 6: the safety watch: operators' settings and acknowledgements, and its learned state
+        # Households' care and vacant flags and rule overrides, and the areas of master
+        # meters: a journal of settings (the newest row of each subject and key holds).
+        """CREATE TABLE safety_settings (
+            id INTEGER PRIMARY KEY,
+            subject TEXT NOT NULL CHECK (subject IN ('household', 'area')),
+            key TEXT NOT NULL,
+            body TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
+        "CREATE INDEX safety_settings_key ON safety_settings (subject, key, id)",
+        """CREATE TRIGGER safety_settings_no_update BEFORE UPDATE ON safety_settings
+            BEGIN SELECT RAISE(ABORT, 'safety settings are append-only'); END""",
+        """CREATE TRIGGER safety_settings_no_delete BEFORE DELETE ON safety_settings
+            BEGIN SELECT RAISE(ABORT, 'safety settings are append-only'); END""",
+        # Alarm episodes an operator acknowledged, with who and when.
+        """CREATE TABLE safety_acks (
+            id INTEGER PRIMARY KEY,
+            meter_id TEXT NOT NULL,
+            account_id TEXT,
+            kind TEXT NOT NULL,
+            started INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER safety_acks_no_update BEFORE UPDATE ON safety_acks
+            BEGIN SELECT RAISE(ABORT, 'acknowledgements are append-only'); END""",
+        """CREATE TRIGGER safety_acks_no_delete BEFORE DELETE ON safety_acks
+            BEGIN SELECT RAISE(ABORT, 'acknowledgements are append-only'); END""",
+        # The watch's open episodes and what it learned (SafetyWatch.export_state), one row.
+        """CREATE TABLE safety_state (
+            only INTEGER PRIMARY KEY CHECK (only = 1),
+            body TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
     ),
 )
 
@@ -1285,6 +1358,115 @@ class Ledger:
         ):
             links.setdefault(account_id, set()).add(user_id)
         return {account_id: frozenset(users) for account_id, users in links.items()}
+
+    # ------------------------------------------------------------------ the safety watch
+
+    def record_safety_setting(self, setting: SafetySetting) -> bool:
+        """Append an operator's safety setting; return whether it changed anything.
+
+        A household's setting needs the household. Setting what is set writes nothing.
+        """
+        if setting.subject not in ("household", "area"):
+            raise LedgerError(f"Unknown safety setting subject {setting.subject!r}.")
+        key = _text(setting.key, "The key of a safety setting")
+        actor = _text(setting.actor, "The actor of a safety setting")
+        ts = _timestamp(setting.ts, "The time of a safety setting")
+        if not isinstance(setting.body, Mapping):
+            raise LedgerError(f"The safety setting of {key!r} must be a mapping.")
+        try:
+            body = json.dumps(dict(setting.body), sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError) as err:
+            raise LedgerError(f"The safety setting of {key!r} is not JSON data: {err}.") from None
+        with self._lock, self._transaction() as conn:
+            if (
+                setting.subject == "household"
+                and not conn.execute(
+                    "SELECT 1 FROM households WHERE account_id = ?", (key,)
+                ).fetchone()
+            ):
+                raise LedgerError(f"Unknown account {key!r}.")
+            newest = conn.execute(
+                "SELECT body FROM safety_settings WHERE subject = ? AND key = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (setting.subject, key),
+            ).fetchone()
+            if (newest[0] if newest else "{}") == body:
+                return False
+            conn.execute(
+                "INSERT INTO safety_settings (subject, key, body, actor, ts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (setting.subject, key, body, actor, ts),
+            )
+            return True
+
+    def safety_settings(self, subject: str) -> dict[str, dict[str, Any]]:
+        """Return the newest setting of each key of a subject (cleared ones left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        for key, body in self._read(
+            """SELECT key, body FROM safety_settings
+               WHERE id IN (SELECT MAX(id) FROM safety_settings WHERE subject = ? GROUP BY key)
+               ORDER BY key""",
+            (subject,),
+        ):
+            value = json.loads(body)
+            if value:
+                found[key] = value
+        return found
+
+    def safety_history(self, subject: str | None = None) -> list[SafetySetting]:
+        """Return the safety settings (of one subject, or all), oldest first."""
+        sql = "SELECT subject, key, body, actor, ts FROM safety_settings"
+        params: tuple[str, ...] = ()
+        if subject is not None:
+            sql += " WHERE subject = ?"
+            params = (subject,)
+        return [
+            SafetySetting(row[0], row[1], json.loads(row[2]), row[3], int(row[4]))
+            for row in self._read(sql + " ORDER BY id", params)
+        ]
+
+    def record_safety_ack(self, ack: SafetyAck) -> None:
+        """Append an acknowledgement of an alarm episode."""
+        meter_id = _text(ack.meter_id, "A meter id")
+        kind = _text(ack.kind, "An alarm kind")
+        actor = _text(ack.actor, "The actor of an acknowledgement")
+        started = _timestamp(ack.started, "The start of an alarm")
+        ts = _timestamp(ack.ts, "The time of an acknowledgement")
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO safety_acks (meter_id, account_id, kind, started, actor, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (meter_id, ack.account_id, kind, started, actor, ts),
+            )
+
+    def safety_acks(self, meter_id: str | None = None) -> list[SafetyAck]:
+        """Return the acknowledgements (of one meter, or all), oldest first."""
+        sql = "SELECT meter_id, account_id, kind, started, actor, ts FROM safety_acks"
+        params: tuple[str, ...] = ()
+        if meter_id is not None:
+            sql += " WHERE meter_id = ?"
+            params = (meter_id,)
+        return [
+            SafetyAck(row[0], row[1], row[2], int(row[3]), row[4], int(row[5]))
+            for row in self._read(sql + " ORDER BY id", params)
+        ]
+
+    def save_safety_state(self, body: str, ts: int) -> None:
+        """Keep the watch's state (its `export_state()` as JSON text), replacing the last."""
+        if not isinstance(body, str):
+            raise LedgerError("The safety watch's state must be text.")
+        ts = _timestamp(ts, "The time of the safety watch's state")
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO safety_state (only, body, ts) VALUES (1, ?, ?) "
+                "ON CONFLICT (only) DO UPDATE SET body = excluded.body, ts = excluded.ts",
+                (body, ts),
+            )
+
+    def safety_state(self) -> str | None:
+        """Return the watch's kept state (None: none kept)."""
+        rows = self._read("SELECT body FROM safety_state WHERE only = 1")
+        return str(rows[0][0]) if rows else None
 
     def link_history(self, account_id: str | None = None) -> list[UserLink]:
         """Return the links and unlinks of one household (or of all), oldest first."""

@@ -29,7 +29,7 @@ from .actor import Actor
 from .commands import CommandOutcome, CommandTracker
 from .community import Community, Event, LedgerResult, Relay
 from .household import parse_request
-from .ledger import EntryKind, SubAccount, SupplyChange
+from .ledger import EntryKind, SafetySetting, SubAccount, SupplyChange
 from .profiles import Profile
 from .protocol import (
     Ack,
@@ -92,6 +92,8 @@ class ServiceTiming:
     command_base_delay_s: float = 2.0
     command_max_delay_s: float = 60.0
     account_heartbeat_s: float = 300.0
+    #: How often the safety watch's state (open episodes, what it learned) is kept.
+    safety_save_interval_s: float = 300.0
 
 
 class CommunityService:
@@ -162,6 +164,7 @@ class CommunityService:
             (self.flush, self.timing.commit_interval_s, "commit"),
             (self._publish_due, self.timing.publish_interval_s, "publish"),
             (self.tick, self.timing.tick_interval_s, "tick"),
+            (self.save_safety_state, self.timing.safety_save_interval_s, "safety state"),
         ):
             self._loops.append(
                 asyncio.create_task(self._every(seconds, work), name=f"prepaid_meter {name}")
@@ -178,6 +181,12 @@ class CommunityService:
                 await task
         self._loops.clear()
         await self.flush()
+        try:
+            await self.save_safety_state()
+        except Exception:
+            _LOGGER.exception(
+                "The safety watch's state of community %s is not kept", self.community_id
+            )
         await self.commands.stop()
         await self.transport.stop()
         for task in list(self._background):
@@ -246,9 +255,16 @@ class CommunityService:
             self._spawn(self.flush())
 
     async def tick(self) -> None:
-        """Re-evaluate deferred cuts (friendly hours end) and daily counters."""
+        """Re-evaluate deferred cuts (friendly hours end) and daily counters; let time pass
+        for the safety watch (offline meters, care alarms, areas' energy balances)."""
         self._dispatch(self.community.tick())
+        self._dispatch(self.community.safety_tick(int(self._clock())))
         self._heartbeat()
+
+    async def save_safety_state(self) -> None:
+        """Keep the safety watch's state in the ledger (a restart resumes its episodes)."""
+        state = self.community.safety_state()
+        await self._in_executor(self.community.ledger.save_safety_state, state, int(self._clock()))
 
     async def _publish_due(self) -> None:
         await self.publish_accounts()
@@ -431,6 +447,67 @@ class CommunityService:
         if account_id is not None:
             self.account_changed(account_id)
         self._listener.meter_changed(meter_id)
+
+    # ------------------------------------------------------------------ the safety watch
+
+    async def acknowledge_alarm(self, meter_id: str, kind: str, *, actor: Actor) -> None:
+        """Acknowledge a meter's open alarm episode (an operator's), journaled with the actor.
+
+        Raises `CommunityError` (`no_open_alarm`, `unknown_meter`, ...) and changes nothing
+        when there is none. The episode stays open until it clears.
+        """
+        ack = self.community.acknowledgement(meter_id, kind, actor=actor)
+        await self._in_executor(self.community.record_acknowledgement, ack)
+        self._dispatch(self.community.apply_acknowledgement(ack))
+        self._listener.meter_changed(meter_id)
+
+    async def set_household_safety(
+        self,
+        account_id: str,
+        *,
+        care: bool | None = None,
+        vacant: bool | None = None,
+        rules: Mapping[str, Any] | None = None,
+        actor: Actor,
+    ) -> bool:
+        """Set a household's care opt-in, vacant mark and rule overrides (an operator's).
+
+        None keeps a setting; `rules` replaces the overrides ({} clears them). Journaled with
+        the actor; returns whether anything changed. `CommunityError` (nothing changed) for
+        an unknown household or a rule that cannot be (`invalid_safety_rule`).
+        """
+        setting = self.community.household_safety(
+            account_id, care=care, vacant=vacant, rules=rules, actor=actor
+        )
+        return await self._apply_safety_setting(setting)
+
+    async def set_master_meter(
+        self,
+        area_id: str,
+        master_meter_id: str | None,
+        members: Sequence[str] = (),
+        *,
+        actor: Actor,
+    ) -> bool:
+        """Make a meter the master of an area of households' meters (None: remove the area).
+
+        An operator's; journaled with the actor; returns whether anything changed.
+        `CommunityError` (`invalid_area`, `unknown_meter`; nothing changed) when it cannot be.
+        """
+        setting = self.community.master_meter(area_id, master_meter_id, members, actor=actor)
+        changed = await self._apply_safety_setting(setting)
+        for meter_id in sorted({m for m in (master_meter_id, *members) if m is not None}):
+            self._listener.meter_changed(meter_id)
+        return changed
+
+    async def _apply_safety_setting(self, setting: SafetySetting) -> bool:
+        changed = await self._in_executor(self.community.record_safety_setting, setting)
+        self._dispatch(self.community.apply_safety_setting(setting))
+        if setting.subject == "household":
+            for meter in self.community.meters.values():
+                if meter.account_id == setting.key:
+                    self._listener.meter_changed(meter.meter_id)
+        return changed
 
     # ------------------------------------------------------------------ people
 

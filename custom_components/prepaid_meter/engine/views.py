@@ -56,6 +56,8 @@ class MeterView:
     desired_relay: Relay
     reported_relay: Relay | None
     relay_reason: str
+    #: The kinds of the meter's open alarm episodes (engine/safety.py's AlarmKind), sorted.
+    alarms: tuple[str, ...]
     _community: Community = field(repr=False, compare=False)
     _meter: MeterState = field(repr=False, compare=False)
     # Worked out on first read, kept for the life of the view (a frozen view, a mutable cache).
@@ -179,6 +181,7 @@ def meter_view(community: Community, meter: MeterState) -> MeterView:
         desired_relay=meter.desired_relay,
         reported_relay=meter.reported_relay,
         relay_reason=meter.relay_reason,
+        alarms=tuple(community.alarms(meter.meter_id)),
         _community=community,
         _meter=meter,
     )
@@ -220,9 +223,11 @@ def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityL
     alarmed: list[Line] = []
     offline: list[Line] = []
     households = community.households
+    watch = community.safety
     for meter in community.meters.values():
         cut_off = meter.desired_relay == "off"
-        alarmed_now = bool(meter.alarms) or meter.inactive_alarm
+        open_alarms = watch.alarms(meter.meter_id)
+        alarmed_now = bool(open_alarms)
         if not (cut_off or alarmed_now or meter.online is False):
             continue  # most meters: nothing to list
         home = households.get(meter.account_id) if meter.account_id else None
@@ -235,8 +240,7 @@ def community_lists(community: Community, limit: int = LIST_LIMIT) -> CommunityL
             balance = home.electricity.quantize(CENT, ROUND_HALF_UP) if home else None
             cut.append({**base, "reason": meter.relay_reason, "balance": _text(balance)})
         if alarmed_now:
-            alarms = sorted(meter.alarms) + (["inactivity"] if meter.inactive_alarm else [])
-            alarmed.append({**base, "alarms": alarms})
+            alarmed.append({**base, "alarms": sorted(open_alarms)})
         if meter.online is False:
             offline.append(base)
     counts = {f"arrears_{sub.value}": len(lines) for sub, lines in arrears.items()}
