@@ -727,7 +727,7 @@ class PrepaidMeterConfigFlow(ConfigFlow, domain=DOMAIN):
         )
         return self.async_show_form(
             step_id="household_reauth",
-            data_schema=schema,
+            data_schema=schema,  # type: ignore[arg-type, unused-ignore]
             errors=errors,
             description_placeholders={
                 **placeholders,

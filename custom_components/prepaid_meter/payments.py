@@ -467,9 +467,15 @@ def payment_form_schema(currency: str) -> vol.Schema:
     return vol.Schema(
         {
             vol.Required(CONF_WECHAT, default=False): BooleanSelector(),
-            vol.Required(SECTION_WECHAT): section(fields(_WECHAT_FIELDS), {"collapsed": True}),
+            vol.Required(SECTION_WECHAT): section(
+                fields(_WECHAT_FIELDS),  # type: ignore[arg-type, unused-ignore]
+                {"collapsed": True},
+            ),
             vol.Required(CONF_ALIPAY, default=False): BooleanSelector(),
-            vol.Required(SECTION_ALIPAY): section(fields(_ALIPAY_FIELDS), {"collapsed": True}),
+            vol.Required(SECTION_ALIPAY): section(
+                fields(_ALIPAY_FIELDS),  # type: ignore[arg-type, unused-ignore]
+                {"collapsed": True},
+            ),
             vol.Optional(CONF_PUBLIC_URL): url,
             vol.Required(CONF_MAX_PAYMENT, default=float(DEFAULT_MAX_PAYMENT)): amount(),
             vol.Required(CONF_MAX_PER_DAY, default=float(DEFAULT_MAX_PER_DAY)): amount(),
