@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import csv
 from decimal import Decimal
 import io
+import json
 from pathlib import Path
 import shutil
 import time
@@ -31,6 +32,7 @@ import voluptuous as vol
 
 from custom_components.prepaid_meter import payments as payments_module
 from custom_components.prepaid_meter.const import DOMAIN
+from custom_components.prepaid_meter.diagnostics import async_get_config_entry_diagnostics
 from custom_components.prepaid_meter.engine.ledger import SubAccount
 from custom_components.prepaid_meter.payment_actions import month_report
 from custom_components.prepaid_meter.payments import (
@@ -776,3 +778,42 @@ def _placeholders_of(result: Any) -> dict[str, str]:
     placeholders = result["description_placeholders"]
     assert placeholders is not None
     return dict(placeholders)
+
+
+async def test_diagnostics_count_payments_without_secrets(pay: Pay) -> None:
+    """Diagnostics: orders, notices and refusals counted; no key, no webhook id."""
+    order = await pay.order("15.00")
+    await pay.wechat.scan(order["code"])
+    other = await pay.order("15.00")
+    await pay.wechat.scan(other["code"], variant="bad_signature")
+    found = await async_get_config_entry_diagnostics(pay.hass, pay.entry)
+    payments = found["payments"]
+    assert payments["providers"] == {"wechat": True, "alipay": True}
+    assert payments["orders"] == {"paid": 1, "open": 1}
+    assert payments["notices"] == {"done": 1}
+    assert payments["rejected"] == {"wechat:bad_signature": 1}
+    assert payments["refused_since_start"] == {"wechat:bad_signature": 1}
+    assert found["entry"]["data"][DATA_WEBHOOK_ID] == "**REDACTED**"
+    text = json.dumps(found, default=str)
+    assert pay.entry.data[DATA_WEBHOOK_ID] not in text
+    assert pay.wechat.keys.apiv3_key.decode() not in text
+    assert "PRIVATE KEY" not in text
+
+
+async def test_reports_and_move_out_are_an_operator_s(pay: Pay) -> None:
+    """A resident, even of the household, may neither report nor move anyone out."""
+    resident = await _resident(pay.hass, HOUSEHOLD)
+    for service, data in (
+        ("payment_report", {"month": "2026-11"}),
+        ("move_out", {"household": HOUSEHOLD}),
+    ):
+        with pytest.raises(Unauthorized):
+            await pay.hass.services.async_call(
+                DOMAIN,
+                service,
+                data,
+                blocking=True,
+                return_response=True,
+                context=Context(user_id=resident.id),
+            )
+    assert pay.entry.runtime_data.community.meters[METER_ID].account_id == HOUSEHOLD
