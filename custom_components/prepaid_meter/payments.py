@@ -160,10 +160,14 @@ REJECT_REPAIR_AFTER: Final = 5
 REJECT_WINDOW_S: Final = 3600.0
 PROVIDER_TIMEOUT_S: Final = 15.0
 _CENT: Final = Decimal("0.01")
+#: What the payer's phone shows the order is for (the providers' own apps are Chinese).
 _SUBJECTS: Final = {
-    "electricity": "Electricity credit",
-    "property_fee": "Property fee",
-    "parking_fee": "Parking fee",
+    "zh": {"electricity": "电费", "property_fee": "物业费", "parking_fee": "停车费"},
+    "en": {
+        "electricity": "Electricity credit",
+        "property_fee": "Property fee",
+        "parking_fee": "Parking fee",
+    },
 }
 
 PAYMENTS: HassKey[dict[str, CommunityPayments]] = HassKey(f"{DOMAIN}_payments")
@@ -629,7 +633,13 @@ class CommunityPayments:
             _LOGGER.info(
                 "Posting a %s payment of order %s recorded before a restart", *_what(outcome)
             )
-            await self._post(outcome)
+            try:
+                await self._post(outcome)
+            except Exception:
+                # Still due: the provider's next delivery, or the next start, posts it.
+                _LOGGER.exception(
+                    "A %s payment of order %s could not be posted yet", *_what(outcome)
+                )
         for stored in await self._run(self.desk.unmatched):
             self._unmatched_issue(stored.notice_key, stored)
         webhook.async_register(
@@ -877,7 +887,8 @@ class CommunityPayments:
     async def _ask_code(self, order: Order) -> str:
         session = async_get_clientsession(self.hass)
         timeout = ClientTimeout(total=PROVIDER_TIMEOUT_S)
-        subject = f"{_SUBJECTS[order.purpose]} {order.account_id}"
+        words = _SUBJECTS["en" if self.hass.config.language.startswith("en") else "zh"]
+        subject = f"{words[order.purpose]} {order.account_id}"
         notify_url = self.url
         if order.provider == "wechat":
             wechat = self.merchants.wechat

@@ -21,6 +21,7 @@ import time
 from typing import Any
 from unittest.mock import patch
 
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError, Unauthorized
 from homeassistant.helpers import issue_registry as ir
@@ -449,6 +450,11 @@ async def test_a_restart_in_the_crash_window_credits_once(pay: Pay) -> None:
     with patch.object(payments_module, "post_outcome", crash):
         [delivery] = await pay.alipay.scan(order["code"])
     assert delivery.answer == b"fail"  # the provider will deliver it again
+    assert await pay.balance() == 0
+    assert len(pay.payments.desk.pending_credits()) == 1
+    with patch.object(payments_module, "post_outcome", crash):  # failing again at the start
+        assert await pay.hass.config_entries.async_reload(pay.entry.entry_id)
+    assert pay.entry.state is ConfigEntryState.LOADED  # the community runs regardless
     assert await pay.balance() == 0
     assert len(pay.payments.desk.pending_credits()) == 1
     assert await pay.hass.config_entries.async_reload(pay.entry.entry_id)
