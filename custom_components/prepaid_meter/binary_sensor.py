@@ -1,4 +1,9 @@
-"""Binary sensors of each meter: low balance, online, supply on."""
+"""Binary sensors of each meter: low balance, online, supply on, and one per alarm kind.
+
+An alarm sensor is on while the safety watch has that kind of episode open on the meter
+(engine/safety.py); they are created disabled (an operator reads the community's alarmed list
+and the `prepaid_meter_alarm` events, and enables those worth a sensor).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import household_entities
 from .coordinator import PrepaidConfigEntry
+from .engine.safety import ALARM_KINDS
 from .engine.views import MeterView
 from .entity import PrepaidMeterEntity
 from .household_entry import HouseholdConfigEntry, is_household
@@ -56,6 +62,29 @@ BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
     ),
 )
 
+#: Each alarm kind's device class: a hazard is "safety", a cover or magnet "tamper".
+ALARM_DEVICE_CLASSES: dict[str, BinarySensorDeviceClass] = {
+    "overload": BinarySensorDeviceClass.SAFETY,
+    "surge": BinarySensorDeviceClass.SAFETY,
+    "arc_fault": BinarySensorDeviceClass.SAFETY,
+    "tamper": BinarySensorDeviceClass.TAMPER,
+}
+
+
+def _alarm(kind: str) -> MeterBinarySensorDescription:
+    return MeterBinarySensorDescription(
+        key=f"alarm_{kind}",
+        translation_key=f"alarm_{kind}",
+        device_class=ALARM_DEVICE_CLASSES.get(kind, BinarySensorDeviceClass.PROBLEM),
+        entity_registry_enabled_default=False,
+        value_fn=lambda view: kind in view.alarms,
+    )
+
+
+#: One binary sensor per alarm kind (alarm_overload, ..., alarm_offline).
+ALARM_SENSORS: tuple[MeterBinarySensorDescription, ...] = tuple(_alarm(k) for k in ALARM_KINDS)
+METER_BINARY_SENSORS = BINARY_SENSORS + ALARM_SENSORS
+
 
 async def async_setup_entry(
     hass: HomeAssistant,
@@ -70,13 +99,15 @@ async def async_setup_entry(
         return
     runtime = entry.runtime_data
 
-    runtime.async_remove_unwanted_entities(Platform.BINARY_SENSOR, (d.key for d in BINARY_SENSORS))
+    runtime.async_remove_unwanted_entities(
+        Platform.BINARY_SENSOR, (d.key for d in METER_BINARY_SENSORS)
+    )
 
     def add_meter(meter_id: str) -> None:
         async_add_entities(
             PrepaidBinarySensor(runtime, meter_id, description)
             for description in runtime.meter_descriptions(
-                Platform.BINARY_SENSOR, meter_id, BINARY_SENSORS
+                Platform.BINARY_SENSOR, meter_id, METER_BINARY_SENSORS
             )
         )
 

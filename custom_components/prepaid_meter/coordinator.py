@@ -47,6 +47,7 @@ from .engine.commands import CommandTracker
 from .engine.community import Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
 from .engine.profiles import Profile
+from .engine.safety import ALARM_KINDS
 from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
@@ -90,7 +91,9 @@ ESSENTIAL_ABOVE = 500
 #: The essential set: each meter's balance, enabled (money is what an operator reads per home);
 #: its energy and supply switch, created disabled, for an operator to enable where needed.
 ESSENTIAL_KEYS = frozenset({"balance"})
-ON_REQUEST_KEYS = frozenset({"energy", "supply"})
+#: Each meter's binary sensor per alarm kind (engine/safety.py): created disabled in both sets.
+ALARM_KEYS = frozenset(f"alarm_{kind}" for kind in ALARM_KINDS)
+ON_REQUEST_KEYS = frozenset({"energy", "supply"}) | ALARM_KEYS
 ESSENTIAL_ENTITIES_PER_METER = len(ESSENTIAL_KEYS)
 # A relay command is sent up to this many times, the waits between tries doubling from the
 # base delay up to the maximum (about a minute in all), before it counts as not acknowledged:
@@ -178,6 +181,8 @@ class PrepaidRuntime:
         self.totals: dict[str, Any] = community.totals()
         #: The households each operator list names (arrears, cut, alarmed, offline).
         self.lists: CommunityLists = community_lists(community)
+        #: Each area's line loss (safety watch): area, master meter, rate in %, alarm open.
+        self.line_loss: list[dict[str, Any]] = []
         self._community_listeners: list[CALLBACK_TYPE] = []
         self._new_meter_callbacks: list[Callable[[str], None]] = []
         self._added: set[str] = set()
@@ -490,8 +495,25 @@ class PrepaidRuntime:
         self._community_written = time.monotonic()
         self.totals = self.community.totals()
         self.lists = community_lists(self.community)
+        self.line_loss = self._line_loss()
         for listener in tuple(self._community_listeners):
             listener()
+
+    def _line_loss(self) -> list[dict[str, Any]]:
+        community = self.community
+        areas = []
+        for area_id, (master, members) in sorted(community.areas.items()):
+            rate = community.safety.loss_rate(area_id)
+            areas.append(
+                {
+                    "area": area_id,
+                    "master_meter_id": master,
+                    "meters": len(members),
+                    "loss_rate": None if rate is None else round(rate * 100, 2),
+                    "alarm": "line_loss" in community.safety.alarms(master),
+                }
+            )
+        return areas
 
     # ------------------------------------------------------------------ the service's listener
 

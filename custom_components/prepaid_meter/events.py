@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from .coordinator import PrepaidRuntime
 
 EVENT_PREFIX = "prepaid_meter_"
-BUS_EVENTS = PEOPLE_EVENTS  # fired as prepaid_meter_<kind>, described in the logbook
+#: Kinds fired as prepaid_meter_<kind> for the automations of earlier versions and not
+#: described in the logbook: the `prepaid_meter_alarm` fired with each (its `state` start or
+#: clear) is the one logbook line of an episode's start and of its end.
+ALSO_ALARMS = frozenset({"alarm_cleared", "inactivity"})
+#: Fired as prepaid_meter_<kind> and described in the logbook.
+BUS_EVENTS = PEOPLE_EVENTS - ALSO_ALARMS
+#: Engine kinds that are an alarm episode's start or end: `prepaid_meter_alarm`'s `state`.
+ALARM_STATES = {"alarm": "start", "inactivity": "start", "alarm_cleared": "clear"}
 #: Event fields that are amounts of money: carried to the cent, as people read them.
 MONEY_FIELDS = ("balance", "amount")
 
@@ -97,6 +104,10 @@ class Notices:
                     pass  # bus events only (below)
                 case "alarm" | "alarm_cleared" | "inactivity" | "availability":
                     urgent = True  # the operator's lists name them
+                    if meter_id is not None:
+                        self.runtime.meter_changed(meter_id)  # its alarm sensors
+                case "alarm_acknowledged":
+                    pass  # bus event only (below)
                 case "announce":
                     assert meter_id is not None
                     self._update_device_model(meter_id)
@@ -104,8 +115,16 @@ class Notices:
                     pass  # the meter's entities and diagnostics show these; the service acted
                 case unknown:
                     assert_never(unknown)
-            if event.kind in BUS_EVENTS:
-                self.hass.bus.async_fire(EVENT_PREFIX + event.kind, self.event_data(event))
+            if event.kind in BUS_EVENTS or event.kind in ALSO_ALARMS:
+                data = self.event_data(event)
+                if event.kind in ALARM_STATES:
+                    alarm = {**data, "type": event.data.get("type", "inactivity")}
+                    alarm["state"] = ALARM_STATES[event.kind]
+                    if event.kind != "alarm":
+                        self.hass.bus.async_fire(EVENT_PREFIX + event.kind, data)
+                    self.hass.bus.async_fire(EVENT_PREFIX + "alarm", alarm)
+                else:
+                    self.hass.bus.async_fire(EVENT_PREFIX + event.kind, data)
         return dirty or urgent, urgent
 
     # ------------------------------------------------------------------ bus events

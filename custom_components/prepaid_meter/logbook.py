@@ -1,5 +1,8 @@
 """Logbook entries for the integration's events: who, what and why, per household.
 
+An alarm episode is two lines: its start and its end (`prepaid_meter_alarm` with `state`
+start or clear; the inactivity alarm's start says for how long nobody was active).
+
 The logbook shows what the backend writes, in Home Assistant's language (see texts.py: Home
 Assistant has no translation category for logbook messages).
 """
@@ -59,10 +62,14 @@ def _message(texts: Texts, kind: str, data: Mapping[str, Any]) -> str:
             channel=texts.channel(data.get("channel")),
             balance=balance,
         )
+    if kind == "alarm" and data.get("state") == "clear":
+        return texts.text("alarm_cleared", alarm=texts.word("alarm", data.get("type")))
+    if kind == "inactivity" or (kind == "alarm" and data.get("type") == "inactivity"):
+        return texts.text("inactivity", hours=data.get("hours"))
     if kind in ("alarm", "alarm_cleared"):
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")))
-    if kind == "inactivity":
-        return texts.text(kind, hours=data.get("hours"))
+    if kind == "alarm_acknowledged":
+        return texts.text(kind, alarm=texts.word("alarm", data.get("type")), actor=_by(texts, data))
     if kind == "command_failed":
         command = texts.text("command_off" if data.get("state") == "off" else "command_on")
         if data.get("outcome") == "failed":

@@ -60,6 +60,8 @@ class CommunitySensorDescription(SensorEntityDescription):
     currency_unit: str | None = None
     #: The households this figure counts, shown as the `households` attribute (unrecorded).
     lines_fn: Callable[[PrepaidRuntime], list[Line]] | None = None
+    #: Other attributes (unrecorded), by name.
+    attributes_fn: Callable[[PrepaidRuntime], dict[str, Any]] | None = None
 
 
 def _last_reading(view: MeterView) -> SensorValue:
@@ -207,6 +209,12 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
 )
 
 
+def _line_loss(runtime: PrepaidRuntime) -> SensorValue:
+    """Return the highest loss rate of the community's areas in percent (None: none known)."""
+    rates = [a["loss_rate"] for a in runtime.line_loss if a["loss_rate"] is not None]
+    return max(rates) if rates else None
+
+
 def _arrears(sub: SubAccount) -> Callable[[PrepaidRuntime], SensorValue]:
     def value(runtime: PrepaidRuntime) -> SensorValue:
         arrears: dict[SubAccount, int] = runtime.totals["arrears"]
@@ -268,6 +276,17 @@ COMMUNITY_SENSORS: tuple[CommunitySensorDescription, ...] = (
         currency_unit="{currency}",
         suggested_display_precision=2,
         value_fn=lambda rt: rt.community.top_ups_today,
+    ),
+    CommunitySensorDescription(
+        # Energy that the master meter of an area measured and its households' meters did not
+        # (engine/safety.py); the worst area's, each area's in the `areas` attribute.
+        key="line_loss_rate",
+        translation_key="line_loss_rate",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value_fn=_line_loss,
+        attributes_fn=lambda rt: {"areas": rt.line_loss},
     ),
     CommunitySensorDescription(
         key="fee_collection_rate",
@@ -344,7 +363,7 @@ class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
 
     entity_description: CommunitySensorDescription
     # The lists change with every cut and top-up; the count is what history needs.
-    _unrecorded_attributes = frozenset({"households"})
+    _unrecorded_attributes = frozenset({"households", "areas"})
 
     def __init__(self, runtime: PrepaidRuntime, description: CommunitySensorDescription) -> None:
         """Set the currency unit where the description asks for it."""
@@ -362,5 +381,8 @@ class PrepaidCommunitySensor(PrepaidCommunityEntity, SensorEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Name the households counted (worst first, at most views.LIST_LIMIT)."""
-        lines_fn = self.entity_description.lines_fn
+        description = self.entity_description
+        if description.attributes_fn is not None:
+            return description.attributes_fn(self.runtime)
+        lines_fn = description.lines_fn
         return None if lines_fn is None else {"households": lines_fn(self.runtime)}

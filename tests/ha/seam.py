@@ -213,6 +213,12 @@ class Seam:
         await self.hass.async_block_till_done()
         return events
 
+    async def tick(self, now: int) -> list[Event]:
+        """Time passes for the safety watch, as `CommunityService.tick` tells its listener."""
+        events = self.community.safety_tick(now)
+        await self.deliver(events)
+        return events
+
     async def connection(self, connected: bool, reason: str = "") -> None:
         """The broker link came up or went down (the service's flag first, then the call)."""
         self.service.connected = connected

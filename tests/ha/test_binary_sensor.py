@@ -1,4 +1,5 @@
-"""Each meter's binary sensors: low balance, online, supply on, from the engine's state.
+"""Each meter's binary sensors: low balance, online, supply on and one per alarm kind, from the
+engine's state.
 
 The service is mocked at its seam (tests/ha/seam.py); the engine behind it is real.
 """
@@ -9,7 +10,10 @@ import time
 from typing import TYPE_CHECKING
 
 from homeassistant.const import STATE_UNAVAILABLE, Platform
+from homeassistant.helpers import entity_registry as er
 import pytest
+
+from custom_components.prepaid_meter.engine.safety import ALARM_KINDS
 
 if TYPE_CHECKING:
     from tests.ha.seam import Seam
@@ -80,3 +84,41 @@ async def test_supply_on_as_the_meter_reports_it(seam: Seam) -> None:
     assert _on(seam, "supply_on") == "on"
     await seam.reading(now - 30, "230.000", relay="off")  # the meter carried it out
     assert _on(seam, "supply_on") == "off"
+
+
+async def test_alarm_sensors_are_created_disabled(seam: Seam) -> None:
+    """One binary sensor per alarm kind, created disabled (an operator enables those needed)."""
+    await seam.household()
+    registry = er.async_get(seam.hass)
+    for kind in ALARM_KINDS:
+        entity = registry.async_get(seam.entity_id(Platform.BINARY_SENSOR, f"alarm_{kind}"))
+        assert entity is not None
+        assert entity.disabled_by is er.RegistryEntryDisabler.INTEGRATION, kind
+        assert entity.translation_key == f"alarm_{kind}"
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_an_alarm_sensor_is_on_for_its_episode(seam: Seam) -> None:
+    """A tamper report opens the episode (on); quiet readings for 15 minutes clear it (off).
+    A meter not heard for an hour is offline (on)."""
+    await seam.household()
+    now = int(time.time())
+    await seam.reading(now - 3000, "100.000")
+    assert _on(seam, "alarm_tamper") == "off"
+    await seam.reading(now - 2940, "100.000", events=("cover_open",))
+    assert _on(seam, "alarm_tamper") == "on"
+    tamper = seam.state(Platform.BINARY_SENSOR, "alarm_tamper")
+    assert tamper.attributes["device_class"] == "tamper"
+    assert seam.state(Platform.BINARY_SENSOR, "alarm_overload").attributes["device_class"] == (
+        "safety"
+    )
+    assert _on(seam, "alarm_overload") == "off"
+    await seam.reading(now - 2000, "100.000")
+    assert _on(seam, "alarm_tamper") == "off"
+    assert _on(seam, "alarm_offline") == "off"
+    events = await seam.tick(int(time.time()) + 3600)  # an hour after it was last heard
+    assert [(e.kind, e.data["type"]) for e in events] == [("alarm", "offline")]
+    assert _on(seam, "alarm_offline") == "on"
+    assert seam.state(Platform.BINARY_SENSOR, "alarm_offline").attributes["device_class"] == (
+        "problem"
+    )
