@@ -24,7 +24,11 @@ from custom_components.prepaid_meter import (
     services,
     switch,
 )
-from custom_components.prepaid_meter.config_flow import POLICY_ERRORS, RESIDENT_ERRORS
+from custom_components.prepaid_meter.config_flow import (
+    PAYMENT_SETUP_ERRORS,
+    POLICY_ERRORS,
+    RESIDENT_ERRORS,
+)
 from custom_components.prepaid_meter.const import DOMAIN
 from tests.integration.translations import PACKAGE, PLACEHOLDER, leaves, load, resolve
 
@@ -120,6 +124,7 @@ def test_options_flow_errors_are_translated() -> None:
         "invalid_option",
         *RESIDENT_ERRORS,
         "cannot_link",
+        *PAYMENT_SETUP_ERRORS,
     }
 
 
