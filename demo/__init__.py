@@ -10,4 +10,7 @@ configuration folder (used by the tests and the benchmarks). The pieces:
   and seeds the community's ledger (households, meters, top-ups) for the simulator's meter ids.
 - `demo.processes`: start and stop mosquitto, Home Assistant and the simulator as child
   processes, and wait for Home Assistant's REST API.
+- `demo.household` (`--household`): mosquitto's dynamic security users for the community and
+  the simulator, then `household_access` for the resident's household and a second Home
+  Assistant whose "My household" entry is added through its config flow with the code.
 """

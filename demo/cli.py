@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import dataclasses
 from datetime import datetime, timedelta, timezone
 import json
 from pathlib import Path
@@ -15,10 +16,14 @@ from types import FrameType
 
 from homeassistant.const import __version__ as HA_VERSION
 
+from custom_components.prepaid_meter.engine.broker_acl import BrokerAclError
+from custom_components.prepaid_meter.engine.transport import CannotConnect, InvalidAuth
 from demo.config import (
     COMMUNITY,
     DEMO_OPTIONS,
     DEMO_SCENARIOS,
+    HOUSEHOLD_PASSWORD,
+    HOUSEHOLD_USERNAME,
     METERS,
     PASSWORD,
     PREFIX,
@@ -27,12 +32,25 @@ from demo.config import (
     USERNAME,
     DemoSettings,
     Prepared,
+    PreparedHousehold,
     prepare,
+    prepare_household,
+)
+from demo.household import (
+    BROKER_ADMIN,
+    add_household_entry,
+    community_username,
+    household_code,
+    new_password,
+    provision_broker,
+    simulator_username,
+    wait_for_household_entry,
 )
 from demo.people import setup_people
 from demo.processes import (
     Child,
     amqtt_binary,
+    api_get,
     free_port,
     mosquitto_binary,
     port_free,
@@ -40,6 +58,7 @@ from demo.processes import (
     start_hass,
     start_mosquitto,
     start_simulator,
+    wait_for_config_api,
     wait_for_hass,
 )
 
@@ -111,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--start-timeout", type=float, default=900.0, help="seconds to wait for Home Assistant"
     )
+    run.add_argument(
+        "--household",
+        action="store_true",
+        help="also start the resident household's own Home Assistant (household mode; "
+        "mosquitto with its dynamic security plugin)",
+    )
+    run.add_argument(
+        "--household-port",
+        type=int,
+        default=None,
+        help="its HTTP port (default: --http-port + 1 if free, else a free port)",
+    )
     return parser
 
 
@@ -162,6 +193,7 @@ def _banner(
     *,
     dashboards: Sequence[str],
     resident_password: str,
+    household: PreparedHousehold | None = None,
 ) -> str:
     cut = sum(1 for m in prepared.meters if m.top_up < 10 and not m.supply_protected)
     # Simulated time starts in the past and runs `speed` times faster than the clock; the
@@ -179,7 +211,22 @@ def _banner(
             f"({prepared.resident.label}: {prepared.url}/{dashboards[1]})",
             "    energy           the Energy dashboard follows "
             f"{prepared.resident.label}'s meter and price",
-            f"    MQTT broker      mqtt://127.0.0.1:{broker_port}  (topics prepaid/demo/#)",
+            *(
+                []
+                if household is None
+                else [
+                    f"    household HA     {household.url}  login {household.username} / "
+                    f"{household.password}",
+                    f"                     {prepared.resident.label}'s own Home Assistant "
+                    "(household mode): its balance, supply and Restore supply only",
+                ]
+            ),
+            f"    MQTT broker      mqtt://127.0.0.1:{broker_port}  (topics prepaid/demo/#"
+            + (
+                "; dynamic security: a broker user per household, no anonymous logins)"
+                if household is not None
+                else ")"
+            ),
             f"    community        {len(prepared.meters)} simulated meters, each assigned to a "
             f"household; {cut} start with little or no credit",
             f"    simulated time   {speed:g}x: a reading every 10 s covers "
@@ -187,7 +234,8 @@ def _banner(
             f"                     it starts {behind_s / 86_400:.0f} days ago and reaches "
             f"the present after about {lasts_h:.1f} h (then restart the demo)",
             "    policy           1 CNY emergency credit, no friendly hours (entry options)",
-            f"    logs             {state}/hass.log, {state}/simulator.log",
+            f"    logs             {state}/hass.log, {state}/simulator.log"
+            + ("" if household is None else f", {state}/household.log"),
             f"    API token        {prepared.config_dir}/.demo_token",
             "",
             "  Press Ctrl-C to stop everything.",
@@ -207,6 +255,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (mosquitto_binary() if broker == "mosquitto" else amqtt_binary()) is None:
         print(f"demo: {broker} is not installed (scripts/demo installs it)", file=sys.stderr)
         return 1
+    if args.household and broker != "mosquitto":
+        print(
+            "demo: --household needs mosquitto (its dynamic security plugin keeps households "
+            "apart); amqtt has none",
+            file=sys.stderr,
+        )
+        return 1
     if not port_free(args.http_port, args.http_host):
         print(
             f"demo: port {args.http_port} is in use (is another Home Assistant running?); "
@@ -220,6 +275,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif not port_free(broker_port):
         print(f"demo: port {broker_port} is in use; choose another", file=sys.stderr)
         return 1
+    household_port = args.household_port if args.household else None
+    if args.household:
+        if household_port is None:
+            household_port = (
+                args.http_port + 1
+                if port_free(args.http_port + 1, args.http_host)
+                else free_port(args.http_host)
+            )
+        elif household_port == args.http_port or not port_free(household_port, args.http_host):
+            print(f"demo: port {household_port} is in use; choose another", file=sys.stderr)
+            return 1
+    # With --household: the broker's administrator, the community's login and the
+    # simulator's, with fresh passwords each run (the plugin's file is made afresh).
+    admin_password = new_password() if args.household else None
+    community_password = new_password()
+    sim_password = new_password()
 
     children: list[Child] = []
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
@@ -228,15 +299,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = 0
     try:
         print(f"==> MQTT broker ({broker}) on 127.0.0.1:{broker_port}", flush=True)
-        start_broker = start_mosquitto if broker == "mosquitto" else start_amqtt
-        children.append(start_broker(state / broker, broker_port))
-        print(f"==> preparing {state / 'config'}", flush=True)
+        if broker == "mosquitto":
+            dynsec = None if admin_password is None else (BROKER_ADMIN, admin_password)
+            children.append(start_mosquitto(state / broker, broker_port, dynamic_security=dynsec))
+        else:
+            children.append(start_amqtt(state / broker, broker_port))
         settings = DemoSettings(
             config_dir=state / "config",
             http_port=args.http_port,
             http_host=args.http_host,
             broker_port=broker_port,
         )
+        if admin_password is not None:
+            print("==> broker users: the community (administrator), the simulator", flush=True)
+            provision_broker(
+                settings.broker_host,
+                broker_port,
+                admin_password,
+                settings.prefix,
+                settings.community,
+                community_password=community_password,
+                sim_password=sim_password,
+            )
+            settings = dataclasses.replace(
+                settings,
+                broker_username=community_username(settings.community),
+                broker_password=community_password,
+                simulator_username=simulator_username(settings.community),
+                simulator_password=sim_password,
+            )
+        print(f"==> preparing {state / 'config'}", flush=True)
         prepared = prepare(settings)
         print("==> starting Home Assistant", flush=True)
         hass = start_hass(settings.config_dir, state / "hass.log")
@@ -252,6 +344,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         print("==> linking the resident, making the dashboards", flush=True)
         made = setup_people(prepared.url, prepared.token, prepared.to_json()["resident"])
+        household = None
+        if household_port is not None:
+            household = _start_household(
+                prepared, settings, state, household_port, args.start_timeout, children
+            )
         behind = time.time() - settings.start
         banner = _banner(
             prepared,
@@ -261,6 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             behind,
             dashboards=[str(d["url_path"]) for d in made],
             resident_password=settings.resident_password,
+            household=household,
         )
         print(banner, flush=True)
         while True:
@@ -276,7 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             time.sleep(1)
     except (KeyboardInterrupt, _Stop):
         pass
-    except RuntimeError as err:
+    except (RuntimeError, BrokerAclError, CannotConnect, InvalidAuth) as err:
         print(f"demo: {err}", file=sys.stderr)
         status = 1
     finally:
@@ -287,6 +385,41 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = child.stop()
             print(f"    {child.name} stopped (exit {code})", flush=True)
     return status
+
+
+def _start_household(
+    prepared: Prepared,
+    settings: DemoSettings,
+    state: Path,
+    port: int,
+    timeout: float,
+    children: list[Child],
+) -> PreparedHousehold:
+    """Start the resident household's own Home Assistant and add its entry with the code."""
+    meter_id = prepared.resident.meter_id
+    print(f"==> household access for {prepared.resident.label} (meter {meter_id})", flush=True)
+    code = household_code(prepared.url, prepared.token, meter_id)
+    home = DemoSettings(
+        config_dir=state / "household" / "config",
+        http_port=port,
+        http_host=settings.http_host,
+        username=HOUSEHOLD_USERNAME,
+        password=HOUSEHOLD_PASSWORD,
+    )
+    print(f"==> preparing {home.config_dir}", flush=True)
+    household = prepare_household(home)
+    print("==> starting the household's Home Assistant", flush=True)
+    hass = start_hass(home.config_dir, state / "household.log", "household's Home Assistant")
+    children.append(hass)
+    took = wait_for_config_api(hass, household.url, household.token, timeout)
+    print(f"    it is up ({took:.0f} s); adding My household with the code", flush=True)
+    entries = api_get(
+        household.url, household.token, "/api/config/config_entries/entry?domain=prepaid_meter"
+    )
+    if not entries:  # a second run keeps the entry of the first (the code is the same)
+        add_household_entry(household.url, household.token, code)
+    wait_for_household_entry(household.url, household.token)
+    return household
 
 
 def main(argv: Sequence[str] | None = None) -> int:

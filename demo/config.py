@@ -33,7 +33,7 @@ from homeassistant.auth.const import GROUP_ID_ADMIN, GROUP_ID_USER
 from homeassistant.auth.models import TOKEN_TYPE_LONG_LIVED_ACCESS_TOKEN, User
 from homeassistant.auth.providers import homeassistant as hass_auth
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.helpers.storage import Store
@@ -68,6 +68,9 @@ PASSWORD: Final = "demo-prepaid"  # noqa: S105 - the demo's published login
 #: A resident's login (not an administrator), linked to one household once Home Assistant runs.
 RESIDENT_USERNAME: Final = "resident"
 RESIDENT_PASSWORD: Final = "resident-prepaid"  # noqa: S105 - the demo's published login
+#: The owner of the household's own Home Assistant (`scripts/demo --household`).
+HOUSEHOLD_USERNAME: Final = "household"
+HOUSEHOLD_PASSWORD: Final = "household-prepaid"  # noqa: S105 - the demo's published login
 DEMO_SCENARIOS: Final = (
     ("elderly-inactive", 2),
     ("overload", 2),
@@ -117,6 +120,13 @@ class DemoSettings:
     http_host: str = "127.0.0.1"
     broker_host: str = "127.0.0.1"
     broker_port: int = 1883
+    #: The community entry's broker login (None: anonymous). With `--household` it is the
+    #: dynamic security administrator, so `prepaid_meter.household_access` can provision.
+    broker_username: str | None = None
+    broker_password: str | None = None
+    #: The simulator's broker login (None: anonymous).
+    simulator_username: str | None = None
+    simulator_password: str | None = None
     community: str = COMMUNITY
     prefix: str = PREFIX
     meters: int = METERS
@@ -133,6 +143,8 @@ class DemoSettings:
     minimal: bool = False
     #: With `minimal`, still keep a recorder (the benchmark measures both ways).
     recorder: bool = False
+    #: With `minimal`, also load `config:` (its REST API adds config entries through flows).
+    config_api: bool = False
     #: Entity globs the recorder leaves out (with `recorder`).
     recorder_exclude: tuple[str, ...] = ()
     seed_ledger: bool = True
@@ -174,6 +186,9 @@ class DemoSettings:
         ]
         for name, count in self.scenarios:
             args += ["--scenario", f"{name}:{count}"]
+        if self.simulator_username is not None:
+            args += ["--username", self.simulator_username]
+            args += ["--password", self.simulator_password or ""]
         return args
 
 
@@ -295,6 +310,8 @@ def configuration_yaml(settings: DemoSettings) -> str:
         "",
     ]
     if settings.minimal:
+        if settings.config_api:
+            lines += ["config:", ""]
         if settings.recorder:
             lines += ["recorder:", "  commit_interval: 5"]
             if settings.recorder_exclude:
@@ -427,17 +444,7 @@ async def _async_prepare_storage(
 
     Returns (entry_id, token, the resident's user id).
     """
-    config_dir = settings.config_dir
-    hass = HomeAssistant(str(config_dir))
-    # Home Assistant 2026's auth store reads the device and entity registries as it loads.
-    if (setup_registry := getattr(dr, "async_setup", None)) is not None:
-        setup_registry(hass)
-    await dr.async_load(hass)
-    await er.async_load(hass)
-    hass.auth = await auth_manager_from_config(hass, [{"type": "homeassistant"}], [])
-    provider = hass.auth.auth_providers[0]
-    assert isinstance(provider, hass_auth.HassAuthProvider)
-    await provider.async_initialize()
+    hass, provider = await _async_open(settings.config_dir)
     user = await _async_owner(hass, provider, settings.username, settings.password)
     resident = await _async_owner(
         hass,
@@ -448,10 +455,7 @@ async def _async_prepare_storage(
         group_id=GROUP_ID_USER,
     )
     token = await _async_token(hass, user, stored_token)
-
-    await _async_stable_http_config(hass, settings)
-    onboarding: Store[dict[str, Any]] = Store(hass, 4, "onboarding", private=True)
-    await onboarding.async_save({"done": ["user", "core_config", "analytics", "integration"]})
+    await _async_onboarded(hass, settings)
 
     entries_store: Store[dict[str, Any]] = Store(hass, 1, "core.config_entries", minor_version=5)
     stored = await entries_store.async_load() or {"entries": []}
@@ -465,6 +469,8 @@ async def _async_prepare_storage(
         CONF_CURRENCY: CURRENCY,
         CONF_TARIFF: TARIFF,
     }
+    login = {CONF_USERNAME: settings.broker_username, CONF_PASSWORD: settings.broker_password}
+    data.update({key: value for key, value in login.items() if value is not None})
     options = stored_options(settings.options)
     unique_id = (
         f"{settings.broker_host}:{settings.broker_port}/{settings.community}"  # as the flow does
@@ -486,7 +492,8 @@ async def _async_prepare_storage(
         entries.append(entry.as_dict())
         entry_id = entry.entry_id
     else:
-        existing["data"] = {**existing.get("data", {}), **data}
+        kept = {k: v for k, v in existing.get("data", {}).items() if k not in login}
+        existing["data"] = {**kept, **data}  # an earlier run's broker login goes
         existing["options"] = options
         existing["unique_id"] = unique_id
         existing["modified_at"] = datetime.now(UTC).isoformat()
@@ -497,6 +504,44 @@ async def _async_prepare_storage(
     if not settings.minimal:
         await _async_energy_preferences(hass, settings)
     return entry_id, token, resident.id
+
+
+async def _async_open(config_dir: Path) -> tuple[HomeAssistant, hass_auth.HassAuthProvider]:
+    """Return a stopped-state Home Assistant on `config_dir` with its auth loaded."""
+    hass = HomeAssistant(str(config_dir))
+    # Home Assistant 2026's auth store reads the device and entity registries as it loads.
+    if (setup_registry := getattr(dr, "async_setup", None)) is not None:
+        setup_registry(hass)
+    await dr.async_load(hass)
+    await er.async_load(hass)
+    hass.auth = await auth_manager_from_config(hass, [{"type": "homeassistant"}], [])
+    provider = hass.auth.auth_providers[0]
+    assert isinstance(provider, hass_auth.HassAuthProvider)
+    await provider.async_initialize()
+    return hass, provider
+
+
+async def _async_onboarded(hass: HomeAssistant, settings: DemoSettings) -> None:
+    """Store the HTTP settings and a finished onboarding."""
+    await _async_stable_http_config(hass, settings)
+    onboarding: Store[dict[str, Any]] = Store(hass, 4, "onboarding", private=True)
+    await onboarding.async_save({"done": ["user", "core_config", "analytics", "integration"]})
+
+
+async def _async_prepare_household_storage(settings: DemoSettings, stored_token: str | None) -> str:
+    """Write the owner, its token and onboarding of a household's own Home Assistant.
+
+    No config entry: the household's is added through the config flow once it runs, as a
+    resident would. Returns the token.
+    """
+    hass, provider = await _async_open(settings.config_dir)
+    user = await _async_owner(
+        hass, provider, settings.username, settings.password, name="Demo household"
+    )
+    token = await _async_token(hass, user, stored_token)
+    await _async_onboarded(hass, settings)
+    await hass.async_stop(force=True)
+    return token
 
 
 async def _async_owner(
@@ -630,6 +675,41 @@ def prepare(settings: DemoSettings) -> Prepared:
     summary = settings.config_dir / SUMMARY_FILE
     summary.write_text(json.dumps(prepared.to_json(), indent=2) + "\n")
     return prepared
+
+
+@dataclass(frozen=True)
+class PreparedHousehold:
+    """What `prepare_household` made: a household's own Home Assistant, before its entry."""
+
+    config_dir: Path
+    url: str
+    token: str
+    username: str
+    password: str
+
+
+def prepare_household(settings: DemoSettings) -> PreparedHousehold:
+    """Write (or refresh) the config folder of a household's own Home Assistant.
+
+    The same files, owner login, token and onboarding as `prepare`, with no community entry,
+    ledger or energy preferences; `settings.username` and `password` are the owner's login.
+    """
+    settings.config_dir.mkdir(parents=True, exist_ok=True)
+    write_files(settings)
+    token_file = settings.config_dir / TOKEN_FILE
+    stored_token = token_file.read_text().strip() if token_file.exists() else None
+    token = asyncio.run(_async_prepare_household_storage(settings, stored_token))
+    if token != stored_token:
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host  # noqa: S104
+    return PreparedHousehold(
+        config_dir=settings.config_dir,
+        url=f"http://{host}:{settings.http_port}",
+        token=token,
+        username=settings.username,
+        password=settings.password,
+    )
 
 
 def read_token(config_dir: Path) -> str:

@@ -11,6 +11,7 @@ import _socket
 from collections.abc import Sequence
 import contextlib
 import ctypes
+import glob
 import json
 import os
 from pathlib import Path
@@ -126,15 +127,73 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
-def start_mosquitto(workdir: Path, port: int, host: str = "127.0.0.1") -> Child:
-    """Start a broker without persistence (each demo run starts with no old messages)."""
+def dynamic_security_plugin() -> str | None:
+    """Return mosquitto's dynamic security plugin (Debian: under the multiarch dir), or None."""
+    for pattern in (
+        "/usr/lib/*/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+        "/usr/local/lib/mosquitto_dynamic_security.so",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _dynamic_security_lines(workdir: Path, admin: tuple[str, str]) -> list[str]:
+    """Write a fresh `dynamic-security.json` whose only client is `admin`; return the config.
+
+    `mosquitto_ctrl dynsec init` makes it (the administrator with the `admin` role); every
+    other user is created over `$CONTROL/dynamic-security/v1` once the broker runs.
+    """
+    plugin = dynamic_security_plugin()
+    ctrl = shutil.which("mosquitto_ctrl") or shutil.which(
+        "mosquitto_ctrl", path="/usr/bin:/usr/local/bin"
+    )
+    if plugin is None or ctrl is None:
+        raise RuntimeError(
+            "mosquitto's dynamic security plugin (or mosquitto_ctrl) is not installed; "
+            "mosquitto 2.x ships both"
+        )
+    dynsec = workdir / "dynamic-security.json"
+    dynsec.unlink(missing_ok=True)  # `init` refuses to overwrite; each run starts afresh
+    username, password = admin
+    done = subprocess.run(  # noqa: S603 - our own argv, no shell
+        [ctrl, "dynsec", "init", str(dynsec), username, password],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mosquitto_ctrl dynsec init failed: {done.stderr or done.stdout}")
+    dynsec.chmod(0o600)
+    return ["allow_anonymous false", f"plugin {plugin}", f"plugin_opt_config_file {dynsec}"]
+
+
+def start_mosquitto(
+    workdir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    dynamic_security: tuple[str, str] | None = None,
+) -> Child:
+    """Start a broker without persistence (each demo run starts with no old messages).
+
+    With `dynamic_security` (the administrator's user name and password), mosquitto loads
+    its dynamic security plugin and refuses anonymous logins.
+    """
     binary = mosquitto_binary()
     if binary is None:
         raise RuntimeError("mosquitto is not installed; scripts/demo installs it with apt-get")
     workdir.mkdir(parents=True, exist_ok=True)
+    access = (
+        ["allow_anonymous true"]
+        if dynamic_security is None
+        else _dynamic_security_lines(workdir, dynamic_security)
+    )
     lines = [
         f"listener {port} {host}",
-        "allow_anonymous true",
+        *access,
         "persistence false",
         "max_queued_messages 100000",
         "max_inflight_messages 100",
@@ -197,10 +256,10 @@ def _accepting_or_stop(child: Child, port: int, host: str, limit: float = 20.0) 
     raise RuntimeError(f"{child.name} did not accept connections on {host}:{port} in {limit:g} s")
 
 
-def start_hass(config_dir: Path, log: Path) -> Child:
+def start_hass(config_dir: Path, log: Path, name: str = "Home Assistant") -> Child:
     """Start Home Assistant on a prepared config folder."""
     return Child(
-        "Home Assistant",
+        name,
         [sys.executable, "-m", "homeassistant", "--config", str(config_dir)],
         log,
     )
@@ -218,6 +277,26 @@ def api_get(url: str, token: str, path: str, timeout: float = 5.0) -> Any:
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return json.loads(response.read())
+
+
+def wait_for_config_api(hass: Child, url: str, token: str, timeout: float) -> float:
+    """Wait until Home Assistant's config entries API answers the token; return the seconds.
+
+    For an instance with no prepaid_meter entry yet (`wait_for_hass` waits for one).
+    """
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if not hass.running():
+            raise RuntimeError(f"Home Assistant exited while starting:\n{hass.tail()}")
+        try:
+            api_get(url, token, "/api/config/config_entries/entry?domain=prepaid_meter")
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.5)
+            continue
+        return time.monotonic() - began
+    raise RuntimeError(
+        f"Home Assistant's config entries API did not answer within {timeout:.0f} s:\n{hass.tail()}"
+    )
 
 
 def wait_for_hass(

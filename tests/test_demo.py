@@ -6,6 +6,7 @@ installed (the very first start anywhere installs it from PyPI).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 import importlib.util
@@ -19,6 +20,7 @@ from typing import Any
 import urllib.error
 import urllib.request
 
+import aiomqtt
 from homeassistant.const import __version__ as HA_VERSION
 import pytest
 
@@ -292,5 +294,121 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
     assert proc.returncode == 0, output
     assert f"MQTT broker ({broker})" in output, output
     for name in ("simulator", "Home Assistant", broker):
+        assert f"{name} stopped" in output, output
+    assert _processes_mentioning(str(state)) == []
+
+
+async def _anonymous_login(port: int) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="demo-test-anonymous", timeout=5):
+        pass
+
+
+def test_demo_household_runs_the_residents_own_home_assistant(
+    tmp_path: Path, socket_enabled: None
+) -> None:
+    """`--household`: a second Home Assistant, household mode, fed by the community's broker.
+
+    The broker runs with dynamic security (no anonymous logins); the household's entry is
+    added through that instance's config flow with the code `household_access` handed out,
+    and its balance comes from the community (the resident's household, not another).
+    """
+    state = tmp_path / "demo"
+    http_port, household_port, broker_port = free_port(), free_port(), free_port()
+    out_file = tmp_path / "demo.out"
+    with out_file.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "demo",
+                "run",
+                "--dir",
+                str(state),
+                "--http-port",
+                str(http_port),
+                "--household",
+                "--household-port",
+                str(household_port),
+                "--broker",
+                "mosquitto",
+                "--broker-port",
+                str(broker_port),
+                "--speed",
+                "600",
+                "--interval",
+                "1",
+            ],
+            cwd=ROOT,
+            env=environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 2 * HASS_START_TIMEOUT
+        while "Press Ctrl-C" not in out_file.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out_file.read_text()
+            time.sleep(0.5)
+        banner = out_file.read_text()
+        assert "Press Ctrl-C" in banner, banner
+        url = f"http://127.0.0.1:{household_port}"
+        assert f"household HA     {url}  login household / household-prepaid" in banner, banner
+        summary = json.loads((state / "config" / "demo.json").read_text())
+        resident = summary["resident"]
+        token = read_token(state / "household" / "config")
+
+        # The household's login works through its own Home Assistant's login flow.
+        flow = _post(
+            f"{url}/auth/login_flow",
+            {"client_id": f"{url}/", "handler": ["homeassistant", None], "redirect_uri": f"{url}/"},
+        )
+        login = _post(
+            f"{url}/auth/login_flow/{flow['flow_id']}",
+            {"client_id": f"{url}/", "username": "household", "password": "household-prepaid"},
+        )
+        assert login["type"] == "create_entry", login
+
+        (entry,) = api_get(url, token, "/api/config/config_entries/entry?domain=prepaid_meter")
+        assert entry["state"] == "loaded"
+        assert entry["title"] == f"demo {resident['meter_id']}"
+
+        # Anonymous logins are refused: the simulator and the community have their own users.
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori"):
+            asyncio.run(_anonymous_login(broker_port))
+
+        balances: dict[str, Decimal] = {}
+        deadline = time.monotonic() + STATES_TIMEOUT
+        while time.monotonic() < deadline and not balances:
+            balances = {
+                str(s["entity_id"]): value
+                for s in api_get(url, token, "/api/states")
+                if str(s["entity_id"]).startswith("sensor.")
+                and "balance" in str(s["entity_id"])
+                and (value := _decimal(str(s["state"]))) is not None
+            }
+            time.sleep(1)
+        assert len(balances) == 1, (balances, (state / "household.log").read_text()[-2000:])
+        # It is the resident household's balance, as the community reckons it.
+        community_token = read_token(state / "config")
+        community_states = api_get(f"http://127.0.0.1:{http_port}", community_token, "/api/states")
+        (community_balance,) = [
+            Decimal(s["state"])
+            for s in community_states
+            if s["attributes"].get("friendly_name") == f"{resident['label']} Balance"
+        ]
+        (household_balance,) = balances.values()
+        assert abs(household_balance - community_balance) < 5, (balances, community_balance)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    output = out_file.read_text()
+    assert proc.returncode == 0, output
+    assert "household's Home Assistant stopped" in output, output
+    assert output.count("Home Assistant stopped") == 2, output
+    for name in ("simulator", "mosquitto"):
         assert f"{name} stopped" in output, output
     assert _processes_mentioning(str(state)) == []
