@@ -24,12 +24,9 @@ from custom_components.prepaid_meter import (
     services,
     switch,
 )
-from custom_components.prepaid_meter.config_flow import (
-    PAYMENT_SETUP_ERRORS,
-    POLICY_ERRORS,
-    RESIDENT_ERRORS,
-)
+from custom_components.prepaid_meter.config_flow import POLICY_ERRORS, RESIDENT_ERRORS
 from custom_components.prepaid_meter.const import DOMAIN
+from custom_components.prepaid_meter.payments import SETUP_ERRORS as PAYMENT_SETUP_ERRORS
 from tests.integration.translations import PACKAGE, PLACEHOLDER, leaves, load, resolve
 
 STRINGS = load(PACKAGE / "strings.json")
