@@ -29,6 +29,8 @@ EVENT_PREFIX = "prepaid_meter_"
 ALSO_ALARMS = frozenset({"alarm_cleared", "inactivity"})
 #: Fired as prepaid_meter_<kind> and described in the logbook.
 BUS_EVENTS = PEOPLE_EVENTS - ALSO_ALARMS
+#: Every kind fired as prepaid_meter_<kind> (what automations and blueprints may listen to).
+FIRED_EVENTS = BUS_EVENTS | ALSO_ALARMS
 #: Engine kinds that are an alarm episode's start or end: `prepaid_meter_alarm`'s `state`.
 ALARM_STATES = {"alarm": "start", "inactivity": "start", "alarm_cleared": "clear"}
 #: Event fields that are amounts of money: carried to the cent, as people read them.

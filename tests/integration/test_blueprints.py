@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 import shutil
@@ -22,7 +23,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.prepaid_meter.const import DOMAIN
-from custom_components.prepaid_meter.events import BUS_EVENTS, EVENT_PREFIX
+from custom_components.prepaid_meter.events import EVENT_PREFIX, FIRED_EVENTS
 
 FOLDER = Path(__file__).parents[2] / "blueprints" / "automation" / DOMAIN
 INPUTS = {
@@ -46,6 +47,16 @@ INPUTS = {
         "title",
         "message",
         "extra_actions",
+    },
+    "caregiver_escalation.yaml": {
+        "community",
+        "household",
+        "first_contact",
+        "second_contact",
+        "wait",
+        "title",
+        "message",
+        "escalation_message",
     },
     "alarms.yaml": {
         "community",
@@ -88,7 +99,14 @@ def test_blueprints_listen_to_events_the_integration_fires(name: str) -> None:
     triggers = load(name).data["triggers"]
     events = {t["event_type"] for t in triggers if t["trigger"] == "event"}
     assert events
-    assert events <= {EVENT_PREFIX + kind for kind in BUS_EVENTS}
+    assert events <= {EVENT_PREFIX + kind for kind in FIRED_EVENTS}
+    waits = [
+        trigger["event_type"]
+        for step in load(name).data["actions"]
+        for trigger in step.get("wait_for_trigger", [])
+        if trigger["trigger"] == "event"
+    ]
+    assert set(waits) <= {EVENT_PREFIX + kind for kind in FIRED_EVENTS}
 
 
 async def setup_automation(hass: HomeAssistant, name: str, inputs: dict[str, Any]) -> None:
@@ -399,4 +417,146 @@ async def test_supply_cut_notification(hass: HomeAssistant) -> None:
             "message": "3-501 (meter 000012345678): supply cut, reason manual, by "
             "operator Ops, balance 12.00.",
         },
+    ]
+
+
+# ---------------------------------------------------------------------------- care escalation
+
+CARE = {
+    "config_entry_id": "e",
+    "meter_id": "000012345678",
+    "account_id": "b3-501",
+    "household": "3-501",
+    "type": "inactivity",
+    "hours": 11.5,
+}
+
+
+async def _care_automation(
+    hass: HomeAssistant, **inputs: Any
+) -> tuple[list[ServiceCall], list[ServiceCall]]:
+    first: list[ServiceCall] = async_mock_service(hass, "notify", "daughter")
+    second: list[ServiceCall] = async_mock_service(hass, "notify", "neighbour")
+    await setup_automation(
+        hass,
+        "caregiver_escalation.yaml",
+        {"first_contact": "notify.daughter", "second_contact": "notify.neighbour", **inputs},
+    )
+    return first, second
+
+
+async def _settle() -> None:
+    """Let the automation's runs go as far as they can (one waiting for an acknowledgement
+    is a task that `async_block_till_done` would wait for until its timeout)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def _later(freezer: FrozenDateTimeFactory, hass: HomeAssistant, minutes: float) -> None:
+    freezer.tick(timedelta(minutes=minutes))
+    async_fire_time_changed(hass)
+    await _settle()
+
+
+async def test_care_alarm_escalates_when_nobody_acknowledges(
+    hass: HomeAssistant, config_folder: Path, freezer: FrozenDateTimeFactory
+) -> None:
+    """The first contact at once; the second after the set time, nobody having acknowledged."""
+    first, second = await _care_automation(hass, wait=20)
+    hass.bus.async_fire("prepaid_meter_alarm", {**CARE, "state": "start"})
+    await _settle()
+    assert [c.data["message"][:60] for c in first] == [
+        "3-501 has shown none of its usual activity for 11.5 hours. P"
+    ]
+    assert second == []
+    await _later(freezer, hass, 19)
+    assert second == []
+    await _later(freezer, hass, 2)
+    assert len(second) == 1
+    assert second[0].data["title"] == "No sign of activity at home"
+    assert "nobody has acknowledged the alert in 20 minutes" in second[0].data["message"]
+    assert len(first) == 1
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [
+        ("prepaid_meter_alarm_acknowledged", {"actor": "Ops", "actor_kind": "operator"}),
+        ("prepaid_meter_alarm", {"state": "clear", "minutes": 700}),
+    ],
+)
+async def test_care_alarm_acknowledged_or_ended_in_time_goes_no_further(
+    hass: HomeAssistant,
+    config_folder: Path,
+    freezer: FrozenDateTimeFactory,
+    event_type: str,
+    data: dict[str, Any],
+) -> None:
+    """Acknowledged (or the person active again) in time: the second contact is not told;
+    the same for another meter's alarm does not count."""
+    first, second = await _care_automation(hass)
+    hass.bus.async_fire("prepaid_meter_alarm", {**CARE, "state": "start"})
+    await _settle()
+    await _later(freezer, hass, 5)
+    hass.bus.async_fire(event_type, {**CARE, "meter_id": "000099999999", **data})
+    await _settle()
+    await _later(freezer, hass, 5)
+    hass.bus.async_fire(event_type, {**CARE, **data})
+    await _settle()
+    await _later(freezer, hass, 60)
+    assert len(first) == 1
+    assert second == []
+
+
+async def test_care_alarm_of_one_household_only(
+    hass: HomeAssistant, config_folder: Path, freezer: FrozenDateTimeFactory
+) -> None:
+    """One household chosen: another's alarm, other kinds and clears tell nobody."""
+    first, second = await _care_automation(hass, household="b3-502")
+    hass.bus.async_fire("prepaid_meter_alarm", {**CARE, "state": "start"})  # b3-501
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {
+            **CARE,
+            "account_id": "b3-502",
+            "household": "3-502",
+            "type": "overload",
+            "state": "start",
+        },
+    )
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {**CARE, "account_id": "b3-502", "household": "3-502", "state": "clear"},
+    )
+    await _settle()
+    assert first == []
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {**CARE, "meter_id": "000012345679", "account_id": "b3-502", "household": "3-502",
+         "state": "start"},
+    )  # fmt: skip
+    await _settle()
+    assert [c.data["message"].split(" ")[0] for c in first] == ["3-502"]
+    await _later(freezer, hass, 31)
+    assert [c.data["message"].split(" ")[0] for c in second] == ["3-502"]
+
+
+@pytest.mark.usefixtures("config_folder")
+async def test_alarm_ends_are_not_sent_as_alarms(hass: HomeAssistant) -> None:
+    """An episode's end (state clear) is no new alarm for the operators."""
+    calls: list[ServiceCall] = async_mock_service(hass, "notify", "operators")
+    await setup_automation(
+        hass, "alarms.yaml", {"notify_supply_cut": False, "notify_action": "notify.operators"}
+    )
+    base = {"config_entry_id": "e", "meter_id": "000012345678", "household": "3-501"}
+    hass.bus.async_fire("prepaid_meter_alarm", {**base, "type": "surge", "state": "start"})
+    hass.bus.async_fire("prepaid_meter_alarm", {**base, "type": "surge", "state": "clear"})
+    hass.bus.async_fire(
+        "prepaid_meter_alarm",
+        {**base, "household": None, "type": "line_loss", "state": "start", "loss_rate": 0.1234},
+    )
+    await hass.async_block_till_done()
+    assert [call.data["message"] for call in calls] == [
+        "3-501 (meter 000012345678): surge.",
+        "meter 000012345678 (meter 000012345678): line loss in the area, loss 12.3 %.",
     ]
