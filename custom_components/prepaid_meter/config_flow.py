@@ -81,6 +81,7 @@ from .const import (
     PRESET_TARIFFS,
     SECTION_TLS,
 )
+from .coordinator import CONF_SAFETY, safety_rules
 from .engine.actor import Actor
 from .engine.broker_acl import ConnectionDetails, InvalidConnectionCode, parse_connection_code
 from .engine.community import CommunityError
@@ -88,6 +89,7 @@ from .engine.household import AccessRefused, HouseholdView, check_household
 from .engine.policy import PolicyConfig, PolicyError
 from .engine.profiles import PROFILE_NAMES
 from .engine.protocol import COMMUNITY_RE, METER_ID_RE
+from .engine.safety import SafetyError, SafetyRules
 from .engine.tariff import TariffError
 from .engine.transport import CannotConnect, InvalidAuth, check_connection
 from .entry import resolve_tariff, transport_config
@@ -818,7 +820,7 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Offer the prepaid rules, the residents and the payments."""
         return self.async_show_menu(
-            step_id="init", menu_options=["policy", "residents", "payments"]
+            step_id="init", menu_options=["policy", "residents", "payments", "safety"]
         )
 
     async def async_step_residents(
@@ -977,6 +979,69 @@ class PrepaidMeterOptionsFlow(OptionsFlow):
                 "url": webhook_url(self.hass, webhook_id, str(public)),
             },
         )
+
+    async def async_step_safety(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The safety and care watch's main thresholds, checked by `SafetyRules`.
+
+        Saved under options["safety"], only those that differ from the defaults; a
+        household's own rules are an operator's action (`set_household_safety`).
+        """
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            try:
+                rules = SafetyRules.from_options(user_input)
+            except SafetyError as err:
+                errors["base"] = SAFETY_ERROR
+                placeholders["error"] = str(err)
+            else:
+                options = dict(self.config_entry.options)
+                options.pop(CONF_SAFETY, None)
+                if changed := rules.to_options(SafetyRules()):
+                    options[CONF_SAFETY] = changed
+                return self.async_create_entry(data=options)
+        current = safety_rules(self.config_entry.options) or SafetyRules()
+        shown = {name: getattr(current, name) for name in SAFETY_FORM}
+        return self.async_show_form(
+            step_id="safety",
+            data_schema=self.add_suggested_values_to_schema(
+                safety_schema(),  # type: ignore[arg-type, unused-ignore]
+                user_input or shown,
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+
+#: The safety options step's one error (the rules' own sentence in its {error}).
+SAFETY_ERROR = "invalid_safety_rule"
+#: The safety options form: each rule's unit, its bounds and its step.
+SAFETY_FORM: dict[str, tuple[str | None, float, float, float]] = {
+    "overload_factor": (None, 0.5, 3, 0.01),
+    "overload_s": ("s", 1, 3_600, 1),
+    "cut_factor": (None, 0.5, 5, 0.01),
+    "cut_s": ("s", 1, 3_600, 1),
+    "cut_long_factor": (None, 0.5, 5, 0.01),
+    "cut_long_s": ("s", 60, 86_400, 60),
+    "surge_fraction": (None, 0.05, 5, 0.05),
+    "theft_gap_a": ("A", 0.1, 100, 0.1),
+    "clear_s": ("s", 60, 86_400, 60),
+    "offline_s": ("s", 300, 604_800, 60),
+    "care_hours": ("h", 1, 72, 0.5),
+}
+
+
+def safety_schema() -> vol.Schema:
+    """Return the safety options form (the main thresholds of engine/safety.py)."""
+    return vol.Schema(
+        {
+            vol.Required(name): NumberSelector(
+                NumberSelectorConfig(min=low, max=high, step=step, mode=NumberSelectorMode.BOX)
+                | ({"unit_of_measurement": unit} if unit else {})  # a factor has no unit
+            )
+            for name, (unit, low, high, step) in SAFETY_FORM.items()
+        }
+    )
 
 
 class HouseholdOptionsFlow(OptionsFlow):

@@ -10,7 +10,7 @@ turns people's requests (actions, entity controls) into service calls, with who 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 import dataclasses
 from datetime import timedelta
 from decimal import Decimal
@@ -47,7 +47,7 @@ from .engine.commands import CommandTracker
 from .engine.community import Community, CommunityError, Event, Relay
 from .engine.ledger import Ledger
 from .engine.profiles import Profile
-from .engine.safety import ALARM_KINDS
+from .engine.safety import ALARM_KINDS, SafetyError, SafetyRules
 from .engine.service import CommunityService, ServiceTiming
 from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
@@ -67,6 +67,7 @@ __all__ = [  # money: services.py's until it takes it from events.py
     "money",
     "open_ledger",
     "refusal",
+    "safety_rules",
 ]
 
 # Charges are committed once a minute (one journal entry per meter and minute, see
@@ -119,6 +120,29 @@ YIELD_AFTER_S = 0.01
 # A large community's households get their retained `account` topic at most this often; a
 # relay change is published at once.
 ACCOUNT_INTERVAL_S = 60.0
+
+
+#: The entry option holding the community's safety rules that differ from the defaults
+#: (SafetyRules option names; the "Safety and care" options step writes it).
+CONF_SAFETY = "safety"
+
+
+def safety_rules(options: Mapping[str, Any]) -> SafetyRules | None:
+    """Return the community's safety rules from its entry options (None: the defaults).
+
+    Stored rules that cannot be (a later version's, or edited by hand) are logged and the
+    defaults apply: the watch runs either way.
+    """
+    stored = options.get(CONF_SAFETY)
+    if not stored:
+        return None
+    try:
+        if not isinstance(stored, Mapping):
+            raise SafetyError(f"the safety options are not a mapping: {stored!r}")
+        return SafetyRules.from_options(stored)
+    except SafetyError as err:
+        _LOGGER.warning("The safety watch takes its default rules: %s", err)
+        return None
 
 
 def refusal(hass: HomeAssistant, err: CommunityError) -> ServiceValidationError:

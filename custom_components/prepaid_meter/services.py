@@ -8,6 +8,11 @@ password given out is kept in Home Assistant's storage (`.storage`, private), so
 hands out the same code (and sets the user's ACL back to exactly the household's; the broker
 drops a connected household for a moment, and it reconnects); `rotate` makes a new password,
 and the old code stops working.
+
+The safety watch's actions (operators only): `acknowledge_alarm` (an open episode of a meter,
+journaled with who), `set_household_safety` (a household's care opt-in, vacant mark and rule
+overrides) and `set_master_meter` (an area's master meter and its households' meters, for the
+line loss; without a master meter the area is removed).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from .engine.broker_acl import (
 from .engine.community import CommunityError
 from .engine.ledger import EntryKind, SubAccount
 from .engine.protocol import METER_ID_RE
+from .engine.safety import ALARM_KINDS
 from .engine.transport import CannotConnect, InvalidAuth
 from .household_entry import is_household
 from .payment_actions import PAYMENT_SERVICES
@@ -71,6 +77,12 @@ ATTR_ROTATE = "rotate"
 ATTR_PUBLIC_HOST = "public_host"
 ATTR_PUBLIC_PORT = "public_port"
 ATTR_PUBLIC_TLS = "public_tls"
+ATTR_ALARM = "alarm"
+ATTR_CARE = "care"
+ATTR_VACANT = "vacant"
+ATTR_RULES = "rules"
+ATTR_AREA = "area"
+ATTR_METERS = "meters"
 #: How long the dynamic security plugin may take to answer (a broker without it never does).
 ADMIN_TIMEOUT_S: Final = 5.0
 ACCESS_STORE_VERSION: Final = 1
@@ -176,6 +188,33 @@ HOUSEHOLD_ACCESS_SCHEMA = vol.Schema(
     }
 )
 REVOKE_ACCESS_SCHEMA = vol.Schema({**_ENTRY, vol.Required(ATTR_METER_ID): cv.string})
+ACKNOWLEDGE_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_METER_ID): cv.string,
+        vol.Required(ATTR_ALARM): vol.In(ALARM_KINDS),
+    }
+)
+HOUSEHOLD_SAFETY_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_HOUSEHOLD): cv.string,
+        vol.Optional(ATTR_CARE): cv.boolean,
+        vol.Optional(ATTR_VACANT): cv.boolean,
+        # The engine checks each rule's name and value (SafetyRules.from_options).
+        vol.Optional(ATTR_RULES): vol.All(dict, vol.Length(max=50)),
+    }
+)
+MASTER_METER_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        vol.Required(ATTR_AREA): vol.All(cv.string, vol.Length(min=1, max=64)),
+        vol.Optional(ATTR_METER_ID): cv.string,
+        vol.Optional(ATTR_METERS, default=[]): vol.All(
+            cv.ensure_list, [cv.string], vol.Length(max=1000)
+        ),
+    }
+)
 
 
 def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
@@ -451,6 +490,49 @@ async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> Se
     return {"meter_id": meter_id, "revoked": existed}
 
 
+async def _acknowledge_alarm(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    actor = await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = call.data[ATTR_METER_ID]
+    kind = call.data[ATTR_ALARM]
+    await runtime.async_call(runtime.service.acknowledge_alarm, meter_id, kind, actor=actor)
+    return {"meter_id": meter_id, "alarm": kind}
+
+
+async def _set_household_safety(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    actor = await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    account_id = _account_of(runtime, call)
+    changed = await runtime.async_call(
+        runtime.service.set_household_safety,
+        account_id,
+        care=call.data.get(ATTR_CARE),
+        vacant=call.data.get(ATTR_VACANT),
+        rules=call.data.get(ATTR_RULES),
+        actor=actor,
+    )
+    household = runtime.community.households[account_id]
+    return {
+        "household": account_id,
+        "care": household.care,
+        "vacant": household.vacant,
+        "rules": dict(household.safety_rules),
+        "changed": changed,
+    }
+
+
+async def _set_master_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    actor = await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    area = call.data[ATTR_AREA]
+    master = call.data.get(ATTR_METER_ID)
+    members = list(call.data[ATTR_METERS])
+    changed = await runtime.async_call(
+        runtime.service.set_master_meter, area, master, members, actor=actor
+    )
+    return {"area": area, "meter_id": master, "meters": sorted(set(members)), "changed": changed}
+
+
 SERVICES: dict[
     str,
     tuple[
@@ -479,6 +561,13 @@ SERVICES: dict[
         _revoke_household_access,
         SupportsResponse.OPTIONAL,
     ),
+    "acknowledge_alarm": (ACKNOWLEDGE_SCHEMA, _acknowledge_alarm, SupportsResponse.OPTIONAL),
+    "set_household_safety": (
+        HOUSEHOLD_SAFETY_SCHEMA,
+        _set_household_safety,
+        SupportsResponse.OPTIONAL,
+    ),
+    "set_master_meter": (MASTER_METER_SCHEMA, _set_master_meter, SupportsResponse.OPTIONAL),
     # Orders, unmatched payments, move-out and the monthly report: payment_actions.py.
     **PAYMENT_SERVICES,
 }

@@ -89,7 +89,7 @@ KIND_TESTS: dict[str, str] = {
 def test_every_event_kind_has_a_test() -> None:
     """A kind the engine adds fails here until a test says what Home Assistant makes of it."""
     assert set(KIND_TESTS) == _all_kinds()
-    assert len(_all_kinds()) == 22
+    assert len(_all_kinds()) == 23
     for name in set(KIND_TESTS.values()):
         assert callable(globals()[name]), name
 
@@ -249,7 +249,13 @@ def _people_events(ts: int) -> list[tuple[Event, dict[str, Any], str]]:
                     "type": "overload",
                 },
             ),
-            {"current_a": 80.0, "rated_current_a": 60.0, "type": "overload", "balance": "50.00"},
+            {
+                "current_a": 80.0,
+                "rated_current_a": 60.0,
+                "type": "overload",
+                "state": "start",
+                "balance": "50.00",
+            },
             "alarm: overload",
         ),
         (
@@ -263,9 +269,32 @@ def _people_events(ts: int) -> list[tuple[Event, dict[str, Any], str]]:
             "alarm cleared: arc fault",
         ),
         (
-            Event("inactivity", METER_ID, HOUSEHOLD, {"household": LABEL, "hours": 24.5}),
-            {"hours": 24.5, "balance": "50.00"},
+            Event(
+                "inactivity",
+                METER_ID,
+                HOUSEHOLD,
+                {"household": LABEL, "hours": 24.5, "started": ts},
+            ),
+            {"hours": 24.5, "started": ts, "balance": "50.00"},
             "no activity for 24.5 hours",
+        ),
+        (
+            Event(
+                "alarm_acknowledged",
+                METER_ID,
+                HOUSEHOLD,
+                {"type": "tamper", "household": LABEL, "started": ts, "at": ts + 60, **ops},
+            ),
+            {
+                "type": "tamper",
+                "started": ts,
+                "at": ts + 60,
+                "actor": "Ops",
+                "actor_kind": "operator",
+                "actor_user_id": "u-ops",
+                "balance": "50.00",
+            },
+            "alarm acknowledged: tamper, by operator Ops",
         ),
         (
             Event(
@@ -303,7 +332,10 @@ async def test_people_events_on_the_bus_and_in_the_logbook(seam: Seam) -> None:
     """Each people event is one `prepaid_meter_<kind>` with who, where and money to the cent.
 
     The household's balance stands in where the event has none; the users linked to the
-    household (asked of the service) are named, for blueprints to notify.
+    household (asked of the service) are named, for blueprints to notify. An alarm episode's
+    start and end are each one `prepaid_meter_alarm` (its `state` start or clear) and one
+    logbook line; `prepaid_meter_alarm_cleared` and `prepaid_meter_inactivity` are fired too
+    (automations of earlier versions), with no line of their own.
     """
     hass = seam.hass
     await seam.household()
@@ -322,13 +354,29 @@ async def test_people_events_on_the_bus_and_in_the_logbook(seam: Seam) -> None:
     described = _logbook(hass)
     cases = _people_events(int(time.time()) - 3600)
     assert {event.kind for event, _data, _line in cases} == PEOPLE_EVENTS
+    assert set(described) == {
+        f"prepaid_meter_{kind}" for kind in PEOPLE_EVENTS - {"alarm_cleared", "inactivity"}
+    }
+    states = {"alarm": "start", "inactivity": "start", "alarm_cleared": "clear"}
     for event, data, line in cases:
         fired = async_capture_events(hass, f"prepaid_meter_{event.kind}")
+        alarms = async_capture_events(hass, "prepaid_meter_alarm")
         await seam.deliver([event])
         assert len(fired) == 1, event.kind
         assert fired[0].data == {**base, **data}, event.kind
         seam.service.users_of.assert_called_with(HOUSEHOLD)
-        entry = described[f"prepaid_meter_{event.kind}"](fired[0])
+        if event.kind in states:
+            [alarm] = alarms
+            assert alarm.data == {
+                **base,
+                **data,
+                "type": data.get("type", "inactivity"),
+                "state": states[event.kind],
+            }
+            entry = described["prepaid_meter_alarm"](alarm)
+        else:
+            assert alarms == []
+            entry = described[f"prepaid_meter_{event.kind}"](fired[0])
         assert entry == {"name": LABEL, "message": line}, event.kind
 
 
@@ -533,6 +581,7 @@ async def test_unknown_meter_one_community_repair_and_no_device(
             "meters_alarmed",
             "meters_offline",
             "top_ups_today",
+            "line_loss_rate",
             "fee_collection_rate",
         )
     ]

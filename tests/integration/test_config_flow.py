@@ -19,7 +19,12 @@ from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.prepaid_meter.config_flow import SECTION_DETAILS, policy_form_values
+from custom_components.prepaid_meter.config_flow import (
+    SAFETY_ERROR,
+    SAFETY_FORM,
+    SECTION_DETAILS,
+    policy_form_values,
+)
 from custom_components.prepaid_meter.const import (
     CONF_AUTO_RESTORE,
     CONF_CA_FILE,
@@ -48,8 +53,10 @@ from custom_components.prepaid_meter.const import (
     PRESET_TARIFFS,
     SECTION_TLS,
 )
+from custom_components.prepaid_meter.coordinator import safety_rules
 from custom_components.prepaid_meter.engine.broker_acl import ConnectionDetails, DynSecAdmin
 from custom_components.prepaid_meter.engine.policy import PolicyConfig, PolicyError
+from custom_components.prepaid_meter.engine.safety import SafetyRules
 from custom_components.prepaid_meter.engine.tariff import preset_names
 from custom_components.prepaid_meter.household_entry import (
     CONF_METER_ID,
@@ -608,7 +615,7 @@ async def open_policy(hass: HomeAssistant, entry: MockConfigEntry) -> ConfigFlow
     """Open the options and choose the prepaid rules from the menu."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["policy", "residents", "payments"]
+    assert result["menu_options"] == ["policy", "residents", "payments", "safety"]
     return await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "policy"}
     )
@@ -753,6 +760,105 @@ async def test_options_error_the_form_does_not_know(hass: HomeAssistant, communi
             result["flow_id"], policy_input()
         )
     assert result["errors"] == {"base": "invalid_option"}
+
+
+# ------------------------------------------------------------------ safety and care
+
+
+async def open_safety(hass: HomeAssistant, entry: MockConfigEntry) -> ConfigFlowResult:
+    """Open the options and choose safety and care from the menu."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.MENU
+    return await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "safety"}
+    )
+
+
+def _shown(result: ConfigFlowResult) -> dict[str, Any]:
+    """Return the values a form shows (its suggested values)."""
+    schema = result["data_schema"]
+    assert schema is not None
+    return {
+        str(key): key.description["suggested_value"]
+        for key in schema.schema
+        if key.description and "suggested_value" in key.description
+    }
+
+
+def _placeholder(result: ConfigFlowResult, name: str) -> str:
+    placeholders = result["description_placeholders"]
+    assert placeholders is not None
+    return str(placeholders[name])
+
+
+def safety_input(**changes: Any) -> dict[str, Any]:
+    """Return the safety form as sent with the defaults (numbers as the form sends them)."""
+    defaults = SafetyRules()
+    data: dict[str, Any] = {name: float(getattr(defaults, name)) for name in SAFETY_FORM}
+    data.update(changes)
+    return data
+
+
+async def test_options_safety_stores_what_differs_from_the_defaults(
+    hass: HomeAssistant, community_id: str
+) -> None:
+    """The form shows the rules in force; only those changed are stored, as the watch reads
+    them; the defaults again store nothing."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, options={"unrelated": "kept"})
+    result = await open_safety(hass, entry)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "safety"
+    assert _shown(result) == {name: getattr(SafetyRules(), name) for name in SAFETY_FORM}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], safety_input(care_hours=8.0, overload_s=60.0)
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {"unrelated": "kept", "safety": {"care_hours": 8.0, "overload_s": 60}}
+    rules = safety_rules(entry.options)
+    assert rules is not None
+    assert (rules.care_hours, rules.overload_s, rules.cut_s) == (8.0, 60, SafetyRules().cut_s)
+    result = await open_safety(hass, entry)
+    assert _shown(result)["care_hours"] == 8.0
+    result = await hass.config_entries.options.async_configure(result["flow_id"], safety_input())
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {"unrelated": "kept"}
+
+
+async def test_options_safety_rules_that_cannot_work_are_refused(
+    hass: HomeAssistant, community_id: str
+) -> None:
+    """A cut level below the overload level: one error naming it; nothing is stored."""
+    entry = entry_for("127.0.0.1", 1883, community_id)
+    entry.add_to_hass(hass)
+    result = await open_safety(hass, entry)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], safety_input(overload_factor=1.5, cut_factor=1.2)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": SAFETY_ERROR}
+    assert "cut_factor" in _placeholder(result, "error")
+    assert entry.options == {}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], safety_input(overload_s=30.5)
+    )
+    assert result["errors"] == {"base": SAFETY_ERROR}  # a whole number of seconds
+    assert "whole number" in _placeholder(result, "error")
+    result = await hass.config_entries.options.async_configure(result["flow_id"], safety_input())
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+def test_stored_safety_rules_that_cannot_be_take_the_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Options edited by hand (or a later version's): logged, and the defaults apply."""
+    assert safety_rules({}) is None
+    assert safety_rules({"safety": {"no_such_rule": 1}}) is None
+    assert safety_rules({"safety": "overload"}) is None
+    assert "default rules" in caplog.text
+    rules = safety_rules({"safety": {"surge_fraction": 0.8}})
+    assert rules is not None and rules.surge_fraction == 0.8
 
 
 # ------------------------------------------------------------------ my household

@@ -24,7 +24,11 @@ from custom_components.prepaid_meter import (
     services,
     switch,
 )
-from custom_components.prepaid_meter.config_flow import POLICY_ERRORS, RESIDENT_ERRORS
+from custom_components.prepaid_meter.config_flow import (
+    POLICY_ERRORS,
+    RESIDENT_ERRORS,
+    SAFETY_ERROR,
+)
 from custom_components.prepaid_meter.const import DOMAIN
 from custom_components.prepaid_meter.payments import SETUP_ERRORS as PAYMENT_SETUP_ERRORS
 from tests.integration.translations import PACKAGE, PLACEHOLDER, leaves, load, resolve
@@ -42,7 +46,7 @@ PLATFORM_DESCRIPTIONS: dict[str, list[EntityDescription]] = {
         *household_entities.HOUSEHOLD_SENSORS,
     ],
     "binary_sensor": [
-        *binary_sensor.BINARY_SENSORS,
+        *binary_sensor.METER_BINARY_SENSORS,
         *household_entities.HOUSEHOLD_BINARY_SENSORS,
     ],
     "switch": [switch.SUPPLY],
@@ -122,6 +126,7 @@ def test_options_flow_errors_are_translated() -> None:
         *RESIDENT_ERRORS,
         "cannot_link",
         *PAYMENT_SETUP_ERRORS,
+        SAFETY_ERROR,
     }
 
 
