@@ -280,8 +280,13 @@ class PrepaidRuntime:
         self._started = True
 
         async def commit_at_stop(_event: Any) -> None:
-            # Home Assistant does not unload entries when it stops: commit what is pending.
+            # Home Assistant does not unload entries when it stops: commit what is pending,
+            # and keep the safety watch's open episodes and what it learned.
             await self.service.flush()
+            try:
+                await self.service.save_safety_state()
+            except Exception:
+                _LOGGER.exception("The safety watch's state of %s is not kept", self.community_id)
 
         self._unsubs.append(
             self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, commit_at_stop)
