@@ -36,7 +36,13 @@ from .const import (
     DEFAULT_PROFILE,
     DOMAIN,
 )
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, ledger_path, open_ledger
+from .coordinator import (
+    PrepaidConfigEntry,
+    PrepaidRuntime,
+    ledger_path,
+    open_ledger,
+    safety_rules,
+)
 from .dashboard import async_setup_dashboards
 from .engine.community import Community
 from .engine.ledger import LedgerError
@@ -180,6 +186,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrepaidConfigEntry) -> b
             birth_announces=not profile.announces,
             issues=profile.issues,  # one counter of what the profile and the gate refuse
             enforce_permissions=True,  # who may do what: engine/permissions.py
+            safety_rules=safety_rules(entry.options),  # the options' Safety and care
         ),
         transport_config=config,
         profile=profile,

@@ -396,7 +396,7 @@ def test_a_file_of_the_third_schema_gains_its_days_of_use(
     monkeypatch.undo()
     with Ledger(path) as ledger:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
         assert ledger.day_zone() is None
         assert _stored(path) == {}
         community = _make(ledger, clock)

@@ -13,6 +13,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.const import CONF_METER_ENTITIES, DOMAIN
+from custom_components.prepaid_meter.engine.safety import ALARM_KINDS
 from tests.broker import Mosquitto
 from tests.ha.conftest import METER_ID
 from tests.ha.meter import TestMeter
@@ -45,6 +46,11 @@ ALL_KEYS = {
     ("button", "restore_supply"),
     ("number", "low_balance_threshold"),
 }
+#: One binary sensor per alarm kind: created disabled in both sets (coordinator.ALARM_KEYS).
+ALARM_KEYS = {("binary_sensor", f"alarm_{kind}") for kind in ALARM_KINDS}
+ALL_KEYS |= ALARM_KEYS
+#: The essential set: the balance, and the entities made on request (created disabled).
+ESSENTIAL = {("sensor", "balance"), ("sensor", "energy"), ("switch", "supply")} | ALARM_KEYS
 
 
 async def _wait(hass: HomeAssistant, predicate: Callable[[], bool]) -> None:
@@ -125,9 +131,10 @@ async def test_essential_option_keeps_the_balance_and_removes_the_rest(
     await hass.async_block_till_done()  # the options listener reloads the entry
     await _set_up_with_meter(hass, config_entry, mosquitto, community_id)
     found = _meter_entities(entity_registry, config_entry, community_id)
-    assert set(found) == {("sensor", "balance"), ("sensor", "energy"), ("switch", "supply")}
+    assert set(found) == ESSENTIAL
     # They existed enabled before the choice: an entity people use is not disabled under them.
-    assert all(item.disabled_by is None for item in found.values())
+    assert all(found[key].disabled_by is None for key in set(found) - ALARM_KEYS)
+    assert all(found[key].disabled_by is not None for key in ALARM_KEYS)
     await hass.services.async_call(
         DOMAIN, "assign_meter", {"meter_id": METER_ID, "household": "b1-101"}, blocking=True
     )
@@ -161,7 +168,7 @@ async def test_essential_option_on_a_new_meter(
     )
     await _set_up_with_meter(hass, config_entry, mosquitto, community_id)
     found = _meter_entities(entity_registry, config_entry, community_id)
-    assert set(found) == {("sensor", "balance"), ("sensor", "energy"), ("switch", "supply")}
+    assert set(found) == ESSENTIAL
     assert found["sensor", "balance"].disabled_by is None
     assert found["sensor", "energy"].disabled_by is er.RegistryEntryDisabler.INTEGRATION
     assert found["switch", "supply"].disabled_by is er.RegistryEntryDisabler.INTEGRATION
@@ -189,12 +196,7 @@ async def test_large_community_by_size_keeps_what_exists(
     with patch.object(coordinator, "ESSENTIAL_ABOVE", -1):  # any community counts as large
         await _set_up_with_meter(hass, config_entry, mosquitto, community_id)
         found = _meter_entities(entity_registry, config_entry, community_id)
-        assert set(found) == {
-            ("sensor", "balance"),
-            ("sensor", "energy"),
-            ("sensor", "power"),
-            ("switch", "supply"),
-        }
+        assert set(found) == ESSENTIAL | {("sensor", "power")}
         assert found["sensor", "power"].entity_id == power.entity_id
         assert hass.states.get(power.entity_id) is not None
         assert config_entry.runtime_data.meter_entities == "essential"

@@ -1618,7 +1618,7 @@ class Community:
         apply (`apply_safety_setting`); raises `CommunityError` and changes nothing when it
         cannot be one (`invalid_safety_rule` names the rule).
         """
-        self._authorize(actor, "assign", account_id=account_id)
+        self._authorize(actor, "safety", account_id=account_id)
         household = self.households.get(account_id)
         if household is None:
             raise CommunityError(
@@ -1652,7 +1652,7 @@ class Community:
         area. Returns the setting to journal and apply; raises `CommunityError` and changes
         nothing when it cannot be one (`invalid_area`).
         """
-        self._authorize(actor, "assign")
+        self._authorize(actor, "safety")
         area = str(area_id).strip() if isinstance(area_id, str) else ""
         if not area:
             raise CommunityError("invalid_area", "An area needs a name", error="no name")
@@ -1727,7 +1727,7 @@ class Community:
         (`apply_acknowledgement`); `no_open_alarm` when the meter has no such episode open.
         """
         meter = self._known_meter(meter_id)
-        self._authorize(actor, "assign", meter=meter)
+        self._authorize(actor, "safety", meter=meter)
         episode = self.safety.alarms(meter_id).get(kind) if kind in ALARM_KINDS else None
         if episode is None:
             raise CommunityError(

@@ -52,6 +52,7 @@ type Action = Literal[
     "statement",
     "threshold",
     "assign",
+    "safety",
     "link",
     "unlink",
     "top_up",
