@@ -70,6 +70,13 @@ def _message(texts: Texts, kind: str, data: Mapping[str, Any]) -> str:
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")))
     if kind == "alarm_acknowledged":
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")), actor=_by(texts, data))
+    if kind == "payment":  # payments.py: an order paid (or refunded) through a provider
+        return texts.text(
+            "payment_refund" if data.get("kind") == "refund" else "payment",
+            amount=money(data.get("amount")),
+            provider=texts.channel(data.get("provider")),
+            order=data.get("order"),
+        )
     if kind == "command_failed":
         command = texts.text("command_off" if data.get("state") == "off" else "command_on")
         if data.get("outcome") == "failed":
@@ -85,7 +92,7 @@ def async_describe_events(
     async_describe_event: Callable[[str, str, Callable[[Event], dict[str, str]]], None],
 ) -> None:
     """Describe each prepaid_meter event for the logbook."""
-    for kind in sorted(BUS_EVENTS):
+    for kind in sorted(BUS_EVENTS | {"payment"}):
 
         @callback
         def describe(event: Event, kind: str = kind) -> dict[str, str]:

@@ -30,7 +30,7 @@ async def _described(hass: HomeAssistant, language: str) -> dict[str, Describe]:
 async def test_every_event_is_described(hass: HomeAssistant) -> None:
     """Each bus event gets a name (the household) and a message saying what happened."""
     described = await _described(hass, "en")
-    assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS}
+    assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS | {"payment"}}
     cut = described["prepaid_meter_supply_cut"](
         Event(
             "prepaid_meter_supply_cut",
@@ -142,3 +142,20 @@ async def test_messages_in_chinese(hass: HomeAssistant) -> None:
         Event("prepaid_meter_alarm", {"household": "3-501", "type": "theft_suspected"})
     )
     assert alarm["message"] == "告警：疑似窃电"
+
+
+async def test_a_payment_and_its_refund_in_words(hass: HomeAssistant) -> None:
+    """An order paid through a provider (payments.py), in en and zh-Hans, money to the cent."""
+    data = {"household": "Room 301", "amount": "50", "provider": "wechat", "order": "PME1"}
+    for language, paid, refunded in (
+        ("en", "Paid 50.00 by WeChat Pay (order PME1)", "Refunded 50.00 by WeChat Pay"),
+        ("zh-Hans", "50.00", "50.00"),
+    ):
+        described = await _described(hass, language)
+        describe = described["prepaid_meter_payment"]
+        entry = describe(Event("prepaid_meter_payment", data))
+        assert entry["name"] == "Room 301"
+        assert paid in entry["message"]
+        refund = describe(Event("prepaid_meter_payment", {**data, "kind": "refund"}))
+        assert refunded in refund["message"]
+        assert refund["message"] != entry["message"]
