@@ -490,6 +490,60 @@ async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> Se
     return {"meter_id": meter_id, "revoked": existed}
 
 
+async def _meter_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    """Provision a meter's own broker user; return what the installer sets in the meter.
+
+    It may publish only its own announce, availability, telemetry and ack topics and read
+    only its own `cmd`: a meter cannot bill or cut a neighbour. Asking again gives the same
+    password (`rotate` a new one: the meter must then be set up again).
+    """
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = _meter_of(runtime, call, known=False)
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    key = f"meter:{meter_id}"
+    password = None if call.data[ATTR_ROTATE] else given.get(key)
+    try:
+        async with _admin(runtime, call) as admin:
+            await admin.check()
+            details: ConnectionDetails = await admin.ensure_meter(
+                runtime.community_id, meter_id, password=password
+            )
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    given[key] = details.password
+    await store.async_save(given)
+    return {
+        "meter_id": meter_id,
+        "host": details.host,
+        "port": details.port,
+        "tls": details.tls,
+        "username": details.username,
+        "password": details.password,
+        "topic_prefix": f"{details.prefix}/{details.community}/{meter_id}",
+        "rotated": password is None,
+    }
+
+
+async def _revoke_meter_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
+    """Delete a meter's broker user (a meter taken out): it is disconnected at once."""
+    await _require_admin(hass, call)
+    runtime = _runtime(hass, call)
+    meter_id = _meter_of(runtime, call, known=False)
+    try:
+        async with _admin(runtime) as admin:
+            await admin.check()
+            existed = await admin.revoke_meter(runtime.community_id, meter_id)
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    if given.pop(f"meter:{meter_id}", None) is not None:
+        await store.async_save(given)
+    return {"meter_id": meter_id, "revoked": existed}
+
+
 async def _acknowledge_alarm(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     actor = await _require_admin(hass, call)
     runtime = _runtime(hass, call)
@@ -556,6 +610,8 @@ SERVICES: dict[
     "unlink_user": (LINK_SCHEMA, _link(False), SupportsResponse.OPTIONAL),
     "create_dashboards": (DASHBOARDS_SCHEMA, _create_dashboards, SupportsResponse.OPTIONAL),
     "household_access": (HOUSEHOLD_ACCESS_SCHEMA, _household_access, SupportsResponse.ONLY),
+    "meter_access": (HOUSEHOLD_ACCESS_SCHEMA, _meter_access, SupportsResponse.ONLY),
+    "revoke_meter_access": (REVOKE_ACCESS_SCHEMA, _revoke_meter_access, SupportsResponse.ONLY),
     "revoke_household_access": (
         REVOKE_ACCESS_SCHEMA,
         _revoke_household_access,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 from homeassistant.const import CONF_HOST, CONF_PASSWORD, CONF_PORT, CONF_USERNAME
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError, Unauthorized
@@ -234,3 +235,49 @@ async def test_without_dynamic_security_it_says_how_to_do_it_by_hand(
     with pytest.raises(ServiceValidationError) as refused:
         await respond(hass, "household_access", meter_id=METER_ID)
     assert refused.value.translation_key == "no_dynamic_security"
+
+
+async def test_meter_access_lets_a_meter_speak_only_for_itself(
+    hass: HomeAssistant, community: tuple[MockConfigEntry, Mosquitto]
+) -> None:
+    """The meter's own login bills its own readings; a neighbour's id from it never arrives."""
+    entry, broker = community
+    runtime = entry.runtime_data
+    answer = await respond(hass, "meter_access", meter_id=METER_ID)
+    assert answer["username"] == f"meter.{COMMUNITY}.{METER_ID}"
+    assert answer["topic_prefix"] == f"prepaid/{COMMUNITY}/{METER_ID}"
+    meter = ConnectionDetails(
+        host=answer["host"],
+        port=answer["port"],
+        tls=answer["tls"],
+        username=answer["username"],
+        password=answer["password"],
+        prefix="prepaid",
+        community=COMMUNITY,
+        meter=METER_ID,
+        kind="meter",
+    )
+    neighbour = "000000000999"
+    reading = b'{"v": 1, "seq": 1, "ts": 1764300000, "energy_kwh": "10.000"}'
+    async with login(meter, broker, name="meter-access") as client:
+        await client.publish(f"prepaid/{COMMUNITY}/{neighbour}/telemetry", reading, qos=1)
+        await client.publish(f"prepaid/{COMMUNITY}/{METER_ID}/telemetry", reading, qos=1)
+        await wait_until(hass, lambda: runtime.community.meters[METER_ID].seq == 1)
+    # Mosquitto keeps one client's messages in order: the neighbour's came first, if at all.
+    assert neighbour not in runtime.community.unknown_meters
+    assert neighbour not in runtime.community.meters
+
+    again = await respond(hass, "meter_access", meter_id=METER_ID)
+    assert (again["password"], again["rotated"]) == (answer["password"], False)
+    assert await respond(hass, "revoke_meter_access", meter_id=METER_ID) == {
+        "meter_id": METER_ID,
+        "revoked": True,
+    }
+    with pytest.raises(aiomqtt.MqttError):
+        async with login(meter, broker, name="meter-revoked"):
+            pass
+    await hass.auth.async_create_user("Owner", group_ids=["system-admin"])
+    resident = await hass.auth.async_create_user("Resident", group_ids=["system-users"])
+    for action in ("meter_access", "revoke_meter_access"):
+        with pytest.raises(Unauthorized):
+            await respond(hass, action, Context(user_id=resident.id), meter_id=METER_ID)
