@@ -762,6 +762,21 @@ class PrepaidRuntime:
                 for c in self.commands.pending()
             ],
             "totals": {k: str(v) for k, v in self.community.totals().items()},
+            # The safety watch: open episodes per meter, and each area's master meter,
+            # households' meters and loss rate.
+            "open_alarms": {
+                meter_id: alarms
+                for meter_id in self.community.meters
+                if (alarms := self.community.alarms(meter_id))
+            },
+            "areas": {
+                area_id: {
+                    "master": master,
+                    "members": sorted(members),
+                    "loss_rate": self.community.safety.loss_rate(area_id),
+                }
+                for area_id, (master, members) in self.community.areas.items()
+            },
         }
 
 

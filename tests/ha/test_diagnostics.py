@@ -84,6 +84,8 @@ async def test_diagnostics_redact_credentials_and_labels(
     assert state["rejected"] == {"malformed_json": 1}
     assert state["cycle_kwh"] == "10.000"
     assert Decimal(live["totals"]["total_balance"]) == Decimal("25.117")
+    assert live["open_alarms"] == {}  # ordinary readings: no episode open
+    assert live["areas"] == {}  # no master meter set
 
     # Called directly the same function gives the same, JSON-safe, redacted data.
     direct = await async_get_config_entry_diagnostics(hass, entry)
