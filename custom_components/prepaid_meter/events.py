@@ -31,6 +31,10 @@ ALSO_ALARMS = frozenset({"alarm_cleared", "inactivity"})
 BUS_EVENTS = PEOPLE_EVENTS - ALSO_ALARMS
 #: Every kind fired as prepaid_meter_<kind> (what automations and blueprints may listen to).
 FIRED_EVENTS = BUS_EVENTS | ALSO_ALARMS
+#: payments.py fires prepaid_meter_payment (an order paid or refunded through a provider).
+PAYMENT_EVENT = "payment"
+#: The kinds the logbook describes, one line each.
+LOGBOOK_EVENTS = BUS_EVENTS | {PAYMENT_EVENT}
 #: Engine kinds that are an alarm episode's start or end: `prepaid_meter_alarm`'s `state`.
 ALARM_STATES = {"alarm": "start", "inactivity": "start", "alarm_cleared": "clear"}
 #: Event fields that are amounts of money: carried to the cent, as people read them.

@@ -21,7 +21,7 @@ from homeassistant.core import Event, HomeAssistant, callback
 
 from .const import DOMAIN
 from .engine.actor import KINDS, Actor
-from .events import BUS_EVENTS, EVENT_PREFIX, money
+from .events import EVENT_PREFIX, LOGBOOK_EVENTS, PAYMENT_EVENT, money
 from .texts import Texts
 
 
@@ -70,7 +70,7 @@ def _message(texts: Texts, kind: str, data: Mapping[str, Any]) -> str:
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")))
     if kind == "alarm_acknowledged":
         return texts.text(kind, alarm=texts.word("alarm", data.get("type")), actor=_by(texts, data))
-    if kind == "payment":  # payments.py: an order paid (or refunded) through a provider
+    if kind == PAYMENT_EVENT:  # an order paid (or refunded) through a provider
         return texts.text(
             "payment_refund" if data.get("kind") == "refund" else "payment",
             amount=money(data.get("amount")),
@@ -92,7 +92,7 @@ def async_describe_events(
     async_describe_event: Callable[[str, str, Callable[[Event], dict[str, str]]], None],
 ) -> None:
     """Describe each prepaid_meter event for the logbook."""
-    for kind in sorted(BUS_EVENTS | {"payment"}):
+    for kind in sorted(LOGBOOK_EVENTS):
 
         @callback
         def describe(event: Event, kind: str = kind) -> dict[str, str]:

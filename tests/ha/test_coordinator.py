@@ -33,6 +33,7 @@ from custom_components.prepaid_meter.engine.community import (
     Event,
     EventKind,
 )
+from custom_components.prepaid_meter.events import PAYMENT_EVENT
 from custom_components.prepaid_meter.logbook import async_describe_events
 from tests.ha.conftest import METER_ID
 
@@ -355,7 +356,8 @@ async def test_people_events_on_the_bus_and_in_the_logbook(seam: Seam) -> None:
     cases = _people_events(int(time.time()) - 3600)
     assert {event.kind for event, _data, _line in cases} == PEOPLE_EVENTS
     assert set(described) == {
-        f"prepaid_meter_{kind}" for kind in PEOPLE_EVENTS - {"alarm_cleared", "inactivity"}
+        f"prepaid_meter_{kind}"
+        for kind in PEOPLE_EVENTS - {"alarm_cleared", "inactivity"} | {PAYMENT_EVENT}
     }
     states = {"alarm": "start", "inactivity": "start", "alarm_cleared": "clear"}
     for event, data, line in cases:

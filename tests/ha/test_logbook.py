@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from homeassistant.core import Event, HomeAssistant
 
-from custom_components.prepaid_meter.events import BUS_EVENTS, EVENT_PREFIX
+from custom_components.prepaid_meter.events import BUS_EVENTS, EVENT_PREFIX, PAYMENT_EVENT
 from custom_components.prepaid_meter.logbook import async_describe_events
 from custom_components.prepaid_meter.texts import async_load_texts
 
@@ -30,7 +30,7 @@ async def _described(hass: HomeAssistant, language: str) -> dict[str, Describe]:
 async def test_every_event_is_described(hass: HomeAssistant) -> None:
     """Each bus event gets a name (the household) and a message saying what happened."""
     described = await _described(hass, "en")
-    assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS | {"payment"}}
+    assert set(described) == {EVENT_PREFIX + kind for kind in BUS_EVENTS | {PAYMENT_EVENT}}
     cut = described["prepaid_meter_supply_cut"](
         Event(
             "prepaid_meter_supply_cut",
