@@ -92,9 +92,12 @@ ESSENTIAL_ABOVE = 500
 #: The essential set: each meter's balance, enabled (money is what an operator reads per home);
 #: its energy and supply switch, created disabled, for an operator to enable where needed.
 ESSENTIAL_KEYS = frozenset({"balance"})
-#: Each meter's binary sensor per alarm kind (engine/safety.py): created disabled in both sets.
+#: Each meter's binary sensor per alarm kind (engine/safety.py): created disabled with all
+#: entities, not at all in the essential set (eight registry entries per meter cost a large
+#: community about 150 MB and seconds of start at 5,000 meters; its alarms are in the
+#: operator's lists, the events and the logbook).
 ALARM_KEYS = frozenset(f"alarm_{kind}" for kind in ALARM_KINDS)
-ON_REQUEST_KEYS = frozenset({"energy", "supply"}) | ALARM_KEYS
+ON_REQUEST_KEYS = frozenset({"energy", "supply"})
 ESSENTIAL_ENTITIES_PER_METER = len(ESSENTIAL_KEYS)
 # A relay command is sent up to this many times, the waits between tries doubling from the
 # base delay up to the maximum (about a minute in all), before it counts as not acknowledged:

@@ -46,11 +46,12 @@ ALL_KEYS = {
     ("button", "restore_supply"),
     ("number", "low_balance_threshold"),
 }
-#: One binary sensor per alarm kind: created disabled in both sets (coordinator.ALARM_KEYS).
+#: One binary sensor per alarm kind: created disabled with all entities, not in the essential
+#: set (coordinator.ALARM_KEYS).
 ALARM_KEYS = {("binary_sensor", f"alarm_{kind}") for kind in ALARM_KINDS}
 ALL_KEYS |= ALARM_KEYS
 #: The essential set: the balance, and the entities made on request (created disabled).
-ESSENTIAL = {("sensor", "balance"), ("sensor", "energy"), ("switch", "supply")} | ALARM_KEYS
+ESSENTIAL = {("sensor", "balance"), ("sensor", "energy"), ("switch", "supply")}
 
 
 async def _wait(hass: HomeAssistant, predicate: Callable[[], bool]) -> None:
@@ -133,8 +134,7 @@ async def test_essential_option_keeps_the_balance_and_removes_the_rest(
     found = _meter_entities(entity_registry, config_entry, community_id)
     assert set(found) == ESSENTIAL
     # They existed enabled before the choice: an entity people use is not disabled under them.
-    assert all(found[key].disabled_by is None for key in set(found) - ALARM_KEYS)
-    assert all(found[key].disabled_by is not None for key in ALARM_KEYS)
+    assert all(found[key].disabled_by is None for key in found)
     await hass.services.async_call(
         DOMAIN, "assign_meter", {"meter_id": METER_ID, "household": "b1-101"}, blocking=True
     )
