@@ -22,6 +22,7 @@ import csv
 from datetime import datetime
 from decimal import Decimal
 import io
+import logging
 from pathlib import Path
 import re
 from typing import Any, Final
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import Unauthorized
+from homeassistant.exceptions import HomeAssistantError, Unauthorized
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
@@ -40,6 +41,8 @@ from .engine.ledger import EntryKind, Ledger, SubAccount
 from .household_entry import is_household
 from .payments import CommunityPayments, payments_of
 from .texts import translated_error
+
+_LOGGER = logging.getLogger(__package__)
 
 __all__ = [
     "PAYMENT_SERVICES",
@@ -220,6 +223,16 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     )
     for meter_id in meters:
         await runtime.async_call(runtime.service.unassign, meter_id, actor=actor)
+    # The household's own Home Assistant loses its broker access with the meter (issue 12).
+    from .services import async_revoke_given_access  # noqa: PLC0415 - services imports us
+
+    access: dict[str, bool | None] = {}
+    for meter_id in meters:
+        try:
+            access[meter_id] = await async_revoke_given_access(hass, runtime, meter_id)
+        except HomeAssistantError as err:  # moved out regardless; the operator is told
+            _LOGGER.warning("Broker access of meter %s not revoked: %s", meter_id, err)
+            access[meter_id] = False
     electricity = balances[SubAccount.ELECTRICITY]
     arrears = {sub.value: _money(-value) for sub, value in balances.items() if value < 0}
     settled: dict[str, Any] = {
@@ -234,6 +247,8 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
         "arrears_total": _money(sum((-v for v in balances.values() if v < 0), _ZERO)),
         "cycle": cycle,
         "statement": statement,
+        # per meter: True revoked, False could not be (see the log), None none was handed out
+        "broker_access_revoked": access,
     }
     return settled
 

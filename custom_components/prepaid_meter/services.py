@@ -472,6 +472,30 @@ async def _household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceRe
     }
 
 
+async def async_revoke_given_access(
+    hass: HomeAssistant, runtime: PrepaidRuntime, meter_id: str
+) -> bool | None:
+    """Revoke the household access handed out for a meter (move-out); None if none was.
+
+    Only access this integration handed out (`household_access`) is looked for, so a
+    community without dynamic security is not asked at all. Raises the translated error of a
+    broker that could not be reached or refused.
+    """
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    if meter_id not in given:
+        return None
+    try:
+        async with _admin(runtime) as admin:
+            await admin.check()
+            existed = await admin.revoke_household(runtime.community_id, meter_id)
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    del given[meter_id]
+    await store.async_save(given)
+    return existed
+
+
 async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     """Delete a household's broker user: its sessions end at once, its code stops working."""
     await _require_admin(hass, call)

@@ -281,3 +281,33 @@ async def test_meter_access_lets_a_meter_speak_only_for_itself(
     for action in ("meter_access", "revoke_meter_access"):
         with pytest.raises(Unauthorized):
             await respond(hass, action, Context(user_id=resident.id), meter_id=METER_ID)
+
+
+async def test_move_out_revokes_the_household_access_handed_out(
+    hass: HomeAssistant, community: tuple[MockConfigEntry, Mosquitto]
+) -> None:
+    """A household that moves out loses its broker user with the meter; its code is refused."""
+    await hass.services.async_call(
+        DOMAIN,
+        "assign_meter",
+        {"meter_id": METER_ID, "household": "elm-1", "label": "Elm 1"},
+        blocking=True,
+    )
+    details = details_of(await respond(hass, "household_access", meter_id=METER_ID))
+    assert await check_household(details, wait=0) is None
+    settled = await respond(hass, "move_out", household="elm-1")
+    assert settled["broker_access_revoked"] == {METER_ID: True}
+    with pytest.raises(InvalidAuth):
+        await check_household(details, wait=0)
+    # The next tenant gets a new user: the old code stays refused.
+    await hass.services.async_call(
+        DOMAIN,
+        "assign_meter",
+        {"meter_id": METER_ID, "household": "elm-2", "label": "Elm 2"},
+        blocking=True,
+    )
+    fresh = details_of(await respond(hass, "household_access", meter_id=METER_ID))
+    assert fresh.password != details.password
+    assert await check_household(fresh, wait=0) is None
+    with pytest.raises(InvalidAuth):
+        await check_household(details, wait=0)

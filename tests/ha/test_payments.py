@@ -622,6 +622,7 @@ async def test_move_out_settles_and_frees_the_meter(pay: Pay, meter: TestMeter) 
     }
     assert settled["refund_due"] == "80.00"
     assert settled["arrears"] == {"parking_fee": "30.00"}
+    assert settled["broker_access_revoked"] == {METER_ID: None}  # none was handed out
     runtime = pay.entry.runtime_data
     assert runtime.community.meters[METER_ID].account_id is None
     await call(hass, "assign_meter", meter_id=METER_ID, household="b3-502", label="New tenant")
