@@ -1,15 +1,17 @@
-"""Binary sensors of each meter: low balance, online, supply on, and one per alarm kind.
+"""Binary sensors of each meter: low balance, online, supply on, alarm, and one per alarm kind.
 
-An alarm sensor is on while the safety watch has that kind of episode open on the meter
-(engine/safety.py); they are created disabled (an operator reads the community's alarmed list
-and the `prepaid_meter_alarm` events, and enables those worth a sensor).
+The alarm sensor is on while the safety watch has any episode open on the meter
+(engine/safety.py), the open kinds in its `alarms` attribute: what an operator sees on the
+meter's device page. The sensors per kind are created disabled (an operator reads the
+community's alarmed list and the `prepaid_meter_alarm` events, and enables those worth a
+sensor of their own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 # Home Assistant 2026 defines it in binary_sensor.const and re-exports it implicitly.
 from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined, unused-ignore]
@@ -37,6 +39,7 @@ class MeterBinarySensorDescription(BinarySensorEntityDescription):
 
     value_fn: Callable[[MeterView], bool | None]
     always_available: bool = False
+    attributes_fn: Callable[[MeterView], dict[str, Any]] | None = None
 
 
 BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
@@ -59,6 +62,13 @@ BINARY_SENSORS: tuple[MeterBinarySensorDescription, ...] = (
         translation_key="supply_on",
         device_class=BinarySensorDeviceClass.POWER,
         value_fn=lambda view: view.supply_on,
+    ),
+    MeterBinarySensorDescription(
+        key="alarm",
+        translation_key="alarm",
+        device_class=BinarySensorDeviceClass.PROBLEM,
+        value_fn=lambda view: bool(view.alarms),
+        attributes_fn=lambda view: {"alarms": list(view.alarms)},
     ),
 )
 
@@ -130,3 +140,9 @@ class PrepaidBinarySensor(PrepaidMeterEntity, BinarySensorEntity):
     def is_on(self) -> bool | None:
         """Return the value from the live meter state."""
         return self.entity_description.value_fn(self.view)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return the open alarm kinds (the alarm sensor only)."""
+        attributes_fn = self.entity_description.attributes_fn
+        return None if attributes_fn is None else attributes_fn(self.view)

@@ -81,14 +81,18 @@ LARGE_PUBLISH_INTERVAL_S = 30.0
 TICK_INTERVAL_S = 60.0
 STORE_VERSION = 1
 BROKER_ISSUE_AFTER_S = 300
-#: Entities each meter has enabled by default with all its entities (13 sensors, 3 binary
-#: sensors, switch, button, number; voltage, current and last reading start disabled).
-ENTITIES_PER_METER = 19
+#: Entities each meter has enabled by default with all its entities (13 sensors, 4 binary
+#: sensors: low balance, online, supply on and any alarm; switch, button, number; voltage,
+#: current, last reading and one alarm sensor per kind start disabled).
+ENTITIES_PER_METER = 20
 #: A community of more meters gives each meter only the essential entities, unless the option
 #: `meter_entities` says otherwise: at 19 per meter current Home Assistant's limit of 10,000
 #: enabled entities per entry is passed at about 525 meters, and every entity costs memory,
 #: start time and recorder writes. A household's detail is its own instance's (household mode).
 ESSENTIAL_ABOVE = 500
+#: The enabled meter entities a community may have before the essential set is the default:
+#: 500 meters at the 19 entities each had before the alarm sensor (the limit is 10,000).
+ENTITY_BUDGET = 9_500
 #: The essential set: each meter's balance, enabled (money is what an operator reads per home);
 #: its energy and supply switch, created disabled, for an operator to enable where needed.
 ESSENTIAL_KEYS = frozenset({"balance"})
@@ -408,7 +412,12 @@ class PrepaidRuntime:
         if self._meter_entities is None:
             chosen = self.entry.options.get(CONF_METER_ENTITIES)
             if chosen not in (METER_ENTITIES_ALL, METER_ENTITIES_ESSENTIAL):
-                large = len(self.community.meters) > ESSENTIAL_ABOVE
+                # More than ESSENTIAL_ABOVE meters, or fewer when their entities would pass
+                # ENTITY_BUDGET (475 meters at 20 entities each; fewer with the payment
+                # entities, see payment_entities_per_meter).
+                per_meter = ENTITIES_PER_METER
+                meters = len(self.community.meters)
+                large = meters > ESSENTIAL_ABOVE or meters * per_meter > ENTITY_BUDGET
                 chosen = METER_ENTITIES_ESSENTIAL if large else METER_ENTITIES_ALL
             self._meter_entities = chosen
         return self._meter_entities

@@ -89,6 +89,7 @@ WORD_KEYS: Final = (
     "actions",
     "household",
     "balance",
+    "meter",
     "reason",
     "alarms",
     "nobody",
@@ -272,20 +273,33 @@ def _jinja_map(mapping: Mapping[str, str]) -> str:
 
 
 def households_markdown(
-    entity_id: str, words: DashboardWords, currency: str, *, column: str | None
+    entity_id: str,
+    words: DashboardWords,
+    currency: str,
+    *,
+    column: str | None,
+    money: bool = True,
 ) -> Card:
     """Return a markdown card listing a community sensor's `households` attribute.
 
-    One table row per household (label, balance, and the reason of a cut or the alarms when
-    `column` is "reason" or "alarms"); "nobody" when the list is empty, and how many more
-    there are when the sensor counts more than the attribute holds.
+    One table row per household (label, balance or, without `money`, the meter, and the
+    reason of a cut or the alarms when `column` is "reason" or "alarms"); "nobody" when the
+    list is empty, and how many more there are when the sensor counts more than the
+    attribute holds.
     """
-    header = f"| {words['household']} | {words['balance']} ({currency}) |"
-    rule = "|:--|--:|"
-    # The markdown card renders strictly (an undefined name blanks the whole card): lines of
-    # the offline and alarmed lists have no balance, an unassigned meter no household.
-    cell = "| {{ row.household or row.meter_id | default('', true) }}"
-    cell += " | {{ row.balance | default('', true) }} |"
+    # The markdown card renders strictly (an undefined name blanks the whole card): an
+    # unassigned meter has no household. The offline and alarmed lists are about meters, not
+    # money: their second column is the meter, not an empty balance.
+    if money:
+        cell = "| {{ row.household or row.meter_id | default('', true) }}"
+        header = f"| {words['household']} | {words['balance']} ({currency}) |"
+        rule = "|:--|--:|"
+        cell += " | {{ row.balance | default('', true) }} |"
+    else:
+        header = f"| {words['household']} | {words['meter']} |"
+        rule = "|:--|:--|"
+        cell = "| {{ row.household | default('', true) }}"
+        cell += " | {{ row.meter_id | default('', true) }} |"
     lookup = ""
     if column == "reason":
         header += f" {words['reason']} |"
@@ -371,7 +385,13 @@ def operator_dashboard(
                 [
                     _heading(title, icon),
                     _community_tile(entities[key], words, key),
-                    households_markdown(entities[key], words, currency, column=column),
+                    households_markdown(
+                        entities[key],
+                        words,
+                        currency,
+                        column=column,
+                        money=key not in ("meters_alarmed", "meters_offline"),
+                    ),
                 ]
             )
         )

@@ -173,7 +173,8 @@ async def test_create_dashboards_stores_and_shows_them(
         c for c in cards if c["type"] == "markdown" and "meters_offline" in c["content"]
     )
     assert "*None*" in Template(offline_list["content"], hass).async_render(parse_result=False)
-    # Lines of the offline and alarmed lists carry no balance; an unassigned meter no household.
+    # The offline and alarmed lists show the meter, not a balance (their lines have none); an
+    # unassigned meter has no household.
     offline_id = next(iter(offline_list["entity_id"]))
     hass.states.async_set(
         offline_id,
@@ -186,8 +187,9 @@ async def test_create_dashboards_stores_and_shows_them(
         },
     )
     rendered = Template(offline_list["content"], hass).async_render(parse_result=False, strict=True)
-    assert "| Household 3-501 |  |" in rendered
-    assert "| m2 |  |" in rendered
+    assert rendered.startswith("| Household | Meter |\n"), rendered
+    assert "| Household 3-501 | m1 |" in rendered
+    assert "|  | m2 |" in rendered
 
     await client.send_json_auto_id({"type": "lovelace/config", "url_path": resident_url})
     home = (await client.receive_json())["result"]

@@ -9,6 +9,7 @@ from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prepaid_meter import coordinator
@@ -42,6 +43,7 @@ ALL_KEYS = {
     ("binary_sensor", "low_balance"),
     ("binary_sensor", "online"),
     ("binary_sensor", "supply_on"),
+    ("binary_sensor", "alarm"),
     ("switch", "supply"),
     ("button", "restore_supply"),
     ("number", "low_balance_threshold"),
@@ -100,7 +102,7 @@ async def test_all_entities_in_a_small_community(
     tmp_path: Path,
     entity_registry: er.EntityRegistry,
 ) -> None:
-    """Without the option, a small community's meter gets every entity (14 enabled)."""
+    """Without the option, a small community's meter gets every entity (20 enabled)."""
     hass.config.config_dir = str(tmp_path)
     config_entry.add_to_hass(hass)
     await _set_up_with_meter(hass, config_entry, mosquitto, community_id)
@@ -200,4 +202,28 @@ async def test_large_community_by_size_keeps_what_exists(
         assert found["sensor", "power"].entity_id == power.entity_id
         assert hass.states.get(power.entity_id) is not None
         assert config_entry.runtime_data.meter_entities == "essential"
+        assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+@pytest.mark.parametrize(("budget", "chosen"), [(20, "all"), (19, "essential")])
+async def test_the_entity_budget_decides_below_essential_above(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    mosquitto: Mosquitto,
+    community_id: str,
+    tmp_path: Path,
+    budget: int,
+    chosen: str,
+) -> None:
+    """Fewer meters than ESSENTIAL_ABOVE get the essential set once their entities pass
+    ENTITY_BUDGET (one meter of 20 entities: all within 20, essential within 19)."""
+    hass.config.config_dir = str(tmp_path)
+    config_entry.add_to_hass(hass)
+    await _set_up_with_meter(hass, config_entry, mosquitto, community_id)  # the ledger knows it
+    with patch.object(coordinator, "ENTITY_BUDGET", budget):
+        assert await hass.config_entries.async_reload(config_entry.entry_id)  # decided at setup
+        await hass.async_block_till_done()
+        assert len(config_entry.runtime_data.community.meters) == 1
+        assert coordinator.ENTITIES_PER_METER == 20
+        assert config_entry.runtime_data.meter_entities == chosen
         assert await hass.config_entries.async_unload(config_entry.entry_id)
