@@ -19,7 +19,8 @@ the integration's `engine/payments.py`, so a mistake there is caught here, not m
 `python -m simulator pay --provider wechat --notify-url URL` runs it; `--provider-url URL
 --scan CODE` asks a running one to pay (see `main`). Control over HTTP: `POST /sim/scan`
 `{"code" | "order_id", "variant", "times", "amount"}`, `POST /sim/refund` `{"order_id",
-"amount"}`, `GET /sim/orders`, `GET /sim/keys`.
+"amount"}`, `GET /sim/orders`, `GET /sim/keys`, `GET /sim/bill?day=YYYY-MM-DD` (the day's trade
+bill file in the provider's format, see `statement`; `--bill DAY --out FILE` on the command line).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import base64
 from collections.abc import Mapping, Sequence
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 import json
 import logging
@@ -234,6 +235,9 @@ class SimOrder:
     paid: bool = False
     refunded: Decimal = Decimal(0)
     refunds: int = 0
+    paid_at: float = 0.0  # when it was paid (the provider's clock)
+    #: Each refund: the provider's refund id, our refund number, the amount, when.
+    refund_log: list[tuple[str, str, Decimal, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,7 @@ class PayProvider:
         app.router.add_post("/sim/refund", self._control_refund)
         app.router.add_get("/sim/orders", self._control_orders)
         app.router.add_get("/sim/keys", self._control_keys)
+        app.router.add_get("/sim/bill", self._control_bill)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -388,6 +393,8 @@ class PayProvider:
         order = self._order(order_id)
         if not order.transaction_id:
             order.transaction_id = self._transaction_id()
+        if not order.paid:
+            order.paid_at = self.clock()
         order.paid = True
         paid = amount if amount is not None else order.amount
         if variant == "wrong_amount" and amount is None:
@@ -417,13 +424,20 @@ class PayProvider:
             raise PayProviderError(f"Cannot refund {amount} of order {order_id}: {left} is left")
         order.refunded += amount
         order.refunds += 1
+        refund_id = "50" + _digits(27) if self.provider == "wechat" else ""
+        out_no = (
+            f"R{order.order_id}{order.refunds}"
+            if self.provider == "wechat"
+            else f"RF{order.order_id}{order.refunds}"
+        )
+        order.refund_log.append((refund_id or out_no, out_no, amount, self.clock()))
         if self.provider == "wechat":
             data = {
                 "mchid": self.keys.mchid,
                 "out_trade_no": order.order_id,
                 "transaction_id": order.transaction_id,
-                "out_refund_no": f"R{order.order_id}{order.refunds}",
-                "refund_id": "50" + _digits(27),
+                "out_refund_no": out_no,
+                "refund_id": refund_id,
                 "refund_status": "SUCCESS",
                 "success_time": self._rfc3339(self.clock()),
                 "user_received_account": "支付用户零钱",
@@ -442,7 +456,7 @@ class PayProvider:
                 "trade_status": "TRADE_CLOSED" if full else "TRADE_SUCCESS",
                 "refund_fee": f"{order.refunded}",  # the total refunded so far
                 "gmt_refund": self._cst(self.clock()) + ".000",
-                "out_biz_no": f"RF{order.order_id}{order.refunds}",
+                "out_biz_no": out_no,
             }
         )
         if full:
@@ -816,6 +830,178 @@ class PayProvider:
             {"code": "10000", "msg": "Success", "out_trade_no": order_id, "qr_code": placed.code}
         )
 
+    # ------------------------------------------------------------------ statements
+
+    def statement_rows(
+        self,
+        day: date,
+        *,
+        omit: Sequence[str] = (),
+        amounts: Mapping[str, Decimal] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return the day's (China Standard Time) payments and refunds, as the bill lists them.
+
+        `omit` leaves orders out, `amounts` lists an order's payment for another amount: what
+        a reconciliation must find.
+        """
+        rows: list[dict[str, Any]] = []
+        for order in self.orders.values():
+            if order.order_id in omit or not order.paid:
+                continue
+            if datetime.fromtimestamp(order.paid_at, CST).date() == day:
+                amount = (amounts or {}).get(order.order_id, order.amount)
+                rows.append({"kind": "paid", "order": order, "amount": amount, "ts": order.paid_at})
+            for refund_id, out_no, amount, ts in order.refund_log:
+                if datetime.fromtimestamp(ts, CST).date() == day:
+                    rows.append(
+                        {
+                            "kind": "refund",
+                            "order": order,
+                            "amount": amount,
+                            "ts": ts,
+                            "refund_id": refund_id,
+                            "out_no": out_no,
+                        }
+                    )
+        rows.sort(key=lambda row: row["ts"])
+        return rows
+
+    def statement(
+        self,
+        day: date,
+        *,
+        omit: Sequence[str] = (),
+        amounts: Mapping[str, Decimal] | None = None,
+    ) -> bytes:
+        """Return the day's trade bill file as the provider gives it (see `statement_rows`).
+
+        WeChat Pay: the v3 trade bill (ALL), UTF-8 CSV, every field after the header prefixed
+        with a backtick, two summary lines at the end. Alipay: the 业务明细 CSV in GBK with its
+        `#` comment lines (account, day, end of the list, totals).
+        """
+        rows = self.statement_rows(day, omit=omit, amounts=amounts)
+        if self.provider == "wechat":
+            return self._wechat_bill(rows)
+        return self._alipay_bill(day, rows)
+
+    def _wechat_bill(self, rows: Sequence[Mapping[str, Any]]) -> bytes:
+        header = (
+            "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+            "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
+            "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,"
+            "费率备注"
+        )
+        lines = [header]
+        paid_total = refund_total = fees = Decimal(0)
+        for row in rows:
+            order: SimOrder = row["order"]
+            amount: Decimal = row["amount"]
+            refund = row["kind"] == "refund"
+            fee = (amount * Decimal("0.006")).quantize(_CENT)
+            fees += -fee if refund else fee
+            if refund:
+                refund_total += amount
+            else:
+                paid_total += amount
+            fields = [
+                self._cst(row["ts"]),
+                self.keys.appid,
+                self.keys.mchid,
+                "0",
+                "",
+                order.transaction_id,
+                order.order_id,
+                "o" + order.order_id[-12:],
+                "NATIVE",
+                "REFUND" if refund else "SUCCESS",
+                "OTHERS",
+                "CNY",
+                f"{order.amount if refund else amount}",
+                "0.00",
+                row.get("refund_id", "0") if refund else "0",
+                row.get("out_no", "0") if refund else "0",
+                f"{amount}" if refund else "0.00",
+                "0.00",
+                "ORIGINAL" if refund else "",
+                "SUCCESS" if refund else "",
+                order.subject.replace(",", " "),
+                "",
+                f"{-fee if refund else fee}",
+                "0.60%",
+                f"{order.amount if refund else amount}",
+                f"{amount}" if refund else "0.00",
+                "",
+            ]
+            lines.append(",".join("`" + value for value in fields))
+        lines.append(
+            "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+        )
+        summary = [len(rows), paid_total, refund_total, "0.00", fees, paid_total, refund_total]
+        lines.append(",".join(f"`{value}" for value in summary))
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    def _alipay_bill(self, day: date, rows: Sequence[Mapping[str, Any]]) -> bytes:
+        start = datetime.combine(day, datetime.min.time())
+        lines = [
+            "#支付宝业务明细查询",
+            f"#账号：[{self.keys.seller_id}0156]",
+            f"#起始日期：[{start:%Y年%m月%d日} 00:00:00]   "
+            f"终止日期：[{start + timedelta(days=1):%Y年%m月%d日} 00:00:00]",
+            "#-----------------------------------------业务明细列表----------------------------------------",
+            "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,"
+            "对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,"
+            "商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,"
+            "退款批次号/请求号,服务费（元）,分润（元）,备注",
+        ]
+        paid = refunded = Decimal(0)
+        count = {"paid": 0, "refund": 0}
+        for row in rows:
+            order: SimOrder = row["order"]
+            amount: Decimal = row["amount"]
+            refund = row["kind"] == "refund"
+            count[row["kind"]] += 1
+            signed = -amount if refund else amount
+            if refund:
+                refunded += amount
+            else:
+                paid += amount
+            fee = (amount * Decimal("0.006")).quantize(_CENT)
+            fields = [
+                f"{order.transaction_id}\t",
+                f"{order.order_id}\t",
+                "退款" if refund else "交易",
+                order.subject.replace(",", " "),
+                self._cst(row["ts"] - 30),
+                self._cst(row["ts"]),
+                "",
+                "",
+                "",
+                "",
+                "sim***@example.com",
+                f"{signed}",
+                f"{signed}",
+                "0.00",
+                "0.00",
+                "0.00",
+                "0.00",
+                "0.00",
+                "",
+                "0.00",
+                "0.00",
+                f"{row.get('out_no', '')}\t" if refund else "",
+                f"{fee if refund else -fee}",
+                "0.00",
+                "",
+            ]
+            lines.append(",".join(fields))
+        lines += [
+            "#-----------------------------------------业务明细列表结束------------------------------------",
+            f"#交易合计：{count['paid']}笔，商家实收共{paid:.2f}元，商家优惠共0.00元",
+            f"#退款合计：{count['refund']}笔，商家实收退款共{-refunded:.2f}元，商家优惠退款共0.00元",
+            f"#导出时间：[{datetime.fromtimestamp(self.clock(), CST):%Y年%m月%d日 %H:%M:%S}]",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode("gbk")
+
     # ------------------------------------------------------------------ control
 
     async def _control_scan(self, request: web.Request) -> web.Response:
@@ -860,6 +1046,18 @@ class PayProvider:
     async def _control_keys(self, _request: web.Request) -> web.Response:
         return web.json_response({"folder": str(self.keys.folder), **self.keys.merchant_info()})
 
+    async def _control_bill(self, request: web.Request) -> web.Response:
+        try:
+            day = date.fromisoformat(request.query.get("day", ""))
+            omit = [o for o in request.query.get("omit", "").split(",") if o]
+        except ValueError as err:
+            return web.json_response({"error": f"day: {err}"}, status=400)
+        content_type = "text/csv"
+        charset = "utf-8" if self.provider == "wechat" else "gbk"
+        return web.Response(
+            body=self.statement(day, omit=omit), content_type=content_type, charset=charset
+        )
+
 
 # ---------------------------------------------------------------------------- command line
 
@@ -885,6 +1083,10 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--times", type=int, default=1, help="deliver the notification N times")
     control.add_argument("--amount", help="pay (or refund) this amount instead")
     control.add_argument("--refund", metavar="ORDER_ID", help="refund this order")
+    control.add_argument(
+        "--bill", metavar="YYYY-MM-DD", help="fetch that day's trade bill (statement) file"
+    )
+    control.add_argument("--out", type=Path, help="write the bill here (default: stdout)")
     return parser
 
 
@@ -913,6 +1115,19 @@ async def _serve(args: argparse.Namespace) -> None:
             await asyncio.wait_for(stop.wait(), args.duration)
 
 
+async def _bill(args: argparse.Namespace) -> bytes:
+    async with (
+        ClientSession(timeout=ClientTimeout(total=60)) as session,
+        session.get(
+            args.provider_url.rstrip("/") + "/sim/bill", params={"day": args.bill}
+        ) as response,
+    ):
+        body = await response.read()
+        if response.status != 200:
+            raise PayProviderError(body.decode("utf-8", "replace")[:300])
+        return body
+
+
 async def _drive(args: argparse.Namespace) -> Any:
     async with ClientSession(timeout=ClientTimeout(total=60)) as session:
         if args.refund:
@@ -938,13 +1153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     driving = args.scan or args.order or args.refund
-    if driving and not args.provider_url:
-        parser.error("--scan, --order and --refund need --provider-url")
-    if args.provider_url and not driving:
-        parser.error("--provider-url needs --scan, --order or --refund")
+    if (driving or args.bill) and not args.provider_url:
+        parser.error("--scan, --order, --refund and --bill need --provider-url")
+    if args.provider_url and not (driving or args.bill):
+        parser.error("--provider-url needs --scan, --order, --refund or --bill")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if driving:
+        if args.bill:
+            bill = asyncio.run(_bill(args))
+            if args.out is not None:
+                args.out.write_bytes(bill)
+            else:
+                sys.stdout.buffer.write(bill)
+        elif driving:
             print(json.dumps(asyncio.run(_drive(args)), ensure_ascii=False, indent=2))
         else:
             asyncio.run(_serve(args))
