@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-timeout", type=float, default=900.0, help="seconds to wait for Home Assistant"
     )
     run.add_argument(
+        "--language",
+        choices=("en", "zh-Hans"),
+        default="en",
+        help="Home Assistant's language (entity names, logbook, errors); a new language "
+        "names new entities only: use it with --fresh",
+    )
+    run.add_argument(
         "--household",
         action="store_true",
         help="also start the resident household's own Home Assistant (household mode; "
@@ -309,6 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             http_host=args.http_host,
             broker_port=broker_port,
+            language=args.language,
         )
         if admin_password is not None:
             print("==> broker users: the community (administrator), the simulator", flush=True)
@@ -405,6 +413,7 @@ def _start_household(
         http_host=settings.http_host,
         username=HOUSEHOLD_USERNAME,
         password=HOUSEHOLD_PASSWORD,
+        language=settings.language,
     )
     print(f"==> preparing {home.config_dir}", flush=True)
     household = prepare_household(home)

@@ -153,6 +153,9 @@ class DemoSettings:
     resident_username: str = RESIDENT_USERNAME
     resident_password: str = RESIDENT_PASSWORD
     log_level: str = "warning"
+    #: Home Assistant's language: entity names, logbook lines and errors are written in it
+    #: (`en` or `zh-Hans`; a person's own profile language changes only the frontend's words).
+    language: str = "en"
 
     def sim_config(self) -> SimConfig:
         """Return the simulator settings whose meter ids this configuration expects."""
@@ -294,7 +297,7 @@ def configuration_yaml(settings: DemoSettings) -> str:
         "  time_zone: Asia/Shanghai",
         f"  currency: {CURRENCY}",
         "  country: CN",
-        "  language: en",
+        f"  language: {settings.language}",
         "",
         "http:",
         f"  server_host: {settings.http_host}",
