@@ -190,8 +190,9 @@ class DemoSettings:
         for name, count in self.scenarios:
             args += ["--scenario", f"{name}:{count}"]
         if self.simulator_username is not None:
-            args += ["--username", self.simulator_username]
-            args += ["--password", self.simulator_password or ""]
+            # One argument each: a generated password may start with "-".
+            args.append(f"--username={self.simulator_username}")
+            args.append(f"--password={self.simulator_password or ''}")
         return args
 
 

@@ -32,10 +32,15 @@ def api_post(url: str, token: str, path: str, body: dict[str, Any], timeout: flo
         return json.loads(response.read())
 
 
+#: The balance sensor's name in each language the demo runs in (translations/*.json).
+BALANCE_NAMES = ("Balance", "余额")
+
+
 def _balance_entity(states: list[dict[str, Any]], label: str) -> str | None:
+    names = {f"{label} {word}" for word in BALANCE_NAMES}
     for found in states:
         name = str(found["attributes"].get("friendly_name", ""))
-        if name == f"{label} Balance" and str(found["entity_id"]).startswith("sensor."):
+        if name in names and str(found["entity_id"]).startswith("sensor."):
             return str(found["entity_id"])
     return None
 

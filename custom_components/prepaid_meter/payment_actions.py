@@ -7,9 +7,16 @@ services.py registers them with the others (`PAYMENT_SERVICES`):
   QR image to show (the resident scans it with WeChat or Alipay);
 - `resolve_unmatched_payment` (operator): credit an unmatched payment to a household (its
   order's unless another is named) or dismiss it (refunded at the provider, say);
-- `move_out` (operator): settle a household: pending charges committed, the final balances,
-  the current cycle's statement, the refund due or the arrears, and its meter unassigned so
-  that a new household can be assigned to it;
+- `move_out` (operator): settle a household: its meter unassigned (so that a new household,
+  starting at zero with its own tiers, can be assigned to it), its charges committed, its
+  open cycles closed (the final statement, settled to the cent), the final balances, the fee
+  arrears listed (never taken from the electricity credit), and the electricity credit left
+  refunded (`credit: refund`, the default: one REFUND entry) or carried to the next tenant
+  (`credit: carry`, `next_household`: an existing household, or a new one created with
+  `next_label`; an ADJUSTMENT out of this household and one into the next, in one
+  transaction). The entries' key is `move_out:<household>:<cycle>`, their meta the actor and
+  the reason: a repeated call settles nothing twice (for the household, it answers with the
+  settlement made). Bad input is refused before anything is changed;
 - `payment_report` (operator): a month's money per household (opening, top-ups by channel,
   charges, fees, payments, refunds, adjustments, closing) with totals, as response data and as
   a CSV file in `prepaid_meter_reports/` of the configuration folder.
@@ -17,9 +24,11 @@ services.py registers them with the others (`PAYMENT_SERVICES`):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 import csv
 from datetime import datetime
+import decimal
 from decimal import Decimal
 import io
 import logging
@@ -37,7 +46,8 @@ import voluptuous as vol
 from .const import DOMAIN
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor
 from .engine.actor import Actor
-from .engine.ledger import EntryKind, Ledger, SubAccount
+from .engine.community import MOVE_OUT_CREDIT, MoveOut, split_usage_period
+from .engine.ledger import EntryKind, Ledger, MonthUsage, SubAccount
 from .household_entry import is_household
 from .payments import CommunityPayments, payments_of
 from .texts import translated_error
@@ -47,8 +57,11 @@ _LOGGER = logging.getLogger(__package__)
 __all__ = [
     "PAYMENT_SERVICES",
     "REPORT_FOLDER",
+    "ReportInvariantError",
+    "async_month_report",
     "month_report",
     "report_csv",
+    "report_url",
 ]
 
 ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
@@ -60,6 +73,10 @@ ATTR_PROVIDER: Final = "provider"
 ATTR_NOTICE: Final = "notice"
 ATTR_ACTION: Final = "action"
 ATTR_MONTH: Final = "month"
+ATTR_CREDIT: Final = "credit"
+ATTR_NEXT_HOUSEHOLD: Final = "next_household"
+ATTR_NEXT_LABEL: Final = "next_label"
+ATTR_REASON: Final = "reason"
 REPORT_FOLDER: Final = "prepaid_meter_reports"
 PURPOSES: Final = ["electricity", "property_fee", "parking_fee"]
 PROVIDERS: Final = ["wechat", "alipay"]
@@ -105,7 +122,16 @@ RESOLVE_SCHEMA = vol.Schema(
         vol.Optional(ATTR_PURPOSE): vol.In(PURPOSES),
     }
 )
-MOVE_OUT_SCHEMA = vol.Schema({**_ENTRY, **_TARGET})
+MOVE_OUT_SCHEMA = vol.Schema(
+    {
+        **_ENTRY,
+        **_TARGET,
+        vol.Optional(ATTR_CREDIT, default="refund"): vol.In(MOVE_OUT_CREDIT),
+        vol.Optional(ATTR_NEXT_HOUSEHOLD): vol.All(cv.string, vol.Length(min=1, max=200)),
+        vol.Optional(ATTR_NEXT_LABEL): vol.All(cv.string, vol.Length(min=1, max=200)),
+        vol.Optional(ATTR_REASON, default=""): vol.All(cv.string, vol.Length(max=300)),
+    }
+)
 REPORT_SCHEMA = vol.Schema({**_ENTRY, vol.Required(ATTR_MONTH): vol.Match(_MONTH_RE)})
 
 
@@ -202,27 +228,71 @@ def _money(amount: Decimal) -> str:
     return str(amount.quantize(_CENT))
 
 
+def _move_lock(hass: HomeAssistant, entry_id: str) -> asyncio.Lock:
+    """One move-out at a time per community: a double click waits for the first one."""
+    locks: dict[str, asyncio.Lock] = hass.data.setdefault(f"{DOMAIN}_move_out_locks", {})
+    return locks.setdefault(entry_id, asyncio.Lock())
+
+
+def _credit_of(settled: MoveOut) -> dict[str, Any]:
+    return {
+        "action": settled.credit,
+        "amount": _money(settled.amount),
+        "next_household": settled.next_account if settled.credit == "carry" else None,
+        "move_key": settled.move_key,
+        "already_settled": settled.duplicate,
+    }
+
+
 async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     actor = await _operator(hass, call)
     runtime = _runtime(hass, call)
+    async with _move_lock(hass, runtime.entry.entry_id):
+        return await _settle(hass, call, runtime, actor)
+
+
+async def _settle(
+    hass: HomeAssistant, call: ServiceCall, runtime: PrepaidRuntime, actor: Actor
+) -> dict[str, Any]:
     account_id = _account_of(runtime, call)
     community = runtime.community
+    service = runtime.service
+    credit: str = call.data[ATTR_CREDIT]
+    next_account: str | None = call.data.get(ATTR_NEXT_HOUSEHOLD)
+    next_label: str | None = call.data.get(ATTR_NEXT_LABEL)
+    reason: str = call.data[ATTR_REASON]
+    ledger = community.ledger
     meters = sorted(m.meter_id for m in community.meters.values() if m.account_id == account_id)
+    if not meters:
+        # Moved out already (a repeated call): the settlement made, nothing done again.
+        key = f"move_out:{account_id}:{community.cycle_at(int(community.clock()))}"
+        for found_key in (key, f"{key}:out"):
+            entry = await hass.async_add_executor_job(ledger.entry_by_key, found_key)
+            if entry is not None:
+                balances = await hass.async_add_executor_job(ledger.balances, account_id)
+                return {
+                    "household": account_id,
+                    "meters": [],
+                    "balances_after": {sub.value: _money(v) for sub, v in balances.items()},
+                    "credit": {
+                        "action": "refund" if found_key == key else "carry",
+                        "amount": _money(-entry.amount),
+                        "next_household": entry.meta.get("to"),
+                        "move_key": key,
+                        "already_settled": True,
+                    },
+                }
+        raise translated_error("household_has_no_meter", household=account_id)
+    # Bad input is refused here, before anything is changed.
+    await runtime.async_call(service.check_move_out, account_id, credit, next_account, next_label)
     # Charges up to each meter's last reading first: the final figures include them.
-    await runtime.async_call(runtime.service.flush, raise_errors=True)
+    await runtime.async_call(service.flush, raise_errors=True)
     cycle = next(
         (community.meters[m].billing.cycle for m in meters if community.meters[m].billing.cycle),
         None,
     )
-    statement: dict[str, Any] | None = None
-    if cycle is not None:
-        statement = await runtime.async_call(runtime.service.statement, account_id, cycle)
-    ledger = community.ledger
-    balances: dict[SubAccount, Decimal] = await hass.async_add_executor_job(
-        ledger.balances, account_id
-    )
     for meter_id in meters:
-        await runtime.async_call(runtime.service.unassign, meter_id, actor=actor)
+        await runtime.async_call(service.unassign, meter_id, actor=actor)
     # The household's own Home Assistant loses its broker access with the meter (issue 12).
     from .services import async_revoke_given_access  # noqa: PLC0415 - services imports us
 
@@ -233,27 +303,70 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
         except HomeAssistantError as err:  # moved out regardless; the operator is told
             _LOGGER.warning("Broker access of meter %s not revoked: %s", meter_id, err)
             access[meter_id] = False
+    # The final statements (open cycles closed), then the credit refunded or carried.
+    settled = await runtime.async_call(
+        service.settle_move_out,
+        account_id,
+        credit,
+        actor=actor,
+        next_account=next_account,
+        next_label=next_label,
+        reason=reason,
+    )
+    statement: dict[str, Any] | None = None
+    if cycle is not None:
+        statement = await runtime.async_call(service.statement, account_id, cycle)
+    after: dict[SubAccount, Decimal] = await hass.async_add_executor_job(
+        ledger.balances, account_id
+    )
+    balances = dict(after)
+    balances[SubAccount.ELECTRICITY] += settled.amount  # as they were before the credit went
     electricity = balances[SubAccount.ELECTRICITY]
     arrears = {sub.value: _money(-value) for sub, value in balances.items() if value < 0}
-    settled: dict[str, Any] = {
+    return {
         "household": account_id,
         "label": community.households[account_id].label
         if account_id in community.households
         else account_id,
         "meters": meters,
         "balances": {sub.value: _money(value) for sub, value in balances.items()},
-        "refund_due": _money(max(electricity, _ZERO)),
+        "refund_due": _money(settled.amount if credit == "refund" else _ZERO),
+        "credit": _credit_of(settled),
+        "balances_after": {sub.value: _money(value) for sub, value in after.items()},
         "arrears": arrears,
         "arrears_total": _money(sum((-v for v in balances.values() if v < 0), _ZERO)),
+        "electricity_arrears": _money(max(-electricity, _ZERO)),
         "cycle": cycle,
+        "closed_cycles": list(settled.closed),
         "statement": statement,
         # per meter: True revoked, False could not be (see the log), None none was handed out
         "broker_access_revoked": access,
     }
-    return settled
 
 
 # ---------------------------------------------------------------------------- the report
+
+
+class ReportInvariantError(Exception):
+    """A report whose figures disagree with the ledger: refused, never handed out."""
+
+    def __init__(self, month: str, problems: list[str]) -> None:
+        """Keep what disagreed (each problem one line)."""
+        super().__init__(f"The report of {month} disagrees with the ledger: {problems[0]}")
+        self.month = month
+        self.problems = problems
+
+
+#: The report's groups of entries other than top-ups and charges, per sub-account.
+GROUPS: Final = ("fees", "payments", "refunds", "adjustments", "carried", "settlements")
+_GROUP_OF: Final = {
+    EntryKind.FEE: "fees",
+    EntryKind.PAYMENT: "payments",
+    EntryKind.REFUND: "refunds",
+    EntryKind.ADJUSTMENT: "adjustments",
+    EntryKind.SETTLEMENT: "settlements",
+}
+_KWH: Final = Decimal("0.001")
 
 
 def _month_bounds(month: str, zone: ZoneInfo) -> tuple[int, int]:
@@ -267,58 +380,118 @@ def _empty() -> dict[str, Decimal]:
     return {sub.value: _ZERO for sub in _SUBS}
 
 
+def _tier_name(tier: int, period: str) -> str:
+    return f"t{tier}_{period}"
+
+
 def month_report(ledger: Ledger, month: str, zone: ZoneInfo) -> dict[str, Any]:
     """Return a month's money per household and in total (blocking: reads the ledger).
 
-    For each household and sub-account: `opening + sum(movements) == closing`, where closing
-    is the balance at the month's end (today's balance less what came after). Amounts are
-    exact decimal strings.
+    Per household: the opening and closing balance of each sub-account, top-ups by channel,
+    the electricity charges (in total and by tier and period), fees, payments, refunds,
+    adjustments, credit carried at a move-out and cycle settlements by sub-account. Amounts
+    are decimal strings to the cent (kWh to the Wh); the sums behind them are exact.
+
+    Charges by tier and period come from the ledger's usage per local month (`usage_months`,
+    written in the same transaction as the charges and keyed by the month of the charge
+    entry), so they add up to the month's charges whatever the billing cycle (yearly tiers
+    too); charges written before that table existed are `charges_unsplit`.
+
+    Checked before it is returned (ReportInvariantError otherwise): every household's cached
+    balances equal its journal's last balances; for every household and sub-account, the
+    opening plus the report's movements equals the closing (every entry counted once); the
+    usage by tier never exceeds the charges; and the closings plus what came after equal the
+    ledger's balances in total, exactly.
     """
+    with decimal.localcontext(prec=80):  # sums of charges' 28 places stay exact
+        return _month_report(ledger, month, zone)
+
+
+def _month_report(ledger: Ledger, month: str, zone: ZoneInfo) -> dict[str, Any]:
     start, end = _month_bounds(month, zone)
+    usage: dict[str, list[MonthUsage]] = {}
+    for used in ledger.month_usage(month):
+        usage.setdefault(used.account_id, []).append(used)
+    problems: list[str] = []
     rows: list[dict[str, Any]] = []
     channels: set[str] = set()
+    tier_names: dict[str, tuple[int, str]] = {}
+    after_month = _empty()
     for household in ledger.households():
-        now = ledger.balances(household.account_id)
-        opening = {sub.value: now[sub] for sub in _SUBS}
-        closing = dict(opening)
+        account = household.account_id
+        now = ledger.balances(account)
+        for sub in _SUBS:
+            newest = ledger.entries(account, sub, limit=1)
+            journal = newest[0].balance_after if newest else _ZERO
+            if journal != now[sub]:
+                problems.append(f"{account}/{sub}: balance {now[sub]}, journal {journal}")
+        later = _empty()
+        moved = _empty()
         top_ups: dict[str, Decimal] = {}
         charges = _ZERO
-        figures: dict[str, dict[str, Decimal]] = {
-            "fees": _empty(),
-            "payments": _empty(),
-            "refunds": _empty(),
-            "adjustments": _empty(),
-            "settlements": _empty(),
-        }
-        for entry in ledger.entries(household.account_id, since=start, limit=10_000_000):
-            sub = entry.sub.value
+        figures: dict[str, dict[str, Decimal]] = {group: _empty() for group in GROUPS}
+        for entry in ledger.entries(account, since=start, limit=10_000_000):
+            name = entry.sub.value
             if entry.ts >= end:
-                closing[sub] -= entry.amount
-                opening[sub] -= entry.amount
+                later[name] += entry.amount
                 continue
-            opening[sub] -= entry.amount
-            if entry.kind is EntryKind.TOP_UP:
+            moved[name] += entry.amount
+            if entry.kind is EntryKind.TOP_UP and entry.sub is SubAccount.ELECTRICITY:
                 channel = str(entry.meta.get("channel", "")) or "other"
                 channels.add(channel)
                 top_ups[channel] = top_ups.get(channel, _ZERO) + entry.amount
+            elif entry.kind is EntryKind.TOP_UP:  # paid into a fee account
+                figures["payments"][name] += entry.amount
             elif entry.kind is EntryKind.CHARGE:
                 charges += entry.amount
+            elif entry.kind is EntryKind.ADJUSTMENT and entry.meta.get("credit") == "carry":
+                figures["carried"][name] += entry.amount
             else:
-                group = {
-                    EntryKind.FEE: "fees",
-                    EntryKind.PAYMENT: "payments",
-                    EntryKind.REFUND: "refunds",
-                    EntryKind.ADJUSTMENT: "adjustments",
-                    EntryKind.SETTLEMENT: "settlements",
-                }[entry.kind]
-                figures[group][sub] += entry.amount
+                figures[_GROUP_OF[entry.kind]][name] += entry.amount
+        closing = {sub.value: now[sub] - later[sub.value] for sub in _SUBS}
+        opening = {sub: closing[sub] - moved[sub] for sub in closing}
+        for name, value in opening.items():
+            reported = sum((figures[group][name] for group in GROUPS), _ZERO)
+            if name == SubAccount.ELECTRICITY.value:
+                reported += sum(top_ups.values(), _ZERO) + charges
+            if value + reported != closing[name]:
+                problems.append(
+                    f"{account}/{name}: opening {value} + movements {reported} "
+                    f"!= closing {closing[name]}"
+                )
+            after_month[name] += closing[name] + later[name]
+        by_tier: dict[tuple[int, str], tuple[Decimal, Decimal, list[str]]] = {}
+        for used in usage.get(account, []):
+            period, price = split_usage_period(used.period)
+            kwh, amount, prices = by_tier.get((used.tier, period), (_ZERO, _ZERO, []))
+            by_tier[used.tier, period] = (
+                kwh + used.kwh,
+                amount + used.amount,
+                [*prices, str(price)],
+            )
+            tier_names[_tier_name(used.tier, period)] = (used.tier, period)
+        split = sum((amount for _, amount, _ in by_tier.values()), _ZERO)
+        unsplit = -charges - split
+        if unsplit < 0:
+            problems.append(f"{account}: charges by tier {split} exceed the charges {-charges}")
         rows.append(
             {
-                "household": household.account_id,
+                "household": account,
                 "label": household.label,
                 "opening": opening,
                 "top_ups": top_ups,
                 "charges": charges,
+                "charges_by_tier": {
+                    _tier_name(tier, period): {
+                        "tier": tier,
+                        "period": period,
+                        "prices": prices,
+                        "kwh": str(kwh.quantize(_KWH)),
+                        "amount": -amount,
+                    }
+                    for (tier, period), (kwh, amount, prices) in sorted(by_tier.items())
+                },
+                "charges_unsplit": -unsplit,
                 **figures,
                 "closing": closing,
             }
@@ -327,25 +500,39 @@ def month_report(ledger: Ledger, month: str, zone: ZoneInfo) -> dict[str, Any]:
         "opening": _empty(),
         "top_ups": dict.fromkeys(sorted(channels), _ZERO),
         "charges": _ZERO,
-        "fees": _empty(),
-        "payments": _empty(),
-        "refunds": _empty(),
-        "adjustments": _empty(),
-        "settlements": _empty(),
+        "charges_unsplit": _ZERO,
+        **{group: _empty() for group in GROUPS},
         "closing": _empty(),
     }
+    tier_totals: dict[str, tuple[Decimal, Decimal]] = {}
     for row in rows:
         for name, value in row.items():
             if name in ("household", "label"):
                 continue
-            if isinstance(value, Decimal):
+            if name == "charges_by_tier":
+                for key, line in value.items():
+                    kwh, amount = tier_totals.get(key, (_ZERO, _ZERO))
+                    tier_totals[key] = (kwh + Decimal(line["kwh"]), amount + line["amount"])
+            elif isinstance(value, Decimal):
                 totals[name] += value
             else:
                 for key, amount in value.items():
                     totals[name][key] = totals[name].get(key, _ZERO) + amount
+    totals["charges_by_tier"] = {
+        key: {"kwh": str(kwh), "amount": amount}
+        for key, (kwh, amount) in sorted(tier_totals.items())
+    }
+    for sub in _SUBS:
+        in_ledger = ledger.total_balance(sub)
+        if after_month[sub.value] != in_ledger:
+            problems.append(f"total {sub}: households {after_month[sub.value]}, ledger {in_ledger}")
+    if problems:
+        raise ReportInvariantError(month, problems)
     return {
         "month": month,
+        "timezone": str(zone),
         "channels": sorted(channels),
+        "tiers": sorted(tier_names, key=lambda name: tier_names[name]),
         "households": [_as_text(row) for row in rows],
         "totals": _as_text(totals),
     }
@@ -359,7 +546,9 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def _columns(channels: Iterable[str]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+def _columns(
+    channels: Iterable[str], tiers: Iterable[str]
+) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     def pick(*path: str) -> Callable[[dict[str, Any]], str]:
         def read(row: dict[str, Any]) -> str:
             value: Any = row
@@ -378,7 +567,11 @@ def _columns(channels: Iterable[str]) -> list[tuple[str, Callable[[dict[str, Any
     for channel in channels:
         columns.append((f"top_up_{channel}", pick("top_ups", channel)))
     columns.append(("charges", pick("charges")))
-    for group in ("fees", "payments", "refunds", "adjustments", "settlements"):
+    for tier in tiers:
+        columns.append((f"charges_{tier}_kwh", pick("charges_by_tier", tier, "kwh")))
+        columns.append((f"charges_{tier}", pick("charges_by_tier", tier, "amount")))
+    columns.append(("charges_unsplit", pick("charges_unsplit")))
+    for group in GROUPS:
         for sub in _SUBS:
             columns.append((f"{group}_{sub.value}", pick(group, sub.value)))
     for sub in _SUBS:
@@ -388,7 +581,7 @@ def _columns(channels: Iterable[str]) -> list[tuple[str, Callable[[dict[str, Any
 
 def report_csv(report: dict[str, Any]) -> str:
     """Return the report as CSV: a row per household, then the totals."""
-    columns = _columns(report["channels"])
+    columns = _columns(report["channels"], report.get("tiers", ()))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([name for name, _ in columns])
@@ -406,23 +599,53 @@ def _write_report(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+def report_url(entry_id: str, month: str) -> str:
+    """Return where the report's CSV is downloaded (an administrator's, see report_view.py)."""
+    return f"/api/{DOMAIN}/report/{entry_id}/{month}.csv"
+
+
+async def async_month_report(
+    hass: HomeAssistant, runtime: PrepaidRuntime, month: str
+) -> dict[str, Any]:
+    """Commit pending charges, then make the month's report; a broken one is refused.
+
+    A month that is no month of the ledger, or a report that disagrees with the ledger (see
+    `month_report`; logged as an error), is one translated error.
+    """
+    zone = runtime.community.tariff.tz
+    if not _MONTH_RE.match(month) or not 2000 <= int(month[:4]) <= datetime.now(zone).year + 1:
+        raise translated_error("invalid_month", month=month)
+    await runtime.async_call(runtime.service.flush, raise_errors=True)
+    ledger = runtime.community.ledger
+    try:
+        report: dict[str, Any] = await hass.async_add_executor_job(
+            month_report, ledger, month, zone
+        )
+    except ReportInvariantError as err:
+        _LOGGER.error("%s; every problem: %s", err, "; ".join(err.problems))
+        raise translated_error(
+            "report_invariant_broken", month=month, problem=err.problems[0]
+        ) from err
+    return report
+
+
 async def _payment_report(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     await _operator(hass, call)
     runtime = _runtime(hass, call)
     month = call.data[ATTR_MONTH]
-    zone = runtime.community.tariff.tz
-    if not 2000 <= int(month[:4]) <= datetime.now(zone).year + 1:
-        raise translated_error("invalid_month", month=month)
-    await runtime.async_call(runtime.service.flush, raise_errors=True)
-    ledger = runtime.community.ledger
-    report = await hass.async_add_executor_job(month_report, ledger, month, zone)
+    report = await async_month_report(hass, runtime, month)
     path = await hass.async_add_executor_job(
         _write_report,
         Path(hass.config.path(REPORT_FOLDER)),
         f"{runtime.community_id}_{month}.csv",
         report_csv(report),
     )
-    return {**report, "community": runtime.community_id, "path": str(path)}
+    return {
+        **report,
+        "community": runtime.community_id,
+        "path": str(path),
+        "download": report_url(runtime.entry.entry_id, month),
+    }
 
 
 PAYMENT_SERVICES: dict[

@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 import dataclasses
 from decimal import Decimal, InvalidOperation
-import io
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
@@ -54,6 +53,8 @@ from .engine.safety import ALARM_KINDS
 from .engine.transport import CannotConnect, InvalidAuth
 from .household_entry import is_household
 from .payment_actions import PAYMENT_SERVICES
+from .payments import qr_svg
+from .report_view import async_register_report_view
 from .texts import translated_error as _error
 
 ATTR_CONFIG_ENTRY_ID = "config_entry_id"
@@ -413,21 +414,6 @@ def _broker_error(err: Exception) -> Exception:
     return _error("broker_acl_error", error=str(err))
 
 
-def qr_svg(text: str) -> str | None:
-    """Return a QR code of `text` as SVG (CPU only; small); None without PyQRCode.
-
-    Home Assistant installs PyQRCode on its first start (for its own two-factor setup); it
-    is imported here only when asked, so the integration loads without it.
-    """
-    try:
-        import pyqrcode  # type: ignore[import-untyped, unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return None
-    buffer = io.BytesIO()
-    pyqrcode.create(text, error="M").svg(buffer, scale=4, xmldecl=False, svgns=True)
-    return buffer.getvalue().decode()
-
-
 def _meter_of(runtime: PrepaidRuntime, call: ServiceCall, *, known: bool) -> str:
     meter_id = str(call.data[ATTR_METER_ID])
     if not METER_ID_RE.fullmatch(meter_id):
@@ -655,7 +641,8 @@ SERVICES: dict[
 
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
-    """Register every action of the integration."""
+    """Register every action of the integration, and the report's download view."""
+    async_register_report_view(hass)
     for name, (schema, handler, supports) in SERVICES.items():
 
         async def run(

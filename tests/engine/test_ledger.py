@@ -88,7 +88,7 @@ def ledger(path: Path) -> Iterator[Ledger]:
 def test_file_settings_and_schema_version(ledger: Ledger, path: Path) -> None:
     with _raw(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     own = ledger._conn
     assert own is not None
     assert own.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -180,8 +180,9 @@ def test_reopening_keeps_everything(ledger: Ledger, path: Path) -> None:
 def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with _raw(path) as conn:
-        conn.execute("PRAGMA user_version = 7")
-    with pytest.raises(LedgerError, match="schema version 7, newer than the 6"):
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer = f"schema version {SCHEMA_VERSION + 1}, newer than the {SCHEMA_VERSION}"
+    with pytest.raises(LedgerError, match=newer):
         Ledger(path)
 
 

@@ -23,6 +23,7 @@ import pytest
 from custom_components.prepaid_meter.engine import ledger as ledger_module
 from custom_components.prepaid_meter.engine.community import Community
 from custom_components.prepaid_meter.engine.ledger import (
+    SCHEMA_VERSION,
     Cursor,
     EntryKind,
     Ledger,
@@ -396,7 +397,7 @@ def test_a_file_of_the_third_schema_gains_its_days_of_use(
     monkeypatch.undo()
     with Ledger(path) as ledger:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert ledger.day_zone() is None
         assert _stored(path) == {}
         community = _make(ledger, clock)

@@ -49,6 +49,7 @@ from .ledger import (
     EntryKind,
     Ledger,
     LedgerError,
+    MonthUsage,
     Posting,
     PostResult,
     SafetyAck,
@@ -81,7 +82,7 @@ from .safety import (
     SafetyWatch,
     WatchReading,
 )
-from .tariff import Tariff
+from .tariff import Tariff, to_us
 
 _LOGGER = logging.getLogger(__name__)
 _ZERO = Decimal(0)
@@ -353,6 +354,8 @@ class Batch:
     charges: dict[str, PendingCharge] = field(default_factory=dict)
     cursors: dict[str, Cursor] = field(default_factory=dict)
     usage: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
+    #: The same usage per (account, local month of its charge, tier, period): the report's.
+    months: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
     closing: set[tuple[str, str]] = field(default_factory=set)
     pending: dict[str, Decimal] = field(default_factory=dict)
     #: Supply decisions, written with the charges that led to them.
@@ -372,6 +375,24 @@ class LedgerResult:
     events: Sequence[Event] = ()
     batch: Batch | None = None
     unsettled: frozenset[tuple[str, str]] = frozenset()
+
+
+#: What a move-out does with the electricity credit left (`Community.settle_move_out`).
+MOVE_OUT_CREDIT = ("refund", "carry")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveOut:
+    """What a move-out settlement did with a household's electricity credit."""
+
+    account_id: str
+    credit: str  # refund or carry
+    amount: Decimal  # the credit refunded or carried (0: there was none)
+    next_account: str | None  # where a carried credit went
+    move_key: str  # the key its entries are posted under (see settle_move_out)
+    closed: tuple[str, ...]  # the cycles it closed (their statements now final)
+    result: LedgerResult  # what was written (empty when settled before)
+    duplicate: bool = False  # settled by an earlier call; nothing written now
 
 
 def usage_period(period: str, price: Decimal) -> str:
@@ -733,22 +754,23 @@ class Community:
             meter.cycle_cost = _ZERO
         amount = _ZERO
         energy = _ZERO
+        local = self._day_of(reading.ts)  # the day (and month) of the charge entry
+        month = f"{local.year:04d}-{local.month:02d}"
         for piece in pieces:
-            key = (
-                household.account_id,
-                piece.cycle,
-                piece.tier,
-                usage_period(piece.period, piece.price),
-            )
+            period_key = usage_period(piece.period, piece.price)
+            key = (household.account_id, piece.cycle, piece.tier, period_key)
             kwh, money = batch.usage.get(key, (_ZERO, _ZERO))
             batch.usage[key] = (kwh + piece.kwh, money + piece.amount)
+            key = (household.account_id, month, piece.tier, period_key)
+            kwh, money = batch.months.get(key, (_ZERO, _ZERO))
+            batch.months[key] = (kwh + piece.kwh, money + piece.amount)
             amount += piece.amount
             energy += piece.kwh
             if piece.cycle == meter.billing.cycle:
                 meter.cycle_cost += piece.amount
         if amount:
             seq = reading.seq if reading.seq is not None else reading.ts
-            day = self._day_of(reading.ts)
+            day = local
             self._record_use(household, day, energy, amount, reading.ts)
             pending = batch.charges.get(meter.meter_id)
             if pending is None or pending.account_id != household.account_id or pending.day != day:
@@ -1296,8 +1318,12 @@ class Community:
         postings = [
             charge.posting(meter_id.partition("@")[0]) for meter_id, charge in batch.charges.items()
         ]
+        months = [
+            MonthUsage(account, month, tier, period, kwh, amount)
+            for (account, month, tier, period), (kwh, amount) in batch.months.items()
+        ]
         results = self.ledger.commit_batch(
-            postings, list(batch.cursors.values()), usage, batch.supply
+            postings, list(batch.cursors.values()), usage, batch.supply, months
         )
         balances: dict[tuple[str, SubAccount], tuple[int, Decimal]] = {}
         for posting, result in zip(postings, results, strict=True):
@@ -1365,6 +1391,9 @@ class Community:
         for key, (kwh, amount) in batch.usage.items():
             old = current.usage.get(key, (_ZERO, _ZERO))
             current.usage[key] = (old[0] + kwh, old[1] + amount)
+        for key, (kwh, amount) in batch.months.items():
+            old = current.months.get(key, (_ZERO, _ZERO))
+            current.months[key] = (old[0] + kwh, old[1] + amount)
         for meter_id, charge in batch.charges.items():
             later = current.charges.get(meter_id)
             if later is None:
@@ -1527,6 +1556,16 @@ class Community:
                 household=account_id,
                 meter_id=owner[0],
             )
+        now_cycle = self.cycle_at(int(self.clock()))
+        if self.ledger.statement(account_id, now_cycle) is not None:
+            # Its cycle was closed (a move-out): usage of it would be refused with every batch.
+            raise CommunityError(
+                "household_cycle_closed",
+                f"Household {account_id} moved out in cycle {now_cycle}; "
+                "give the new tenant a new household",
+                household=account_id,
+                cycle=now_cycle,
+            )
         household = self.ledger.ensure_household(account_id, label, int(self.clock()))
         if supply_protected is not None:
             self.ledger.set_supply_protected(account_id, supply_protected)
@@ -1590,6 +1629,161 @@ class Community:
         meter.request_answer = None
         meter.request_ids.clear()
         return [Event("unassigned_meter", meter_id, account_id)]
+
+    # ------------------------------------------------------------------ move-out (blocking)
+
+    def cycle_at(self, ts: int) -> str:
+        """Return the tariff's billing cycle at a moment (`YYYY` or `YYYY-MM`)."""
+        return self.tariff.timeline().segment_at(to_us(datetime.fromtimestamp(ts, UTC))).cycle
+
+    def check_move_out(
+        self,
+        account_id: str,
+        credit: str,
+        next_account: str | None = None,
+        next_label: str | None = None,
+    ) -> None:
+        """Refuse a move-out settlement that cannot be done, before anything is changed.
+
+        `credit` is `refund` or `carry`; a carry names the next household: another one that
+        exists, or a new one with its label (`next_label`), so that a mistyped id is refused.
+        """
+        if self.ledger.household(account_id) is None:
+            raise CommunityError(
+                "unknown_household", f"Unknown household {account_id}", household=account_id
+            )
+        if credit not in MOVE_OUT_CREDIT:
+            raise CommunityError("invalid_credit", f"Unknown credit choice {credit}", credit=credit)
+        if credit == "refund":
+            if next_account is not None:
+                raise CommunityError(
+                    "next_household_only_with_carry",
+                    "A next household is named only when the credit is carried",
+                    household=next_account,
+                )
+            return
+        if next_account is None:
+            raise CommunityError(
+                "next_household_required", "Carrying the credit needs the next household"
+            )
+        if next_account == account_id:
+            raise CommunityError(
+                "next_household_same",
+                f"The credit of {account_id} cannot be carried to itself",
+                household=account_id,
+            )
+        if not next_account.strip() or len(next_account) > 200:
+            raise CommunityError(
+                "unknown_household", f"Unknown household {next_account}", household=next_account
+            )
+        if self.ledger.household(next_account) is None and not next_label:
+            raise CommunityError(
+                "unknown_next_household",
+                f"Unknown household {next_account}; a new one needs its label",
+                household=next_account,
+            )
+
+    def settle_move_out(
+        self,
+        account_id: str,
+        credit: str,
+        *,
+        actor: Actor,
+        next_account: str | None = None,
+        next_label: str | None = None,
+        reason: str = "",
+    ) -> MoveOut:
+        """Close a moved-out household's cycles and settle its electricity credit (blocking).
+
+        Call it once its meters are unassigned and their charges committed. Its cycles with
+        usage and no statement are closed first (the final statements, the charges settled to
+        the cent), so the credit left is exact money. `refund` takes that credit out with one
+        REFUND entry under the move key `move_out:<account>:<cycle of now>`; `carry` moves it
+        to `next_account` (created with `next_label` if new) with two ADJUSTMENT entries in
+        one transaction, `<move key>:out` and `<move key>:in`. Every entry's meta holds the
+        move key, the actor and the reason. Fee balances are left as they are (arrears are
+        never taken from the electricity credit), and a negative electricity balance stays
+        owed. Settled once: called again, the entries found are returned as duplicates.
+        """
+        self.check_move_out(account_id, credit, next_account, next_label)
+        now = int(self.clock())
+        move_key = f"move_out:{account_id}:{self.cycle_at(now)}"
+        keys = [move_key] if credit == "refund" else [f"{move_key}:out", f"{move_key}:in"]
+        found = [self.ledger.entry_by_key(key) for key in keys]
+        first = found[0]
+        if first is not None:
+            second = found[-1]
+            return MoveOut(
+                account_id,
+                credit,
+                -first.amount,
+                second.account_id if credit == "carry" and second is not None else None,
+                move_key,
+                (),
+                LedgerResult(),
+                duplicate=True,
+            )
+        kind = EntryKind.REFUND if credit == "refund" else EntryKind.ADJUSTMENT
+        self._authorize(actor, _MONEY_ACTIONS[kind], account_id=account_id)
+        closed: list[str] = []
+        balances: dict[tuple[str, SubAccount], tuple[int, Decimal]] = {}
+        for cycle in self.ledger.open_cycles(account_id):
+            settled, _total = self._close_cycle(account_id, cycle)
+            if settled is not None:
+                _newest(balances, account_id, SubAccount.ELECTRICITY, settled)
+            closed.append(cycle)
+        left = self.ledger.balance(account_id, SubAccount.ELECTRICITY)
+        if left <= 0:
+            return MoveOut(
+                account_id,
+                credit,
+                _ZERO,
+                next_account,
+                move_key,
+                tuple(closed),
+                LedgerResult(balances),
+            )
+        meta = {"move_out": move_key, "actor": str(actor), "reason": reason, "credit": credit}
+        postings = [Posting(keys[0], account_id, SubAccount.ELECTRICITY, kind, -left, now, meta)]
+        if next_account is not None:
+            self._authorize(actor, "adjustment", account_id=next_account)
+            if self.ledger.household(next_account) is None:
+                self.ledger.ensure_household(next_account, next_label or next_account, now)
+            postings[0] = Posting(
+                keys[0],
+                account_id,
+                SubAccount.ELECTRICITY,
+                kind,
+                -left,
+                now,
+                {**meta, "to": next_account},
+            )
+            postings.append(
+                Posting(
+                    keys[1],
+                    next_account,
+                    SubAccount.ELECTRICITY,
+                    kind,
+                    left,
+                    now,
+                    {**meta, "from": account_id},
+                )
+            )
+        try:
+            results = self.ledger.post_many(postings)
+        except LedgerError as err:
+            raise CommunityError("ledger_error", str(err), error=str(err)) from err
+        for posting, result in zip(postings, results, strict=True):
+            _newest(balances, posting.account_id, posting.sub, result)
+        return MoveOut(
+            account_id,
+            credit,
+            left,
+            next_account,
+            move_key,
+            tuple(closed),
+            LedgerResult(balances, results),
+        )
 
     # ------------------------------------------------------------------ the safety watch
 

@@ -9,7 +9,9 @@ journal.
 
 Meter cursors (the last reading billed for each meter) and usage totals per (cycle, tier, period)
 are written by `Ledger.commit_batch()` in the same transaction as the charges for those readings,
-so a crash between two batches loses nothing and bills nothing twice.
+so a crash between two batches loses nothing and bills nothing twice. The same usage is also
+summed per (local month of its charge entry, tier, period) in `usage_months`, so that a month's
+charges split by tier and period exactly, whatever the billing cycle (`month_usage`).
 
 Whether a meter's supply should be on is a ledger fact too: every change of the wanted relay
 state (state, reason, actor, time) is appended to `supply_changes` (append-only), in the same
@@ -81,6 +83,7 @@ from decimal import Decimal
 from enum import StrEnum
 import json
 from pathlib import Path
+import re
 import sqlite3
 import threading
 import time
@@ -97,6 +100,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "Mismatch",
+    "MonthUsage",
     "PayNotice",
     "PayOrder",
     "PayReject",
@@ -230,6 +234,22 @@ class UsageDelta:
 
     account_id: str
     cycle: str
+    tier: int
+    period: str
+    kwh: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MonthUsage:
+    """Energy and money of a household's charges in one local month, for one (tier, period).
+
+    The month (`YYYY-MM`, the tariff's zone) is that of the charge entries the energy is
+    billed in, so a month's rows add up to that month's charges whatever the billing cycle.
+    """
+
+    account_id: str
+    month: str
     tier: int
     period: str
     kwh: Decimal
@@ -573,6 +593,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ts INTEGER NOT NULL
         ) STRICT""",
     ),
+    (  # 7: usage per local month, kept with the charges (for the operators' monthly report)
+        # Written by commit_batch in the same transaction as the charges, keyed by the month of
+        # the charge entry the energy is billed in, so a month's rows sum to its charges even
+        # when the billing cycle is a year. Months before this migration have no rows.
+        """CREATE TABLE usage_months (
+            account_id TEXT NOT NULL REFERENCES households (account_id),
+            month TEXT NOT NULL,
+            tier INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            kwh TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            PRIMARY KEY (account_id, month, tier, period)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX usage_months_month ON usage_months (month)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -597,6 +632,7 @@ _MONEY_PLACES: Final = 4
 _FINE_PLACES: Final = 28
 _ZERO: Final = Decimal(0)
 _SETTLE_PREFIX: Final = "settle:"
+_MONTH_TEXT: Final = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 _MAX_TEXT: Final = 200
 
 # (sign rule, fixed sub-account or None, most decimal places)
@@ -626,6 +662,11 @@ _SQL_UPSERT_CURSOR: Final = (
 _SQL_UPSERT_USAGE: Final = (
     "INSERT INTO usage (account_id, cycle, tier, period, kwh, amount) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (account_id, cycle, tier, period) DO UPDATE SET "
+    "kwh = excluded.kwh, amount = excluded.amount"
+)
+_SQL_UPSERT_MONTH: Final = (
+    "INSERT INTO usage_months (account_id, month, tier, period, kwh, amount) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, month, tier, period) DO UPDATE SET "
     "kwh = excluded.kwh, amount = excluded.amount"
 )
 _SQL_UPSERT_DAY: Final = (
@@ -920,6 +961,19 @@ def _check_usage(delta: UsageDelta) -> UsageDelta:
     _number(delta.kwh, f"The kWh of {what}", _FINE_PLACES)
     _number(delta.amount, f"The amount of {what}", _FINE_PLACES)
     return delta
+
+
+def _check_month(row: MonthUsage) -> MonthUsage:
+    if not isinstance(row, MonthUsage):
+        raise LedgerError(f"Expected a MonthUsage, not {type(row).__name__}.")
+    _text(row.account_id, "The account of a month's usage")
+    if not _MONTH_TEXT.fullmatch(str(row.month)):
+        raise LedgerError(f"The month of usage of {row.account_id!r} must be YYYY-MM.")
+    _integer(row.tier, "A usage tier")
+    _text(row.period, "A usage period")
+    _number(row.kwh, "A month's usage kWh", _FINE_PLACES)
+    _number(row.amount, "A month's usage amount", _FINE_PLACES)
+    return row
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -1261,12 +1315,22 @@ class Ledger:
         with self._lock, self._transaction() as conn:
             return self._apply(conn, [checked])[0]
 
+    def post_many(self, postings: Sequence[Posting]) -> list[PostResult]:
+        """Record several money movements in one transaction: all of them, or none.
+
+        Each key behaves as in `post` (a key posted before is a duplicate, written once).
+        """
+        checked = [_check_posting(posting) for posting in postings]
+        with self._lock, self._transaction() as conn:
+            return self._apply(conn, checked)
+
     def commit_batch(
         self,
         postings: Sequence[Posting],
         cursors: Sequence[Cursor],
         usage: Sequence[UsageDelta],
         supply: Sequence[SupplyChange] = (),
+        months: Sequence[MonthUsage] = (),
     ) -> list[PostResult]:
         """Write charges, meter cursors and usage increments in ONE transaction.
 
@@ -1275,15 +1339,19 @@ class Ledger:
         added to the stored totals as given: the caller derives them from readings past the
         cursor, so readings already billed never reach here. Usage for a cycle that has been
         closed is refused, since that cycle's money has been settled against its statement.
-        Supply decisions are appended in the same transaction (those the charges led to).
+        Supply decisions are appended in the same transaction (those the charges led to), and
+        the charges' usage per local month (`months`, added like usage; see `month_usage`).
         If anything is refused, nothing at all is written.
         """
         checked = [_check_posting(posting) for posting in postings]
         cursor_rows = [_check_cursor(cursor) for cursor in cursors]
         deltas = [_check_usage(delta) for delta in usage]
         supply_rows = [_check_supply(change) for change in supply]
+        month_rows = [_check_month(row) for row in months]
         with self._lock, self._transaction() as conn:
             results = self._apply(conn, checked)
+            if month_rows:
+                self._add_months(conn, month_rows)
             if cursor_rows:
                 conn.executemany(_SQL_UPSERT_CURSOR, cursor_rows)
             if deltas:
@@ -1982,6 +2050,28 @@ class Ledger:
             [(*slot, str(kwh), str(amount)) for slot, (kwh, amount) in sums.items()],
         )
 
+    def _add_months(self, conn: sqlite3.Connection, rows: Sequence[MonthUsage]) -> None:
+        """Add usage per month to the stored sums (inside the caller's transaction)."""
+        sums: dict[tuple[str, str, int, str], tuple[Decimal, Decimal]] = {}
+        for row in rows:
+            slot = (row.account_id, row.month, row.tier, row.period)
+            kwh, amount = sums.get(slot, (_ZERO, _ZERO))
+            sums[slot] = (_add(kwh, row.kwh), _add(amount, row.amount))
+        for account_id, month, tier, period, kwh, amount in conn.execute(
+            "SELECT account_id, month, tier, period, kwh, amount FROM usage_months "
+            "WHERE account_id IN (SELECT value FROM json_each(?)) "
+            "AND month IN (SELECT value FROM json_each(?))",
+            (_as_json_list({s[0] for s in sums}), _as_json_list({s[1] for s in sums})),
+        ):
+            slot = (account_id, month, tier, period)
+            if slot in sums:
+                add_kwh, add_amount = sums[slot]
+                sums[slot] = (_add(Decimal(kwh), add_kwh), _add(Decimal(amount), add_amount))
+        conn.executemany(
+            _SQL_UPSERT_MONTH,
+            [(*slot, str(kwh), str(amount)) for slot, (kwh, amount) in sums.items()],
+        )
+
     def close_cycle(
         self,
         account_id: str,
@@ -2135,6 +2225,31 @@ class Ledger:
                 "SELECT tier, period, kwh, amount FROM usage WHERE account_id = ? AND cycle = ? "
                 "ORDER BY tier, period",
                 (account_id, cycle),
+            )
+        ]
+
+    def month_usage(self, month: str) -> list[MonthUsage]:
+        """Return every household's usage in one local month (`YYYY-MM`), by (tier, period).
+
+        Ordered by account, tier and period; a month before schema 7 has no rows.
+        """
+        return [
+            MonthUsage(account_id, month, tier, period, Decimal(kwh), Decimal(amount))
+            for account_id, tier, period, kwh, amount in self._read(
+                "SELECT account_id, tier, period, kwh, amount FROM usage_months "
+                "WHERE month = ? ORDER BY account_id, tier, period",
+                (month,),
+            )
+        ]
+
+    def open_cycles(self, account_id: str) -> list[str]:
+        """Return the cycles with usage of a household that have no statement yet, oldest first."""
+        return [
+            cycle
+            for (cycle,) in self._read(
+                "SELECT DISTINCT cycle FROM usage WHERE account_id = ? AND cycle NOT IN "
+                "(SELECT cycle FROM statements WHERE account_id = ?) ORDER BY cycle",
+                (account_id, account_id),
             )
         ]
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from .actor import Actor
 from .commands import CommandOutcome, CommandTracker
-from .community import Community, Event, LedgerResult, Relay
+from .community import Community, Event, LedgerResult, MoveOut, Relay
 from .household import parse_request
 from .ledger import EntryKind, SafetySetting, SubAccount, SupplyChange
 from .profiles import Profile
@@ -424,6 +424,47 @@ class CommunityService:
             _LOGGER.warning("The old household's account topic %s stays retained: %s", topic, err)
         self._listener.meter_changed(meter_id)
         return account_id
+
+    async def check_move_out(
+        self,
+        account_id: str,
+        credit: str,
+        next_account: str | None = None,
+        next_label: str | None = None,
+    ) -> None:
+        """Refuse a move-out settlement that cannot be done (see `Community.check_move_out`)."""
+        await self._in_executor(
+            lambda: self.community.check_move_out(account_id, credit, next_account, next_label)
+        )
+
+    async def settle_move_out(
+        self,
+        account_id: str,
+        credit: str,
+        *,
+        actor: Actor,
+        next_account: str | None = None,
+        next_label: str | None = None,
+        reason: str = "",
+    ) -> MoveOut:
+        """Close a moved-out household's cycles and refund or carry its electricity credit.
+
+        Its meters are unassigned first (`unassign`); what they used is committed here before
+        (see `Community.settle_move_out`). Durable before it returns.
+        """
+        await self.flush(raise_errors=True)
+        settled = await self._in_executor(
+            lambda: self.community.settle_move_out(
+                account_id,
+                credit,
+                actor=actor,
+                next_account=next_account,
+                next_label=next_label,
+                reason=reason,
+            )
+        )
+        self._money_applied(settled.result, self.community.apply_results(settled.result))
+        return settled
 
     async def statement(
         self, account_id: str, cycle: str, *, actor: Actor | None = None
