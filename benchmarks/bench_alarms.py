@@ -35,16 +35,27 @@ state 1.7 MiB for 5,000 meters.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 import datetime as dt
 from decimal import Decimal
 import gc
+import json
+from pathlib import Path
 import random
 import statistics
+import tempfile
 import time
 import tracemalloc
+from typing import Any
 
+from custom_components.prepaid_meter.engine.actor import Actor
+from custom_components.prepaid_meter.engine.community import Community, Event, Relay
+from custom_components.prepaid_meter.engine.ledger import Ledger
+from custom_components.prepaid_meter.engine.policy import PolicyConfig
+from custom_components.prepaid_meter.engine.profiles import make_profile
 from custom_components.prepaid_meter.engine.safety import (
     ALARM_KINDS,
     AlarmStarted,
@@ -54,6 +65,9 @@ from custom_components.prepaid_meter.engine.safety import (
     SafetyWatch,
     WatchReading,
 )
+from custom_components.prepaid_meter.engine.service import CommunityService
+from custom_components.prepaid_meter.engine.tariff import load_preset
+from custom_components.prepaid_meter.engine.transport import TransportConfig
 from simulator.household import DAY, HOUR
 from simulator.scenarios import Reading, Scenario, build
 
@@ -63,11 +77,22 @@ INACTIVITY_LIMIT_S = 12 * HOUR
 
 @dataclass(slots=True)
 class Alarm:
-    """An alarm the watch raised: when, and whether a label explains it."""
+    """An alarm raised (an episode's start): what, where, when, whether a label explains it."""
 
-    event: AlarmStarted
+    kind: str
+    meter_id: str
     at: int
+    data: Mapping[str, Any] = field(default_factory=dict)
     matched: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A protective cut asked for: made, or reported for a supply-protected household."""
+
+    meter_id: str
+    reason: str
+    supply_protected: bool
 
 
 @dataclass(slots=True)
@@ -77,6 +102,8 @@ class Outcome:
     seed: int
     household_days: float
     care_days: float
+    #: "watch" (engine.safety.SafetyWatch driven directly) or "service" (CommunityService).
+    mode: str = "watch"
     injected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     detected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     delays: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -87,11 +114,18 @@ class Outcome:
     quiet_alarms: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     late_inactivity: int = 0
     suspects_first: int = 0
-    cuts: list[ProtectiveCutWanted] = field(default_factory=list)
+    cuts: list[Cut] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     false_list: list[str] = field(default_factory=list)
     readings: int = 0
     seconds: float = 0.0
+    #: Service mode: episodes the service ended (`alarm_cleared` events), supply cuts it made
+    #: for credit (none wanted: every household is funded), readings its gate refused.
+    cleared: int = 0
+    credit_cuts: int = 0
+    rejected: int = 0
+    #: Every alarm raised (an episode's start), in order.
+    alarms: list[Alarm] = field(default_factory=list)
 
 
 def watch_reading(reading: Reading) -> WatchReading:
@@ -146,9 +180,9 @@ def run(scenario: Scenario, rules: SafetyRules | None = None) -> Outcome:
         events += watch.tick(t)
         for event in events:
             if isinstance(event, AlarmStarted):
-                alarms.append(Alarm(event, t))
+                alarms.append(Alarm(event.kind, event.meter_id, t, event.data))
             elif isinstance(event, ProtectiveCutWanted):
-                outcome.cuts.append(event)
+                outcome.cuts.append(Cut(event.meter_id, event.reason, event.supply_protected))
                 if not event.supply_protected:
                     scenario.protective_cut(event.meter_id, t)
     outcome.seconds = time.perf_counter() - began
@@ -156,10 +190,234 @@ def run(scenario: Scenario, rules: SafetyRules | None = None) -> Outcome:
     return outcome
 
 
+#: Service mode: the community's id and topic prefix, the operator who sets it up and acts
+#: (own cuts, vacant flags, restoring a protectively cut home after an hour), and each
+#: household's top-up: far more than ten days' use, so no credit cut comes unasked.
+COMMUNITY = "bench"
+PREFIX = "prepaid"
+OPERATOR = Actor("operator", user_id="bench", name="Bench operator")
+FUNDS = Decimal(20_000)
+#: A home cut by the protective watch is restored by the operator this long after.
+RESTORE_AFTER_S = HOUR
+
+
+class _Clock:
+    """The service's and the community's clock: simulated time, set per reading instant."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+
+class _Heard:
+    """The service's listener: the events it emits, as the Home Assistant adapter gets them.
+
+    An episode's start is an `alarm` event (`type` its kind) or, for the care watch, an
+    `inactivity` event (events.py fires both as `prepaid_meter_alarm` with `state: start`);
+    its end an `alarm_cleared`. A protective cut is a `supply_cut` whose actor is the safety
+    watch; one not made for a supply-protected household is a `supply_cut_deferred` with
+    reason `supply_protected` and the alarm as its `cause`.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.alarms: list[Alarm] = []
+        self.cuts: list[Cut] = []
+        self.made: list[str] = []
+        self.cleared = 0
+        self.credit_cuts = 0
+        self.rejected = 0
+
+    def events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            meter_id = event.meter_id or ""
+            if event.kind == "alarm":
+                self.alarms.append(Alarm(str(event.data["type"]), meter_id, self.now, event.data))
+            elif event.kind == "inactivity":
+                self.alarms.append(Alarm("inactivity", meter_id, self.now, event.data))
+            elif event.kind == "alarm_cleared":
+                self.cleared += 1
+            elif event.kind == "supply_cut" and event.data.get("actor_kind") == "safety":
+                self.cuts.append(Cut(meter_id, str(event.data["reason"]), False))
+                self.made.append(meter_id)
+            elif event.kind == "supply_cut" and event.data.get("actor_kind") == "system":
+                self.credit_cuts += 1
+            elif (
+                event.kind == "supply_cut_deferred"
+                and event.data.get("reason") == "supply_protected"
+            ):
+                self.cuts.append(Cut(meter_id, str(event.data.get("cause")), True))
+            elif event.kind == "rejected":
+                self.rejected += 1
+
+    def meter_changed(self, meter_id: str) -> None:
+        """Nothing to redraw here."""
+
+    def meter_discovered(self, meter_id: str) -> None:
+        """Nothing to register here."""
+
+    def connection(self, connected: bool, reason: str) -> None:
+        """There is no broker: the transport is never started."""
+
+
+def telemetry(reading: Reading) -> tuple[str, bytes]:
+    """Return the `telemetry` message (PROTOCOL.md) a meter sends for a scenario reading."""
+    body: dict[str, Any] = {
+        "v": 1,
+        "seq": reading.ts,
+        "ts": reading.ts,
+        "energy_kwh": str(reading.energy_kwh),
+        "power_w": reading.power_w,
+        "current_a": reading.current_a,
+        "relay": reading.relay,
+    }
+    if reading.neutral_current_a is not None:
+        body["neutral_current_a"] = reading.neutral_current_a
+    if reading.events:
+        body["events"] = list(reading.events)
+    topic = f"{PREFIX}/{COMMUNITY}/{reading.meter_id}/telemetry"
+    return topic, json.dumps(body, separators=(",", ":")).encode()
+
+
+def _first_step(scenario: Scenario, moment: int) -> int:
+    """Return the first reading instant at or after `moment`."""
+    steps = -(-(moment - scenario.start) // scenario.interval)
+    return scenario.start + max(0, steps) * scenario.interval
+
+
+async def run_service(
+    scenario: Scenario,
+    rules: SafetyRules | None = None,
+    *,
+    commit_s: int = 600,
+    save_s: int = HOUR,
+    ledger_dir: Path | None = None,
+) -> Outcome:
+    """Drive the engine service through the scenario; score the alarms it emits.
+
+    A real `CommunityService` over a real `Community` and SQLite ledger (in a temporary
+    directory), with a clock the bench sets to each reading instant. Its transport is never
+    started: every meter message is handed to the service's message handler as the MQTT
+    transport hands it (topic, payload bytes), parsed by the native profile and passed
+    through the gate. Everything else is an operator's action on the service: meters
+    announced, then assigned to households (funded with `FUNDS`), care opt-in, master meters
+    of areas, vacant flags, our own cuts (`request_supply` off, then on). The community's own
+    policy makes the protective cuts: the bench, as the meter, obeys (the scenario's relay
+    opens) and the operator restores the supply `RESTORE_AFTER_S` later. The service's tick
+    runs once per reading interval (as it runs every minute), pending charges are committed
+    every `commit_s` and the watch's state kept every `save_s` of simulated time.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench_alarms_", dir=ledger_dir) as tmp:
+        clock = _Clock(scenario.start - HOUR)
+        heard = _Heard()
+        ledger = Ledger(Path(tmp) / "ledger.sqlite3")
+        community = Community(
+            ledger, load_preset("flat"), PolicyConfig(), clock=clock, safety_rules=rules
+        )
+        community.load()
+        service = CommunityService(
+            community,
+            make_profile("native", community=COMMUNITY),
+            TransportConfig(host="127.0.0.1", client_id="bench-alarms"),
+            prefix=PREFIX,
+            community_id=COMMUNITY,
+            currency="CNY",
+            listener=heard,
+            clock=clock,
+        )
+        try:
+            return await _drive_service(scenario, service, clock, heard, rules, commit_s, save_s)
+        finally:
+            await service.stop()
+
+
+async def _drive_service(
+    scenario: Scenario,
+    service: CommunityService,
+    clock: _Clock,
+    heard: _Heard,
+    rules: SafetyRules | None,
+    commit_s: int,
+    save_s: int,
+) -> Outcome:
+    # The transport's message handler: what MqttTransport calls for each message received.
+    deliver = service._on_message
+    for area in scenario.areas:
+        for home in area.members:
+            announce = {"v": 1, "model": "simulator", "rated_current_a": home.house.rated_current_a}
+            deliver(f"{PREFIX}/{COMMUNITY}/{home.meter_id}/announce", json.dumps(announce).encode())
+        master = {"v": 1, "model": "simulator-master", "rated_current_a": 400}
+        deliver(f"{PREFIX}/{COMMUNITY}/{area.master_id}/announce", json.dumps(master).encode())
+    for n, home in enumerate(scenario.homes):
+        await service.assign(
+            home.meter_id,
+            home.account_id,
+            f"Flat {n + 1}",
+            supply_protected=home.supply_protected,
+            actor=OPERATOR,
+        )
+        await service.top_up(
+            home.account_id, FUNDS, f"fund-{home.account_id}", "cash", actor=OPERATOR
+        )
+        if home.care:
+            await service.set_household_safety(home.account_id, care=True, actor=OPERATOR)
+    for area in scenario.areas:
+        members = [home.meter_id for home in area.members]
+        await service.set_master_meter(area.area_id, area.master_id, members, actor=OPERATOR)
+    # Our own cuts, as the operator makes them: off at the cut's first reading, on after.
+    actions: dict[int, list[tuple[str, Relay]]] = defaultdict(list)
+    for home in scenario.homes:
+        for a, b, _bypassed in home.cuts:
+            actions[_first_step(scenario, a)].append((home.meter_id, "off"))
+            if b < scenario.end:
+                actions[_first_step(scenario, b)].append((home.meter_id, "on"))
+    outcome = Outcome(
+        scenario.seed,
+        scenario.household_days,
+        sum(1 for home in scenario.homes if home.care) * (scenario.end - scenario.start) / DAY,
+        mode="service",
+    )
+    heard.alarms.clear()
+    next_commit = scenario.start + commit_s
+    next_save = scenario.start + save_s
+    began = time.perf_counter()
+    for t in scenario.times():
+        clock.now = heard.now = t
+        for account, vacant in scenario.flags(t):
+            await service.set_household_safety(account, vacant=vacant, actor=OPERATOR)
+        for meter_id, state in actions.pop(t, ()):
+            await service.request_supply(meter_id, state, actor=OPERATOR)
+        for reading in scenario.step(t):
+            deliver(*telemetry(reading))
+            outcome.readings += 1
+        await service.tick()
+        for meter_id in heard.made:  # the meter obeys the cut; the operator restores it later
+            scenario.protective_cut(meter_id, t, RESTORE_AFTER_S / HOUR)
+            actions[_first_step(scenario, t + RESTORE_AFTER_S)].append((meter_id, "on"))
+        heard.made.clear()
+        if t >= next_commit:
+            await service.flush()
+            next_commit += commit_s
+        if t >= next_save:
+            await service.save_safety_state()
+            next_save += save_s
+    await service.flush()
+    outcome.seconds = time.perf_counter() - began
+    outcome.cuts = heard.cuts
+    outcome.cleared, outcome.credit_cuts = heard.cleared, heard.credit_cuts
+    outcome.rejected = heard.rejected
+    _score(scenario, heard.alarms, outcome, rules or SafetyRules())
+    return outcome
+
+
 def _score(scenario: Scenario, alarms: list[Alarm], outcome: Outcome, rules: SafetyRules) -> None:
+    """Match the alarms raised to the scenario's labels; count the rest as false (both modes)."""
+    outcome.alarms = alarms
     by_meter: dict[tuple[str, str], list[Alarm]] = defaultdict(list)
     for alarm in alarms:
-        by_meter[alarm.event.kind, alarm.event.meter_id].append(alarm)
+        by_meter[alarm.kind, alarm.meter_id].append(alarm)
     for label in scenario.labels:
         name = label.kind if label.kind != "theft_suspected" else f"theft:{label.detail}"
         outcome.injected[name] += 1
@@ -186,7 +444,7 @@ def _score(scenario: Scenario, alarms: list[Alarm], outcome: Outcome, rules: Saf
         if label.kind == "inactivity" and delay > INACTIVITY_LIMIT_S:
             outcome.late_inactivity += 1
         if label.kind == "line_loss":
-            suspects = found[0].event.data.get("suspects") or [{}]
+            suspects = found[0].data.get("suspects") or [{}]
             outcome.suspects_first += suspects[0].get("meter_id") == label.suspect
             outcome.false_list.append(f"(line loss) thief {label.suspect}: {suspects}")
     quiet = defaultdict(list)
@@ -198,14 +456,14 @@ def _score(scenario: Scenario, alarms: list[Alarm], outcome: Outcome, rules: Saf
     for alarm in alarms:
         if alarm.matched:
             continue
-        kind = alarm.event.kind
-        if any(a <= alarm.at <= b for a, b in injected.get(alarm.event.meter_id, ())):
+        kind = alarm.kind
+        if any(a <= alarm.at <= b for a, b in injected.get(alarm.meter_id, ())):
             outcome.side[kind] += 1
-            outcome.false_list.append(f"(side) {kind} {alarm.event.meter_id} at {alarm.at}")
+            outcome.false_list.append(f"(side) {kind} {alarm.meter_id} at {alarm.at}")
             continue
         outcome.false[kind] += 1
-        outcome.false_list.append(f"{kind} {alarm.event.meter_id} at {alarm.at} {alarm.event.data}")
-        for span in quiet.get(alarm.event.meter_id, ()):
+        outcome.false_list.append(f"{kind} {alarm.meter_id} at {alarm.at} {dict(alarm.data)}")
+        for span in quiet.get(alarm.meter_id, ()):
             if span.start <= alarm.at <= span.end + rules.clear_s:
                 outcome.quiet_alarms[f"{kind} in {span.why}"] += 1
 
@@ -307,6 +565,14 @@ def _table(outcomes: list[Outcome]) -> None:
         f"protective cuts wanted: {len(cuts)} "
         f"({sum(c.supply_protected for c in cuts)} for supply-protected households, reported)"
     )
+    print(f"alarms raised (episode starts): {sum(len(o.alarms) for o in outcomes)}")
+    served = [o for o in outcomes if o.mode == "service"]
+    if served:
+        print(
+            f"service: {sum(o.cleared for o in served)} episodes cleared (alarm_cleared events); "
+            f"credit cuts {sum(o.credit_cuts for o in served)}; "
+            f"readings refused by the gate {sum(o.rejected for o in served)}"
+        )
 
 
 def main() -> None:
@@ -320,6 +586,23 @@ def main() -> None:
     parser.add_argument("--cost-minutes", type=int, default=30)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument(
+        "--service",
+        action="store_true",
+        help="drive the engine service (CommunityService, SQLite ledger) instead of the watch",
+    )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=None,
+        help="inject only these label kinds or details (a small community has no room for all)",
+    )
+    parser.add_argument(
+        "--commit-minutes",
+        type=int,
+        default=10,
+        help="service mode: commit pending charges every this many simulated minutes",
+    )
+    parser.add_argument(
         "--rule", action="append", default=[], metavar="NAME=VALUE", help="change a threshold"
     )
     args = parser.parse_args()
@@ -328,12 +611,18 @@ def main() -> None:
     )
     outcomes = []
     for seed in args.seeds:
-        scenario = build(seed, homes=args.homes, days=args.days, interval=args.interval)
-        outcome = run(scenario, rules)
+        scenario = build(
+            seed, homes=args.homes, days=args.days, interval=args.interval, kinds=args.kinds
+        )
+        if args.service:
+            outcome = asyncio.run(run_service(scenario, rules, commit_s=args.commit_minutes * 60))
+        else:
+            outcome = run(scenario, rules)
         outcomes.append(outcome)
         print(
-            f"seed {seed}: {outcome.household_days:.0f} household-days, "
-            f"{outcome.readings:,} readings in {outcome.seconds:.1f} s"
+            f"seed {seed} ({outcome.mode}): {outcome.household_days:.0f} household-days, "
+            f"{outcome.readings:,} readings in {outcome.seconds:.1f} s "
+            f"({outcome.seconds / max(outcome.readings, 1) * 1e6:.0f} us per reading)"
         )
         if args.verbose:
             for line in outcome.missed:

@@ -31,7 +31,7 @@ the flag changes the operator makes at `t`. A `Scenario` is a pure function of i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 import datetime as dt
 from decimal import Decimal
@@ -310,8 +310,14 @@ def build(
     area_size: int = 12,
     care_share: float = 0.8,
     injections: bool = True,
+    kinds: Collection[str] | None = None,
 ) -> Scenario:
-    """Return the labelled community of `seed` (always the same one)."""
+    """Return the labelled community of `seed` (always the same one).
+
+    `kinds` injects only the episodes of these label kinds or details (`overload`,
+    `neutral_gap`, ...; `own_cut` for our own cuts): a small community for a quick test has
+    no room for all of them. None (the default) injects everything, as always.
+    """
     if homes < area_size or days <= LEARN_DAYS + 1 or interval <= 0:
         raise ValueError("need at least one area of homes and more days than the learning")
     rng = random.Random(f"scenario:{seed}")
@@ -366,7 +372,7 @@ def build(
     )
     _trips(scenario, rng)
     if injections:
-        _inject(scenario, rng)
+        _inject(scenario, rng, kinds)
     return scenario
 
 
@@ -444,10 +450,14 @@ def _label(
     )
 
 
-def _inject(scenario: Scenario, rng: random.Random) -> None:
+def _inject(scenario: Scenario, rng: random.Random, kinds: Collection[str] | None = None) -> None:
+    def many(count: int, *names: str) -> int:  # how many of these to inject
+        return count if kinds is None or any(name in kinds for name in names) else 0
+
     step = scenario.interval
     limit = NOMINAL_VOLTAGE
-    for n in range(3):  # overload: appliances added a minute apart past the rating
+    # overload: appliances added a minute apart past the rating
+    for n in range(many(3, "overload")):
         home, a = _pick(scenario, rng, 1)
         rated_w = home.house.rated_current_a * limit
         target = rated_w * (1.6 if n == 0 else rng.uniform(1.1, 1.4))
@@ -464,7 +474,7 @@ def _inject(scenario: Scenario, rng: random.Random) -> None:
             if own + sum(loads[:k]) <= rated_w:
                 over = a + k * step  # the step that takes the current past the rating
         _label(scenario, "overload", "severe" if n == 0 else "stepwise", home, over, end)
-    for _ in range(3):  # surge: one load well below the rating, at once
+    for _ in range(many(3, "surge")):  # surge: one load well below the rating, at once
         home, a = _pick(scenario, rng, 1)
         rated_w = home.house.rated_current_a * limit
         watts = int(rated_w * rng.uniform(0.65, 0.8))
@@ -474,39 +484,44 @@ def _inject(scenario: Scenario, rng: random.Random) -> None:
         b = a + rng.randint(2, 10) * 60
         home.extras.append(_Extra(a, b, watts))
         _label(scenario, "surge", "step", home, a, b)
-    for n in range(2):  # arc faults, reported by the meter (one in a supply-protected home)
+    # arc faults, reported by the meter (one in a supply-protected home)
+    for n in range(many(2, "arc_fault")):
         home, a = _pick(scenario, rng, 1, protected=n == 1)
         a -= a % step
         for k in range(3):
             home.reports[a + k * step] = ("arc_fault",)
         _label(scenario, "arc_fault", "report", home, a, a + 3 * step)
-    for _ in range(2):  # a live-terminal bypass: the neutral carries it all
+    # a live-terminal bypass: the neutral carries it all
+    for _ in range(many(2, "theft_suspected", "neutral_gap")):
         home, a = _pick(scenario, rng, 24)
         b = a + rng.randint(6, 24) * HOUR
         home.thefts.append((a, b, rng.randint(300, 600), True))
         _label(scenario, "theft_suspected", "neutral_gap", home, a, b)
-    home, a = _pick(scenario, rng, 2)  # reverse energy
-    a -= a % step
-    home.reverse.append((a, a + 20 * 60))
-    home.reports[a] = ("reverse_energy",)
-    _label(scenario, "theft_suspected", "reverse_energy", home, a, a + 20 * 60)
-    for _ in range(2):  # the register goes back to 0
+    for _ in range(many(1, "theft_suspected", "reverse_energy")):  # reverse energy
+        home, a = _pick(scenario, rng, 2)
+        a -= a % step
+        home.reverse.append((a, a + 20 * 60))
+        home.reports[a] = ("reverse_energy",)
+        _label(scenario, "theft_suspected", "reverse_energy", home, a, a + 20 * 60)
+    for _ in range(many(2, "theft_suspected", "register_reset")):  # the register goes back to 0
         home, a = _pick(scenario, rng, 1)
         a -= a % step
         home.resets.append(a)
         _label(scenario, "theft_suspected", "register_reset", home, a, a + step)
-    home, a = _pick(scenario, rng, 6)  # our cut, bypassed
-    b = a + rng.randint(2, 5) * HOUR
-    home.cuts.append((a, b, True))
-    scenario.quiet.append(Quiet("own_cut", home.meter_id, a, b))
-    _label(scenario, "theft_suspected", "consumption_while_off", home, a, b)
-    for _ in range(2):  # tamper reports
+    for _ in range(many(1, "theft_suspected", "consumption_while_off")):
+        home, a = _pick(scenario, rng, 6)  # our cut, bypassed
+        b = a + rng.randint(2, 5) * HOUR
+        home.cuts.append((a, b, True))
+        scenario.quiet.append(Quiet("own_cut", home.meter_id, a, b))
+        _label(scenario, "theft_suspected", "consumption_while_off", home, a, b)
+    for _ in range(many(2, "tamper")):  # tamper reports
         home, a = _pick(scenario, rng, 1)
         a -= a % step
         home.reports[a] = (rng.choice(("cover_open", "magnetic_tamper")),)
         _label(scenario, "tamper", home.reports[a][0], home, a, a + step)
     used_areas: set[str] = set()
-    for _ in range(min(2, len(scenario.areas))):  # a bypass seen only by the master meter
+    # a bypass seen only by the master meter
+    for _ in range(many(min(2, len(scenario.areas)), "line_loss")):
         for _ in range(1_000):
             home, a = _pick(scenario, rng, 30)
             if home.area not in used_areas:
@@ -525,16 +540,17 @@ def _inject(scenario: Scenario, rng: random.Random) -> None:
             alarm_meter=master,
             suspect=home.meter_id,
         )
-    for _ in range(4):  # the person stops
+    for _ in range(many(4, "inactivity")):  # the person stops
         home, a = _pick(scenario, rng, 30, care=True, to_end=True)
         home.stops_at = a
         _label(scenario, "inactivity", "person_stops", home, a, scenario.end)
-    for _ in range(3):  # our own cuts: nobody uses electricity, nobody should be alarmed
+    # our own cuts: nobody uses electricity, nobody should be alarmed
+    for _ in range(many(3, "own_cut")):
         home, a = _pick(scenario, rng, 30, care=True)
         b = a + rng.randint(6, 30) * HOUR
         home.cuts.append((a, b, False))
         scenario.quiet.append(Quiet("own_cut", home.meter_id, a, b))
-    for _ in range(3):  # offline, then the backlog
+    for _ in range(many(3, "offline")):  # offline, then the backlog
         home, a = _pick(scenario, rng, 10)
         b = a + rng.randint(2, 8) * HOUR
         home.offline.append((a, b))

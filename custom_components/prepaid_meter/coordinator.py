@@ -53,6 +53,7 @@ from .engine.transport import MqttTransport, TransportConfig
 from .engine.views import CommunityLists, MeterView, community_lists, meter_view
 from .events import Notices, money
 from .heap import FREEZE_ABOVE, async_hold_frozen
+from .payments import PaymentSettings
 from .texts import translated_error, translated_placeholders
 
 _LOGGER = logging.getLogger(__package__)
@@ -102,6 +103,12 @@ ESSENTIAL_KEYS = frozenset({"balance"})
 #: operator's lists, the events and the logbook).
 ALARM_KEYS = frozenset(f"alarm_{kind}" for kind in ALARM_KINDS)
 ON_REQUEST_KEYS = frozenset({"energy", "supply"})
+#: Each meter's payment entities when the options configure payments (payment_panel.py): the
+#: top-up amount select, the payment code image, and a "pay" button per provider that is on.
+#: With all entities only, like the alarm sensors: a large community's residents pay through
+#: their own Home Assistant (household mode) or the `create_payment_order` action, and four
+#: more registry entries per meter would be 20,000 at 5,000 meters.
+PAYMENT_KEYS = frozenset({"payment_amount", "payment_code", "pay_wechat", "pay_alipay"})
 ESSENTIAL_ENTITIES_PER_METER = len(ESSENTIAL_KEYS)
 # A relay command is sent up to this many times, the waits between tries doubling from the
 # base delay up to the maximum (about a minute in all), before it counts as not acknowledged:
@@ -152,6 +159,14 @@ def safety_rules(options: Mapping[str, Any]) -> SafetyRules | None:
     except SafetyError as err:
         _LOGGER.warning("The safety watch takes its default rules: %s", err)
         return None
+
+
+def payment_entities_per_meter(options: Mapping[str, Any]) -> int:
+    """Return how many payment entities each meter gets with all entities (0: no payments)."""
+    settings = PaymentSettings.from_options(options)
+    if not settings.enabled:
+        return 0
+    return 2 + int(settings.wechat) + int(settings.alipay)
 
 
 def refusal(hass: HomeAssistant, err: CommunityError) -> ServiceValidationError:
@@ -413,9 +428,9 @@ class PrepaidRuntime:
             chosen = self.entry.options.get(CONF_METER_ENTITIES)
             if chosen not in (METER_ENTITIES_ALL, METER_ENTITIES_ESSENTIAL):
                 # More than ESSENTIAL_ABOVE meters, or fewer when their entities would pass
-                # ENTITY_BUDGET (475 meters at 20 entities each; fewer with the payment
-                # entities, see payment_entities_per_meter).
-                per_meter = ENTITIES_PER_METER
+                # ENTITY_BUDGET (475 meters at 20 entities each; about 395 with both payment
+                # providers on, 24 each).
+                per_meter = ENTITIES_PER_METER + payment_entities_per_meter(self.entry.options)
                 meters = len(self.community.meters)
                 large = meters > ESSENTIAL_ABOVE or meters * per_meter > ENTITY_BUDGET
                 chosen = METER_ENTITIES_ESSENTIAL if large else METER_ENTITIES_ALL
@@ -427,7 +442,7 @@ class PrepaidRuntime:
         """Return how many entities each meter has enabled by default."""
         if self.meter_entities == METER_ENTITIES_ESSENTIAL:
             return ESSENTIAL_ENTITIES_PER_METER
-        return ENTITIES_PER_METER
+        return ENTITIES_PER_METER + payment_entities_per_meter(self.entry.options)
 
     def meter_unique_id(self, meter_id: str, key: str) -> str:
         """Return the unique id of a meter's entity."""

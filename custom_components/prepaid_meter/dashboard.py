@@ -71,7 +71,16 @@ OPERATOR_ICON: Final = "mdi:transmission-tower"
 RESIDENT_ICON: Final = "mdi:home-lightning-bolt"
 #: Card types this module uses; all are core cards (tests check them against the frontend).
 CARD_TYPES: Final = frozenset(
-    {"heading", "tile", "markdown", "button", "conditional", "statistic", "statistics-graph"}
+    {
+        "heading",
+        "tile",
+        "markdown",
+        "button",
+        "conditional",
+        "picture-entity",
+        "statistic",
+        "statistics-graph",
+    }
 )
 
 #: The words a dashboard shows, by key; translated as `exceptions.dashboard_<key>.message`
@@ -106,6 +115,8 @@ WORD_KEYS: Final = (
     "today",
     "this_month",
     "daily_use",
+    "pay",
+    "pay_hint",
 )
 
 #: Community sensors by key (all on the sensor platform).
@@ -134,6 +145,11 @@ METER_KEYS: Final[Mapping[str, str]] = {
     "supply": "switch",
     "restore_supply": "button",
     "low_balance_threshold": "number",
+    # With payments configured (payment_panel.py): amount, pay buttons, the payment code.
+    "payment_amount": "select",
+    "pay_wechat": "button",
+    "pay_alipay": "button",
+    "payment_code": "image",
 }
 
 
@@ -429,13 +445,62 @@ def household_meters(runtime: PrepaidRuntime, account_id: str) -> list[str]:
     )
 
 
+def _pay_cards(entities: Mapping[str, str], words: DashboardWords) -> list[Card]:
+    """Return the household's top-up cards: amount, pay buttons, the code to scan.
+
+    None without payments (the entities exist only when the options configure them).
+    """
+    buttons = [key for key in ("pay_wechat", "pay_alipay") if key in entities]
+    if not buttons:
+        return []
+    cards: list[Card] = [
+        _heading(words["pay"], "mdi:qrcode"),
+        {"type": "markdown", "content": words["pay_hint"]},
+    ]
+    if "payment_amount" in entities:
+        amount = _meter_tile(entities["payment_amount"], words, "payment_amount", 12)
+        amount["features"] = [{"type": "select-options"}]
+        cards.append(amount)
+    for key in buttons:
+        button: Card = {
+            "type": "button",
+            "entity": entities[key],
+            "show_state": False,
+            "tap_action": {
+                "action": "perform-action",
+                "perform_action": "button.press",
+                "target": {"entity_id": entities[key]},
+            },
+            "grid_options": {"columns": 6},
+        }
+        if name := words.names.get(key):
+            button["name"] = name
+        cards.append(button)
+    if "payment_code" in entities:
+        code = entities["payment_code"]
+        cards.append(  # shown while there is an order to pay
+            {
+                "type": "conditional",
+                "conditions": [{"condition": "state", "entity": code, "state_not": "unavailable"}],
+                "card": {
+                    "type": "picture-entity",
+                    "entity": code,
+                    "show_name": False,
+                    "show_state": False,
+                    "tap_action": {"action": "none"},
+                },
+            }
+        )
+    return cards
+
+
 def resident_dashboard(
     runtime: PrepaidRuntime,
     registry: er.EntityRegistry,
     words: DashboardWords,
     account_id: str,
 ) -> DashboardConfig:
-    """Return a household's dashboard: money, supply and restore, use over time."""
+    """Return a household's dashboard: money, supply and restore, top-up, use over time."""
     household = runtime.community.households[account_id]
     sections: list[dict[str, Any]] = []
     for meter_id in household_meters(runtime, account_id):
@@ -494,6 +559,8 @@ def resident_dashboard(
                 }
             supply.append(restore)
         sections.append(_section(supply))
+        if pay := _pay_cards(entities, words):
+            sections.append(_section(pay))
 
         if "energy" in entities:
             energy = entities["energy"]

@@ -19,7 +19,9 @@ from custom_components.prepaid_meter import (
     binary_sensor,
     button,
     household_entities,
+    image,
     number,
+    select,
     sensor,
     services,
     switch,
@@ -51,7 +53,9 @@ PLATFORM_DESCRIPTIONS: dict[str, list[EntityDescription]] = {
     ],
     "switch": [switch.SUPPLY],
     "number": [number.THRESHOLD],
-    "button": [button.RESTORE, household_entities.HOUSEHOLD_RESTORE],
+    "button": [button.RESTORE, *button.PAY.values(), household_entities.HOUSEHOLD_RESTORE],
+    "image": [image.CODE],
+    "select": [select.AMOUNT],
 }
 
 

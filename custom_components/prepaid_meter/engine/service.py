@@ -380,6 +380,13 @@ class CommunityService:
             for meter in self.community.meters.values():
                 if meter.account_id == account_id:
                     self._listener.meter_changed(meter.meter_id)
+        # Money moved (a top-up, a payment through a provider, a fee): the household's account
+        # topic goes out now, not with the next publish (up to `publish_interval_s` later, or
+        # `account_interval_s` in a large community): a resident who just paid sees it at once.
+        moved = {account_id for account_id, _sub in result.balances} & self._dirty_accounts
+        if moved:
+            self._urgent_accounts |= moved
+            self._spawn(self.publish_accounts())
 
     async def assign(
         self,
