@@ -1026,6 +1026,7 @@ SAFETY_FORM: dict[str, tuple[str | None, float, float, float]] = {
     "surge_fraction": (None, 0.05, 5, 0.05),
     "theft_gap_a": ("A", 0.1, 100, 0.1),
     "clear_s": ("s", 60, 86_400, 60),
+    "theft_clear_s": ("s", 60, 604_800, 60),
     "offline_s": ("s", 300, 604_800, 60),
     "care_hours": ("h", 1, 72, 0.5),
 }

@@ -217,6 +217,30 @@ def test_tamper_reports(name: str) -> None:
 # -- theft ---------------------------------------------------------------------------------
 
 
+def test_an_intermittent_bypass_is_one_episode_until_a_quiet_day() -> None:
+    """A bypass shows its gap only while its load runs: 20 min on, 40 min off, for 12 hours,
+    is one theft episode (a short quiet time made a start and a clear every hour); it ends
+    `theft_clear_s` after the last sign, while an overload still ends after `clear_s`."""
+    assert RULES.theft_clear_s == 86_400 > RULES.clear_s
+    watch = SafetyWatch()
+    hours = 12
+    gap = {"current_a": 10.0, "neutral_current_a": 14.0}
+    quiet = {"current_a": 1.0, "neutral_current_a": 1.0}
+    readings = [
+        reading(T0 + n * 60, **(gap if n % 60 < 20 else quiet)) for n in range(hours * 60)
+    ]
+    events = feed_all(watch, readings)
+    assert len(started(events, "theft_suspected")) == 1
+    assert cleared(events, "theft_suspected") == []
+    last_sign = T0 + ((hours - 1) * 60 + 19) * 60
+    # Quiet readings every 10 min until just before, then at, the end of the quiet day.
+    end = last_sign + RULES.theft_clear_s
+    tail = [reading(ts, **quiet) for ts in range(T0 + hours * 3600, end, 600)]
+    assert cleared(feed_all(watch, tail), "theft_suspected") == []
+    [closed] = cleared(feed_all(watch, [reading(end, **quiet)]), "theft_suspected")
+    assert closed.duration == end - closed.started
+
+
 def test_neutral_gap_edges() -> None:
     watch = SafetyWatch()
     quiet = [reading(T0 + n * 60, current_a=10.0, neutral_current_a=10.9) for n in range(5)]

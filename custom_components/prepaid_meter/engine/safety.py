@@ -57,8 +57,11 @@ community, overridable per household):
   household marked vacant, while our own cut is in force, or while its meter is offline.
 - **offline**: a meter not heard for `offline_s` (a silent meter is not an inactive person).
 
-Every sign-based episode (overload, surge, arc fault, theft, tamper) closes after `clear_s`
-of readings without a sign; offline closes at the next reading; inactivity at the first
+Every sign-based episode of a hazard (overload, surge, arc fault) closes after `clear_s` of
+readings without a sign; one of interference (theft, tamper) after `theft_clear_s` (a day by
+default): a bypass shows a neutral gap only while its load runs, and a cover stays opened once
+opened, so a short quiet time opened and closed the same case again and again (seen in the
+demo: a start and a clear every half hour of simulated time for one home); offline closes at the next reading; inactivity at the first
 activity (or when the household becomes ineligible); line loss when the loss rate is back.
 
 State is small per meter (a few numbers, and the usual day as 48 32-bit floats) and
@@ -86,8 +89,10 @@ type AlarmKind = Literal[
     "offline",
 ]
 ALARM_KINDS: Final[tuple[str, ...]] = get_args(AlarmKind.__value__)
-#: Kinds opened by a sign in a reading and closed after `clear_s` without one.
+#: Kinds opened by a sign in a reading and closed after `clear_s` without one (the
+#: interference kinds after `theft_clear_s`).
 SIGN_KINDS: Final = frozenset({"overload", "surge", "arc_fault", "theft_suspected", "tamper"})
+INTERFERENCE_KINDS: Final = frozenset({"theft_suspected", "tamper"})
 TAMPER_EVENTS: Final = frozenset({"cover_open", "terminal_cover_open", "magnetic_tamper", "tamper"})
 #: The nominal voltage used to estimate a current from power when a meter sends no current.
 NOMINAL_V: Final = 220.0
@@ -109,6 +114,7 @@ class SafetyRules:
     """Thresholds of every rule (see the module docstring for what each rests on)."""
 
     clear_s: int = 900
+    theft_clear_s: int = 86_400
     overload_factor: float = 1.0
     overload_s: int = 120
     cut_factor: float = 1.45
@@ -1165,7 +1171,10 @@ class SafetyWatch:
         self, meter_id: str, meter: _Meter, ts: int, rules: SafetyRules, events: list[SafetyEvent]
     ) -> None:
         for kind, episode in list((meter.episodes or {}).items()):
-            if kind in SIGN_KINDS and ts - episode.last >= rules.clear_s:
+            if kind not in SIGN_KINDS:
+                continue
+            quiet = rules.theft_clear_s if kind in INTERFERENCE_KINDS else rules.clear_s
+            if ts - episode.last >= quiet:
                 self._close(meter_id, meter, kind, ts, events)
 
     def _cut(
