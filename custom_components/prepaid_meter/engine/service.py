@@ -470,7 +470,8 @@ class CommunityService:
                 reason=reason,
             )
         )
-        self._money_applied(settled.result, self.community.apply_results(settled.result))
+        # As a top-up: a next household that has a meter may have its supply restored.
+        self._money_applied(settled.result, self.community.apply_top_up(settled.result))
         return settled
 
     async def statement(
