@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_alarms                    # seeds 1 2 3
     .venv/bin/python -m benchmarks.bench_alarms --seeds 7 --homes 240 --days 12
+    .venv/bin/python -m benchmarks.bench_alarms --service --seeds 1 --homes 60 --days 10
 
 Each seed builds a community (`simulator.scenarios.build`: ordinary household-days with
 varied daily patterns, holidays and trips, plus injected overload, surge, arc fault, theft,
@@ -30,6 +31,57 @@ apart); the stealing home ranked first in 8 of 12 line-loss alarms; 22 protectiv
 wanted, 6 of them reported for supply-protected homes. Cost: 5.3-7.8 us per reading
 (0.3-0.4 % of one core for 5,000 meters every 10 s), a tick 2.2 ms for 5,000 meters,
 state 1.7 MiB for 5,000 meters.
+
+`--service` runs the same scenarios through the engine service instead (`run_service`): a
+real `CommunityService` over a `Community` and a SQLite ledger in a temporary directory, on
+a clock the bench sets to each reading instant. Its MQTT transport is never started: each
+meter message (its announce with its rated current, then every reading as PROTOCOL.md's
+telemetry JSON, a backlog after an outage included) is handed to the service's message
+handler as the transport hands it over, and goes through the native profile, the gate,
+billing and the watch. Households are assigned, funded (20,000 CNY each: no credit cut
+comes unasked), opted in to care and marked vacant, areas get their master meters, and our
+own cuts are made and lifted (`request_supply`), all through the service's own operator
+actions, journaled in the ledger. The protective cuts are the community's own decisions (a
+`supply_cut` by the safety watch, or `supply_cut_deferred` for a supply-protected home); the
+bench only plays the meter that obeys, and the operator who restores the supply an hour
+later. The alarms counted are the events the service emits to its host (`alarm`, and
+`inactivity` for the care watch: what events.py fires as `prepaid_meter_alarm` with
+`state: start`); `alarm_cleared` events, credit cuts and gate refusals are counted too. The
+service's tick runs once per reading interval, charges are committed every 10 simulated
+minutes (`--commit-minutes`), the watch's state kept every simulated hour. Both modes score
+with the same `_score` and print the same table.
+
+Both modes measured on 2026-11-30, `--seeds 1 --homes 60 --days 10` (600 household-days, 500
+opted in to care, 936,000 readings, a reading a minute; this 2-CPU machine, shared with
+other jobs at a load of about 4):
+
+| kind | injected | found by the watch / the service | median minutes to alarm |
+|---|---|---|---|
+| arc fault | 2 | 2 / 2 | 0 / 0 |
+| inactivity | 4 | 4 / 4 | 585 / 585 (longest 627: 10.5 h) |
+| line loss | 2 | 2 / 2 | 484 / 484 |
+| offline | 3 | 3 / 3 | 59 / 59 |
+| overload | 3 | 3 / 3 | 2 / 2 |
+| surge | 3 | 3 / 3 | 0 / 0 |
+| tamper | 2 | 2 / 2 | 0 / 0 |
+| theft: neutral gap | 2 | 2 / 2 | 45 / 45 |
+| theft: consumption while cut | 1 | 1 / 1 | 1 / 1 |
+| theft: register reset | 2 | 2 / 2 | 0 / 0 |
+| theft: reverse energy | 1 | 1 / 1 | 0 / 0 |
+
+Recall 1.00 on every kind in both modes; 0 false alarms of any kind (0.00 per 1,000
+household-days); no alarm in own-cut, vacant or trip periods; no inactivity later than 12 h;
+4 protective cuts wanted (1 reported for a supply-protected home); the thief ranked first in
+1 of 2 line-loss alarms. The service emitted exactly the watch's 43 episode starts (same
+kind, meter and minute, compared alarm by alarm) and the same 4 cuts, cleared 39 episodes,
+made no credit cut and its gate refused no reading. They agree because the service feeds the
+same watch the same facts: the relay it wants (the operator's cut, its own protective cut)
+and the relay the meter reports are what the scenario labels as our own cut, the rated
+current comes from the meter's announce, and a backlog's readings carry their own `ts` and
+the `received` of the service's clock. What differs is the cost: the watch mode took 13.7 s
+wall (13.2 s for the readings, 14 us each), the service mode 85.0 s wall (83.0 s, 89 us per
+reading: parsing, the gate, billing each reading, dispatching events, a tick a minute and a
+commit every 10 minutes); a second run of both under a heavier load took 33.6 s and 250 s.
 """
 
 from __future__ import annotations
