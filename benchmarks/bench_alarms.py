@@ -634,6 +634,7 @@ def main() -> None:
     parser.add_argument("--homes", type=int, default=120)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--interval", type=int, default=60)
+    parser.add_argument("--area-size", type=int, default=12, help="homes behind a master meter")
     parser.add_argument("--cost-meters", type=int, default=5_000)
     parser.add_argument("--cost-minutes", type=int, default=30)
     parser.add_argument("--verbose", action="store_true")
@@ -664,7 +665,12 @@ def main() -> None:
     outcomes = []
     for seed in args.seeds:
         scenario = build(
-            seed, homes=args.homes, days=args.days, interval=args.interval, kinds=args.kinds
+            seed,
+            homes=args.homes,
+            days=args.days,
+            interval=args.interval,
+            area_size=args.area_size,
+            kinds=args.kinds,
         )
         if args.service:
             outcome = asyncio.run(run_service(scenario, rules, commit_s=args.commit_minutes * 60))
