@@ -226,9 +226,7 @@ def test_an_intermittent_bypass_is_one_episode_until_a_quiet_day() -> None:
     hours = 12
     gap = {"current_a": 10.0, "neutral_current_a": 14.0}
     quiet = {"current_a": 1.0, "neutral_current_a": 1.0}
-    readings = [
-        reading(T0 + n * 60, **(gap if n % 60 < 20 else quiet)) for n in range(hours * 60)
-    ]
+    readings = [reading(T0 + n * 60, **(gap if n % 60 < 20 else quiet)) for n in range(hours * 60)]
     events = feed_all(watch, readings)
     assert len(started(events, "theft_suspected")) == 1
     assert cleared(events, "theft_suspected") == []

@@ -61,8 +61,9 @@ Every sign-based episode of a hazard (overload, surge, arc fault) closes after `
 readings without a sign; one of interference (theft, tamper) after `theft_clear_s` (a day by
 default): a bypass shows a neutral gap only while its load runs, and a cover stays opened once
 opened, so a short quiet time opened and closed the same case again and again (seen in the
-demo: a start and a clear every half hour of simulated time for one home); offline closes at the next reading; inactivity at the first
-activity (or when the household becomes ineligible); line loss when the loss rate is back.
+demo: a start and a clear every half hour of simulated time for one home); offline closes
+at the next reading; inactivity at the first activity (or when the household becomes
+ineligible); line loss when the loss rate is back.
 
 State is small per meter (a few numbers, and the usual day as 48 32-bit floats) and
 `export_state()` / `import_state()` carry it as plain JSON data.
