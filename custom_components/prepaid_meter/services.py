@@ -54,6 +54,7 @@ from .engine.transport import CannotConnect, InvalidAuth
 from .household_entry import is_household
 from .payment_actions import PAYMENT_SERVICES
 from .payments import qr_svg
+from .reconcile_actions import RECONCILE_SERVICES
 from .report_view import async_register_report_view
 from .texts import translated_error as _error
 
@@ -636,6 +637,8 @@ SERVICES: dict[
     "set_master_meter": (MASTER_METER_SCHEMA, _set_master_meter, SupportsResponse.OPTIONAL),
     # Orders, unmatched payments, move-out and the monthly report: payment_actions.py.
     **PAYMENT_SERVICES,
+    # Statements of the providers against the ledger: reconcile_actions.py.
+    **RECONCILE_SERVICES,
 }
 
 

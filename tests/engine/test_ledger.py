@@ -88,7 +88,7 @@ def ledger(path: Path) -> Iterator[Ledger]:
 def test_file_settings_and_schema_version(ledger: Ledger, path: Path) -> None:
     with _raw(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     own = ledger._conn
     assert own is not None
     assert own.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -106,6 +106,8 @@ __all__ = [
     "PayReject",
     "PostResult",
     "Posting",
+    "ReconImport",
+    "ReconItem",
     "SafetyAck",
     "SafetySetting",
     "SubAccount",
@@ -608,6 +610,60 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT, WITHOUT ROWID""",
         "CREATE INDEX usage_months_month ON usage_months (month)",
     ),
+    (  # 8: reconciliation: the providers' daily statements imported, and what disagreed
+        # Each import of a provider's statement file: its day, the file's digest, what it
+        # found (JSON counts), who imported it and when. Kept as imported.
+        """CREATE TABLE recon_imports (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            day TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            name TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '{}',
+            actor TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER recon_imports_no_update BEFORE UPDATE ON recon_imports
+            BEGIN SELECT RAISE(ABORT, 'statement imports are kept as imported'); END""",
+        """CREATE TRIGGER recon_imports_no_delete BEFORE DELETE ON recon_imports
+            BEGIN SELECT RAISE(ABORT, 'statement imports are kept as imported'); END""",
+        # Each discrepancy once (item_key: provider, kind and the provider's ids): open until
+        # an operator resolves it (credit, refund or dismiss: who, when, what was posted under
+        # which journal key) or a later import of its day finds it matched.
+        """CREATE TABLE recon_items (
+            id INTEGER PRIMARY KEY,
+            item_key TEXT NOT NULL UNIQUE,
+            provider TEXT NOT NULL,
+            day TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('paid', 'refund')),
+            class TEXT NOT NULL CHECK (
+                class IN ('missing_in_ledger', 'missing_at_provider', 'amount_mismatch')
+            ),
+            transaction_id TEXT NOT NULL,
+            order_id TEXT NOT NULL,
+            refund_id TEXT NOT NULL DEFAULT '',
+            provider_amount TEXT,
+            ledger_amount TEXT,
+            account_id TEXT,
+            purpose TEXT,
+            detail TEXT NOT NULL DEFAULT '{}',
+            import_id INTEGER NOT NULL REFERENCES recon_imports (id),
+            found_at INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+            action TEXT CHECK (action IN ('credit', 'refund', 'dismiss', 'matched')),
+            amount TEXT,
+            entry_key TEXT,
+            resolved_by TEXT,
+            resolved_at INTEGER
+        ) STRICT""",
+        "CREATE INDEX recon_items_day ON recon_items (provider, day, state)",
+        "CREATE INDEX recon_items_state ON recon_items (state, id)",
+        """CREATE TRIGGER recon_items_no_delete BEFORE DELETE ON recon_items
+            BEGIN SELECT RAISE(ABORT, 'reconciliation items are kept'); END""",
+        """CREATE TRIGGER recon_items_resolved_stay BEFORE UPDATE ON recon_items
+            WHEN OLD.state = 'resolved'
+            BEGIN SELECT RAISE(ABORT, 'a resolved reconciliation item stays resolved'); END""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -1085,6 +1141,118 @@ def _check_notice(notice: PayNotice) -> tuple[Any, ...]:
 def _as_json_list(values: Iterable[str]) -> str:
     """Encode strings as a JSON array, for `IN (SELECT value FROM json_each(?))`."""
     return json.dumps(list(values), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconImport:
+    """One import of a provider's daily statement (engine/reconcile.py decides, this stores)."""
+
+    provider: str
+    day: str  # the statement's date, YYYY-MM-DD
+    digest: str  # sha256 of the file
+    name: str  # the file's name, as given
+    summary: str  # what it found, JSON
+    actor: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconItem:
+    """A discrepancy between a provider's statement and the ledger, and its resolution."""
+
+    item_key: str  # provider:paid:<transaction id> or provider:refund:<transaction>:<refund>
+    provider: str
+    day: str
+    kind: str  # paid or refund
+    cls: str  # missing_in_ledger, missing_at_provider or amount_mismatch
+    transaction_id: str
+    order_id: str
+    refund_id: str = ""
+    provider_amount: Decimal | None = None  # what the statement says (None: not in it)
+    ledger_amount: Decimal | None = None  # what we credited or reversed (None: nothing)
+    account_id: str | None = None
+    purpose: str | None = None
+    detail: str = "{}"  # the statement's row, JSON
+    item_id: int = 0
+    import_id: int = 0
+    found_at: int = 0
+    state: str = "open"  # open or resolved
+    action: str | None = None  # credit, refund, dismiss or matched
+    amount: Decimal | None = None  # what the resolution posted (signed)
+    entry_key: str | None = None  # the journal key it was posted under
+    resolved_by: str | None = None
+    resolved_at: int | None = None
+
+
+_RECON_CLASSES: Final = frozenset({"missing_in_ledger", "missing_at_provider", "amount_mismatch"})
+_RECON_ACTIONS: Final = frozenset({"credit", "refund", "dismiss", "matched"})
+_SQL_RECON_COLUMNS: Final = (
+    "item_key, provider, day, kind, class, transaction_id, order_id, refund_id, "
+    "provider_amount, ledger_amount, account_id, purpose, detail, id, import_id, found_at, "
+    "state, action, amount, entry_key, resolved_by, resolved_at"
+)
+
+
+def _recon_item(row: Sequence[Any]) -> ReconItem:
+    """Build a ReconItem from a row selected with _SQL_RECON_COLUMNS."""
+    return ReconItem(
+        item_key=row[0],
+        provider=row[1],
+        day=row[2],
+        kind=row[3],
+        cls=row[4],
+        transaction_id=row[5],
+        order_id=row[6],
+        refund_id=row[7],
+        provider_amount=None if row[8] is None else Decimal(row[8]),
+        ledger_amount=None if row[9] is None else Decimal(row[9]),
+        account_id=row[10],
+        purpose=row[11],
+        detail=row[12],
+        item_id=row[13],
+        import_id=row[14],
+        found_at=row[15],
+        state=row[16],
+        action=row[17],
+        amount=None if row[18] is None else Decimal(row[18]),
+        entry_key=row[19],
+        resolved_by=row[20],
+        resolved_at=row[21],
+    )
+
+
+def _check_recon_item(item: ReconItem) -> tuple[Any, ...]:
+    """Validate a new discrepancy and return its row values (the first 13 columns)."""
+    if not isinstance(item, ReconItem):
+        raise LedgerError(f"Expected a ReconItem, not {type(item).__name__}.")
+    key = _text(item.item_key, "A reconciliation item key")
+    if item.kind not in ("paid", "refund"):
+        raise LedgerError(f"Item {key!r}: kind must be paid or refund, not {item.kind!r}.")
+    if item.cls not in _RECON_CLASSES:
+        raise LedgerError(f"Item {key!r}: unknown class {item.cls!r}.")
+    amounts = []
+    for value, what in ((item.provider_amount, "provider"), (item.ledger_amount, "ledger")):
+        if value is not None:
+            _number(value, f"The {what} amount of item {key!r}", _MONEY_PLACES)
+        amounts.append(None if value is None else str(value))
+    try:
+        json.loads(item.detail)
+    except (TypeError, ValueError) as err:
+        raise LedgerError(f"The detail of item {key!r} is not JSON: {err}.") from err
+    return (
+        key,
+        _text(item.provider, f"The provider of item {key!r}"),
+        _text(item.day, f"The day of item {key!r}"),
+        item.kind,
+        item.cls,
+        _text(item.transaction_id, f"The transaction of item {key!r}"),
+        str(item.order_id)[:_MAX_TEXT],
+        str(item.refund_id)[:_MAX_TEXT],
+        *amounts,
+        item.account_id,
+        item.purpose,
+        item.detail,
+    )
 
 
 class Ledger:
@@ -2298,6 +2466,136 @@ class Ledger:
         for (amount,) in self._read(sql, params):
             total = _add(total, Decimal(amount))
         return total
+
+    # ------------------------------------------------------------------ reconciliation
+
+    def record_statement(
+        self, statement: ReconImport, items: Sequence[ReconItem]
+    ) -> tuple[int, list[ReconItem]]:
+        """Record one import of a statement and what disagreed, in one transaction.
+
+        A discrepancy kept already (the same `item_key`) is not added again: an open one takes
+        this import's figures, a resolved one stays as it was. Open items of the same provider
+        and day that this import no longer finds are resolved as `matched` by its actor.
+        Return the import's id and every item of that provider and day, oldest first.
+        """
+        if not isinstance(statement, ReconImport):
+            raise LedgerError(f"Expected a ReconImport, not {type(statement).__name__}.")
+        head = (
+            _text(statement.provider, "The provider of a statement"),
+            _text(statement.day, "The day of a statement"),
+            _text(statement.digest, "The digest of a statement"),
+            str(statement.name)[:_MAX_TEXT],
+            statement.summary,
+            _text(statement.actor, "The actor of a statement import"),
+            _timestamp(statement.ts, "The time of a statement import"),
+        )
+        try:
+            json.loads(statement.summary)
+        except (TypeError, ValueError) as err:
+            raise LedgerError(f"The summary of a statement is not JSON: {err}.") from err
+        rows = [_check_recon_item(item) for item in items]
+        for row in rows:
+            if row[1] != head[0] or row[2] != head[1]:
+                raise LedgerError(f"Item {row[0]!r} is not of this statement's provider and day.")
+        with self._lock, self._transaction() as conn:
+            import_id = int(
+                conn.execute(
+                    "INSERT INTO recon_imports (provider, day, digest, name, summary, actor, ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    head,
+                ).fetchone()[0]
+            )
+            for row in rows:
+                conn.execute(
+                    "INSERT INTO recon_items (item_key, provider, day, kind, class, "
+                    "transaction_id, order_id, refund_id, provider_amount, ledger_amount, "
+                    "account_id, purpose, detail, import_id, found_at, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open') "
+                    "ON CONFLICT (item_key) DO UPDATE SET class = excluded.class, "
+                    "provider_amount = excluded.provider_amount, "
+                    "ledger_amount = excluded.ledger_amount, account_id = excluded.account_id, "
+                    "purpose = excluded.purpose, detail = excluded.detail, "
+                    "import_id = excluded.import_id WHERE recon_items.state = 'open'",
+                    (*row, import_id, head[6]),
+                )
+            conn.execute(
+                "UPDATE recon_items SET state = 'resolved', action = 'matched', "
+                "resolved_by = ?, resolved_at = ? WHERE provider = ? AND day = ? "
+                "AND state = 'open' AND item_key NOT IN (SELECT value FROM json_each(?))",
+                (head[5], head[6], head[0], head[1], _as_json_list(row[0] for row in rows)),
+            )
+            found = conn.execute(
+                f"SELECT {_SQL_RECON_COLUMNS} FROM recon_items "  # noqa: S608
+                "WHERE provider = ? AND day = ? ORDER BY id",
+                (head[0], head[1]),
+            ).fetchall()
+        return import_id, [_recon_item(row) for row in found]
+
+    def recon_items(
+        self,
+        states: Iterable[str] | None = None,
+        provider: str | None = None,
+        day: str | None = None,
+        limit: int = 10_000,
+    ) -> list[ReconItem]:
+        """Return reconciliation items, oldest first: in some states, of a provider and day."""
+        sql = f"SELECT {_SQL_RECON_COLUMNS} FROM recon_items WHERE 1 = 1"  # noqa: S608
+        params: list[Any] = []
+        if states is not None:
+            sql += " AND state IN (SELECT value FROM json_each(?))"
+            params.append(_as_json_list(states))
+        if provider is not None:
+            sql += " AND provider = ?"
+            params.append(provider)
+        if day is not None:
+            sql += " AND day = ?"
+            params.append(day)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(max(0, _integer(limit, "limit")))
+        return [_recon_item(row) for row in self._read(sql, params)]
+
+    def recon_item(self, item_id: int) -> ReconItem | None:
+        """Return one reconciliation item, or None."""
+        rows = self._read(
+            f"SELECT {_SQL_RECON_COLUMNS} FROM recon_items WHERE id = ?",  # noqa: S608
+            (_integer(item_id, "An item id"),),
+        )
+        return _recon_item(rows[0]) if rows else None
+
+    def resolve_recon_item(
+        self,
+        item_id: int,
+        action: str,
+        actor: str,
+        ts: int,
+        *,
+        amount: Decimal | None = None,
+        entry_key: str | None = None,
+    ) -> bool:
+        """Resolve an open item (who, when, what was posted); return whether it was open."""
+        if action not in _RECON_ACTIONS:
+            raise LedgerError(f"Unknown resolution {action!r}.")
+        if amount is not None:
+            _number(amount, f"The amount resolving item {item_id}", _MONEY_PLACES)
+        row = (
+            action,
+            None if amount is None else str(amount),
+            entry_key,
+            _text(actor, "The actor resolving an item"),
+            _timestamp(ts, "The time of a resolution"),
+            _integer(item_id, "An item id"),
+        )
+        with self._lock, self._transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE recon_items SET state = 'resolved', action = ?, amount = ?, "
+                    "entry_key = ?, resolved_by = ?, resolved_at = ? "
+                    "WHERE id = ? AND state = 'open'",
+                    row,
+                ).rowcount
+                == 1
+            )
 
     # ------------------------------------------------------------------ consistency
 
