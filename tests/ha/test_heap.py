@@ -19,6 +19,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
+from custom_components.prepaid_meter import coordinator
 from custom_components.prepaid_meter.heap import RECLAIM_AT, SETTLE_S, async_hold_frozen
 from tests.broker import Mosquitto
 from tests.ha.conftest import METER_ID
@@ -201,13 +202,13 @@ async def test_a_community_past_home_assistants_entity_limit_raises_one_repair(
     assert ir.async_get(hass).async_get_issue("prepaid_meter", issue_id) is None
     known = {f"m{n}": None for n in range(3)}
     with patch.object(compat, "ENTITY_LIMIT", 30), patch.dict(runtime.community.meters, known):
-        runtime.async_check_size()  # 3 meters x 19 entities > 30
+        runtime.async_check_size()  # 3 meters x 20 entities > 30
     issue = ir.async_get(hass).async_get_issue("prepaid_meter", issue_id)
     assert issue is not None
     assert issue.translation_placeholders == {
         "meters": "3",
         "limit": "30",
-        "per_meter": "19",
+        "per_meter": str(coordinator.ENTITIES_PER_METER),
         "fits": "1",
         "community": "Test community",
     }
