@@ -28,8 +28,12 @@ def api_post(url: str, token: str, path: str, body: dict[str, Any], timeout: flo
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:  # say what Home Assistant answered, not only the code
+        answer = err.read().decode(errors="replace")[:500]
+        raise RuntimeError(f"POST {path}: HTTP {err.code}: {answer}") from err
 
 
 #: The balance sensor's name in each language the demo runs in (translations/*.json).
