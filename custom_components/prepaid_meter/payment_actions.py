@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 import csv
-from datetime import datetime
+from datetime import datetime, timedelta
 import decimal
 from decimal import Decimal
 import io
@@ -37,6 +37,7 @@ import re
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from homeassistant.components.http.auth import async_sign_path
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.exceptions import HomeAssistantError, Unauthorized
@@ -599,6 +600,10 @@ def _write_report(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+#: How long the signed download link in `payment_report`'s response works.
+LINK_VALID: Final = timedelta(hours=1)
+
+
 def report_url(entry_id: str, month: str) -> str:
     """Return where the report's CSV is downloaded (an administrator's, see report_view.py)."""
     return f"/api/{DOMAIN}/report/{entry_id}/{month}.csv"
@@ -640,11 +645,17 @@ async def _payment_report(hass: HomeAssistant, call: ServiceCall) -> ServiceResp
         f"{runtime.community_id}_{month}.csv",
         report_csv(report),
     )
+    download = report_url(runtime.entry.entry_id, month)
     return {
         **report,
         "community": runtime.community_id,
         "path": str(path),
-        "download": report_url(runtime.entry.entry_id, month),
+        "download": download,
+        # A browser sends no token when it follows a link: the link is signed (for an hour)
+        # with the caller's own login (the frontend's websocket or the REST call's token), so
+        # it downloads as them; from an automation it is Home Assistant's content user, which
+        # the view refuses (not an administrator).
+        "download_link": async_sign_path(hass, download, LINK_VALID),
     }
 
 

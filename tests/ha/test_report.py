@@ -27,7 +27,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+from pytest_homeassistant_custom_component.typing import (
+    ClientSessionGenerator,
+    WebSocketGenerator,
+)
 
 from custom_components.prepaid_meter.const import DOMAIN
 from custom_components.prepaid_meter.engine.actor import Actor
@@ -387,6 +390,44 @@ async def test_report_action_and_download(
     assert (await reader.get(url)).status == HTTPStatus.FORBIDDEN
     anonymous = await hass_client_no_auth()
     assert (await anonymous.get(url)).status == HTTPStatus.UNAUTHORIZED
+
+
+async def test_the_signed_link_downloads_as_the_caller(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+    hass_client_no_auth: ClientSessionGenerator,
+) -> None:
+    """From the frontend (its websocket) the response's link downloads without a token, as
+    the administrator who asked; signed for someone else (Home Assistant's content user, an
+    automation's), the same view refuses it; tampered with, it is no login at all."""
+    entry = init_integration
+    month = datetime.now(entry.runtime_data.community.tariff.tz).strftime("%Y-%m")
+    websocket = await hass_ws_client(hass)
+    await websocket.send_json_auto_id(
+        {
+            "type": "call_service",
+            "domain": DOMAIN,
+            "service": "payment_report",
+            "service_data": {"month": month},
+            "return_response": True,
+        }
+    )
+    answer = await websocket.receive_json()
+    assert answer["success"], answer
+    report = answer["result"]["response"]
+    link = report["download_link"]
+    assert link.startswith(report["download"] + "?authSig=")
+    browser = await hass_client_no_auth()
+    response = await browser.get(link)
+    assert response.status == HTTPStatus.OK
+    assert await response.text() == report_csv(report)
+    assert (await browser.get(link[:-2])).status == HTTPStatus.UNAUTHORIZED
+    # Called by an automation there is no caller's login: the content user's is no admin's.
+    by_automation: Any = await hass.services.async_call(
+        DOMAIN, "payment_report", {"month": month}, blocking=True, return_response=True
+    )
+    assert (await browser.get(by_automation["download_link"])).status == HTTPStatus.FORBIDDEN
 
 
 async def test_a_broken_report_is_one_error_and_logged(
