@@ -33,6 +33,7 @@ from demo.config import (
     DemoSettings,
     Prepared,
     PreparedHousehold,
+    payment_options,
     prepare,
     prepare_household,
 )
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="delete the state folder first")
     run.add_argument(
         "--start-timeout", type=float, default=900.0, help="seconds to wait for Home Assistant"
+    )
+    run.add_argument(
+        "--payments",
+        type=Path,
+        default=None,
+        help="the local payment providers' key folder (in the state folder's config/): the "
+        "community's payments are set up with them (scripts/demo does this)",
     )
     run.add_argument(
         "--language",
@@ -318,6 +326,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             broker_port=broker_port,
             language=args.language,
         )
+        if args.payments is not None:
+            public = f"http://127.0.0.1:{args.http_port}"
+            payments = payment_options(args.payments, settings.config_dir, public)
+            settings = dataclasses.replace(settings, payments=payments)
         if admin_password is not None:
             print("==> broker users: the community (administrator), the simulator", flush=True)
             provision_broker(

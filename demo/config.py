@@ -136,6 +136,9 @@ class DemoSettings:
     #: before it, so the first readings are billed.
     start: int = field(default_factory=lambda: int(time.time()) - 7 * 86_400)
     options: Mapping[str, Any] = field(default_factory=lambda: dict(DEMO_OPTIONS))
+    #: The community's payment settings as the options flow stores them (None: no payments;
+    #: see `payment_options`).
+    payments: Mapping[str, Any] | None = None
     #: Opening top-up per meter id; meters not listed get the demo's plan.
     top_ups: Mapping[str, Decimal] = field(default_factory=dict)
     #: Only `http:` and `api:` (plus what Home Assistant always loads): no recorder, history,
@@ -404,6 +407,39 @@ def seed_ledger(settings: DemoSettings, meters: Sequence[DemoMeter]) -> None:
         ledger.close()
 
 
+def payment_options(keys: Path, config_dir: Path, public_url: str) -> dict[str, Any]:
+    """Return the payment settings for the local providers whose keys are in `keys`.
+
+    `keys` is the folder `python -m simulator pay --keys` wrote (its `merchant.json` names the
+    files), inside `config_dir`: the options name the files relative to it, as an operator
+    would. WeChat Pay on port 8580 and Alipay on 8581 (scripts/demo starts them there).
+    """
+    ids = json.loads((keys / "merchant.json").read_text(encoding="utf-8"))
+    wechat, alipay = ids["wechat"], ids["alipay"]
+    folder = keys.resolve().relative_to(config_dir.resolve()).as_posix()
+    return {
+        "wechat": True,
+        "wechat_mchid": wechat["mchid"],
+        "wechat_appid": wechat["appid"],
+        "wechat_serial_no": wechat["serial_no"],
+        "wechat_private_key": f"{folder}/{wechat['private_key']}",
+        "wechat_apiv3_key": f"{folder}/{wechat['apiv3_key']}",
+        "wechat_platform_cert": f"{folder}/{wechat['platform_public_key']}",
+        "wechat_platform_serial": wechat["platform_serial"],
+        "wechat_url": "http://127.0.0.1:8580",
+        "alipay": True,
+        "alipay_app_id": alipay["app_id"],
+        "alipay_seller_id": alipay["seller_id"],
+        "alipay_private_key": f"{folder}/{alipay['private_key']}",
+        "alipay_public_key": f"{folder}/{alipay['alipay_public_key']}",
+        "alipay_url": "http://127.0.0.1:8581/gateway.do",
+        "public_url": public_url,
+        "max_payment": "2000.00",
+        "max_per_day": "5000.00",
+        "order_minutes": 15,
+    }
+
+
 def stored_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Return policy options as the options flow stores them (normalised by `PolicyConfig`)."""
     stored = PolicyConfig.from_options(options).to_options()
@@ -476,6 +512,8 @@ async def _async_prepare_storage(
     login = {CONF_USERNAME: settings.broker_username, CONF_PASSWORD: settings.broker_password}
     data.update({key: value for key, value in login.items() if value is not None})
     options = stored_options(settings.options)
+    if settings.payments is not None:
+        options["payments"] = dict(settings.payments)
     unique_id = (
         f"{settings.broker_host}:{settings.broker_port}/{settings.community}"  # as the flow does
     )
