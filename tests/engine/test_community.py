@@ -636,13 +636,22 @@ def test_alarms(ledger: Ledger, clock: Clock) -> None:
     events = _feed(community, clock, [R(M1, 7, t + 360, Decimal(7), events=("cover_open",))])
     assert _types(events) == ["tamper"]
     assert community.alarms(M1) == ["overload", "tamper", "theft_suspected"]
-    # Quiet readings for the clearing time: each episode ends once, with its length.
+    # Quiet readings for the clearing time (clear_s): the overload ends; theft and tamper are
+    # interference and end only after a quiet day (theft_clear_s), each once.
     events = _feed(
         community,
         clock,
         [R(M1, 8 + n, t + 420 + n * 60, Decimal(8 + n)) for n in range(20)],
     )
-    assert sorted(_types(events, "alarm_cleared")) == ["overload", "tamper", "theft_suspected"]
+    assert _types(events, "alarm_cleared") == ["overload"]
+    assert community.alarms(M1) == ["tamper", "theft_suspected"]
+    start = t + 420 + 20 * 60
+    events = _feed(
+        community,
+        clock,
+        [R(M1, 28 + n, start + n * 600, Decimal(28 + n)) for n in range(6 * 24 + 1)],
+    )
+    assert sorted(_types(events, "alarm_cleared")) == ["tamper", "theft_suspected"]
     assert community.alarms(M1) == []
 
 

@@ -24,6 +24,7 @@ from custom_components.prepaid_meter.engine.ledger import (
     SubAccount,
 )
 from custom_components.prepaid_meter.engine.policy import PolicyConfig
+from custom_components.prepaid_meter.engine.safety import SafetyRules
 from custom_components.prepaid_meter.engine.tariff import load_preset
 from custom_components.prepaid_meter.engine.views import meter_view
 from tests.engine.test_community import (
@@ -43,6 +44,8 @@ from tests.engine.test_community import (
 HOUR = 3600
 DAY = 86_400
 PRICE = Decimal("0.4883")  # the flat preset, and the Beijing tariff's first tier
+#: How long theft and tamper episodes wait without a sign before they end (a day).
+THEFT_CLEAR_S = SafetyRules().theft_clear_s
 # 2026-03-01 00:00 in Shanghai.
 MARCH_1 = int(datetime(2026, 2, 28, 16, 0, tzinfo=UTC).timestamp())
 
@@ -406,8 +409,8 @@ def _alarms(events: list[Event]) -> list[tuple[str, str]]:
 
 def test_a_flickering_theft_is_one_episode(tmp_path: Path) -> None:
     """A bypass whose load comes and goes, read every minute for an hour: one alarm; it
-    clears after ALARM_CLEAR_S without a sign; a new sign is a new episode."""
-    clock = Clock(NOON + DAY)  # every reading is in the past
+    clears after a day without a sign (THEFT_CLEAR_S); a new sign is a new episode."""
+    clock = Clock(NOON + 3 * DAY)  # every reading, the quiet day's too, is in the past
     with Ledger(tmp_path / "l.sqlite3") as ledger:
         community = _make(ledger, clock)
         _assign(community)
@@ -431,24 +434,27 @@ def test_a_flickering_theft_is_one_episode(tmp_path: Path) -> None:
         assert "theft_suspected" in community.alarms(M1)
         quiet_from = NOON + 60 * 60
         events = []
-        for minute in range(ALARM_CLEAR_S // 60 + 1):
+        # Interference ends after a quiet day (theft_clear_s), not after ALARM_CLEAR_S.
+        for step in range(THEFT_CLEAR_S // 600 + 1):
             events += community.handle_reading(
                 R(
                     M1,
                     seq,
-                    quiet_from + minute * 60,
+                    quiet_from + step * 600,
                     Decimal(seq),
                     current_a=1.0,
                     neutral_current_a=1.0,
                 )
             )
             seq += 1
+            if step * 600 == ALARM_CLEAR_S:
+                assert _alarms(events) == []  # a hazard's quiet time is not enough
         cleared = [e for e in events if e.kind == "alarm_cleared"]
         assert _alarms(events) == [("alarm_cleared", "theft_suspected")]
         assert cleared[0].data["household"] == f"Household {A}"
         assert cleared[0].data["started"] == NOON + 60
         assert "theft_suspected" not in community.alarms(M1)
-        ts = quiet_from + ALARM_CLEAR_S + 120
+        ts = quiet_from + THEFT_CLEAR_S + 120
         events = []
         for i in range(2):
             events += community.handle_reading(
@@ -460,7 +466,7 @@ def test_a_flickering_theft_is_one_episode(tmp_path: Path) -> None:
 def test_tamper_and_overload_are_episodes_too(tmp_path: Path) -> None:
     """A cover open in every reading: one alarm; an overload for 25 minutes: one (the safety
     watch's overload is a sustained one: 120 s at the rated current or more)."""
-    clock = Clock(NOON + DAY)  # every reading is in the past
+    clock = Clock(NOON + 3 * DAY)  # every reading, the quiet day's too, is in the past
     with Ledger(tmp_path / "l.sqlite3") as ledger:
         community = _make(ledger, clock, protective_cut=False)
         _assign(community)
@@ -478,11 +484,14 @@ def test_tamper_and_overload_are_episodes_too(tmp_path: Path) -> None:
                 )
             )
         assert sorted(_alarms(events)) == [("alarm", "overload"), ("alarm", "tamper")]
-        events = community.handle_reading(R(M1, 31, NOON + 31 * 50 + ALARM_CLEAR_S, Decimal(31)))
-        assert sorted(_alarms(events)) == [
-            ("alarm_cleared", "overload"),
-            ("alarm_cleared", "tamper"),
-        ]
+        last = NOON + 30 * 50
+        events = community.handle_reading(R(M1, 31, last + ALARM_CLEAR_S, Decimal(31)))
+        assert _alarms(events) == [("alarm_cleared", "overload")]  # tamper: a quiet day
+        events = []
+        times = [*range(last + ALARM_CLEAR_S + 600, last + THEFT_CLEAR_S, 600)]
+        for seq, ts in enumerate([*times, last + THEFT_CLEAR_S], start=32):
+            events += community.handle_reading(R(M1, seq, ts, Decimal(31)))
+        assert _alarms(events) == [("alarm_cleared", "tamper")]
         assert community.alarms(M1) == []
 
 

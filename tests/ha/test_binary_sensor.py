@@ -99,22 +99,31 @@ async def test_alarm_sensors_are_created_disabled(seam: Seam) -> None:
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_an_alarm_sensor_is_on_for_its_episode(seam: Seam) -> None:
-    """A tamper report opens the episode (on); quiet readings for 15 minutes clear it (off).
-    A meter not heard for an hour is offline (on)."""
+    """A tamper report opens the episode (on), the meter's Alarm sensor with it (its kinds in
+    `alarms`); tamper is interference: quiet readings clear it after a day, not after the
+    15 minutes of a hazard. A meter not heard for an hour is offline (on)."""
     await seam.household()
-    now = int(time.time())
-    await seam.reading(now - 3000, "100.000")
+    start = int(time.time()) - 2 * 86_400
+    await seam.reading(start, "100.000")
     assert _on(seam, "alarm_tamper") == "off"
-    await seam.reading(now - 2940, "100.000", events=("cover_open",))
+    assert _on(seam, "alarm") == "off"
+    assert seam.state(Platform.BINARY_SENSOR, "alarm").attributes["alarms"] == []
+    await seam.reading(start + 60, "100.000", events=("cover_open",))
     assert _on(seam, "alarm_tamper") == "on"
+    assert _on(seam, "alarm") == "on"
+    assert seam.state(Platform.BINARY_SENSOR, "alarm").attributes["alarms"] == ["tamper"]
     tamper = seam.state(Platform.BINARY_SENSOR, "alarm_tamper")
     assert tamper.attributes["device_class"] == "tamper"
     assert seam.state(Platform.BINARY_SENSOR, "alarm_overload").attributes["device_class"] == (
         "safety"
     )
     assert _on(seam, "alarm_overload") == "off"
-    await seam.reading(now - 2000, "100.000")
+    await seam.reading(start + 60 + 1800, "100.000")  # a hazard would have ended
+    assert _on(seam, "alarm_tamper") == "on"
+    for hour in range(1, 25):  # a quiet day, a reading an hour
+        await seam.reading(start + 60 + hour * 3600, "100.000")
     assert _on(seam, "alarm_tamper") == "off"
+    assert _on(seam, "alarm") == "off"
     assert _on(seam, "alarm_offline") == "off"
     events = await seam.tick(int(time.time()) + 3600)  # an hour after it was last heard
     assert [(e.kind, e.data["type"]) for e in events] == [("alarm", "offline")]
