@@ -14,15 +14,13 @@ its household) gets, with all entities (coordinator.PAYMENT_KEYS):
 
 One `PaymentPanel` per community entry keeps the chosen amounts and each household's newest
 open order. It reads the orders from the ledger (in the executor): all open ones once at
-start, then a household's when something may have changed it: an order made here, a
-`create_payment_order` call for it (Home Assistant's `call_service` event comes before the
-order exists, so the household is read again a few times until the provider's timeout has
-passed), a payment (`prepaid_meter_payment`) and the order's expiry.
+start, then a household's when something may have changed it: an order that got its payment
+code (payments.signal_order: these buttons' or the `create_payment_order` action's), a
+payment (`prepaid_meter_payment`) and the order's expiry.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
 import logging
@@ -30,9 +28,9 @@ import time
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import EVENT_CALL_SERVICE
 from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util.hass_dict import HassKey
 
@@ -43,10 +41,10 @@ from .engine.community import CommunityError
 from .engine.ledger import PayOrder
 from .payments import (
     EVENT_PAYMENT,
-    PROVIDER_TIMEOUT_S,
     PaymentSettings,
     payments_of,
     qr_svg,
+    signal_order,
 )
 from .texts import translated_error
 
@@ -67,10 +65,6 @@ PAYMENT_AMOUNTS: Final = (Decimal(20), Decimal(50), Decimal(100), Decimal(200))
 DEFAULT_AMOUNT: Final = Decimal(50)
 #: The pay buttons' providers, in the order they are shown.
 PROVIDERS: Final = ("wechat", "alipay")
-#: After a `create_payment_order` call, its household is read again after each of these
-#: waits (s): its new order shows once the provider gave its code, the last read is past the
-#: provider's timeout.
-RECHECK_DELAYS_S: Final = (0.1, 0.4, 1.0, 2.5, 6.0, PROVIDER_TIMEOUT_S + 1)
 #: Orders made this long ago or less are read at start (an order lives 120 minutes at most).
 START_WINDOW_S: Final = 3 * 3600
 _CENT: Final = Decimal("0.01")
@@ -121,16 +115,9 @@ class PaymentPanel:
     def async_start(self) -> None:
         """Listen for orders and payments; read the open orders in the background."""
 
-        @callback
-        def is_order_call(event_data: Mapping[str, Any]) -> bool:
-            return bool(
-                event_data.get("domain") == DOMAIN
-                and event_data.get("service") == "create_payment_order"
-            )
-
         self._unsubs.append(
-            self.hass.bus.async_listen(
-                EVENT_CALL_SERVICE, self._order_called, event_filter=is_order_call
+            async_dispatcher_connect(
+                self.hass, signal_order(self.runtime.entry.entry_id), self._ordered
             )
         )
 
@@ -218,7 +205,7 @@ class PaymentPanel:
             account_id, amount, "electricity", provider, actor
         )
         _LOGGER.debug("Order %s made on the device of meter %s", order["order_id"], meter_id)
-        await self._async_read(account_id)
+        await self._async_read(account_id)  # shown when the press returns (the signal reads too)
 
     @callback
     def _in_background(self, job: Coroutine[Any, Any, Any]) -> None:
@@ -228,27 +215,9 @@ class PaymentPanel:
         )
 
     @callback
-    def _order_called(self, event: Event[Mapping[str, Any]]) -> None:
-        """A `create_payment_order` call: read its household until its new order appears."""
-        data = event.data.get("service_data") or {}
-        account_id = data.get("household")
-        meter = self.runtime.community.meters.get(str(data.get("meter_id")))
-        if account_id is None and meter is not None:
-            account_id = meter.account_id
-        if not isinstance(account_id, str) or account_id not in self.runtime.community.households:
-            return  # not ours (another community's) or refused anyway
-        self._in_background(self._async_reread(account_id))
-
-    async def _async_reread(self, account_id: str) -> None:
-        """Read a household again after each wait: its new order shows once it has a code.
-
-        Every wait, not until an order appears: the call's order cannot be told from another
-        made in the same second, and which is read first (it or the order) is the executor's.
-        A few reads per order asked for, each of one household's ten newest orders.
-        """
-        for delay in RECHECK_DELAYS_S:
-            await asyncio.sleep(delay)
-            await self._async_read(account_id)
+    def _ordered(self, account_id: str) -> None:
+        """An order of this household got its payment code: show it."""
+        self._in_background(self._async_read(account_id))
 
     @callback
     def _paid(self, event: Event[Mapping[str, Any]]) -> None:

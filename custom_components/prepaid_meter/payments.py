@@ -43,6 +43,7 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -127,6 +128,13 @@ CONF_PAYMENTS: Final = "payments"
 #: The entry data key of the webhook id (generated once, kept).
 DATA_WEBHOOK_ID: Final = "payment_webhook_id"
 EVENT_PAYMENT: Final = f"{DOMAIN}_payment"
+
+
+def signal_order(entry_id: str) -> str:
+    """Return the dispatcher signal sent with the household when one of its orders got its
+    payment code (the household's payment code image shows it: payment_panel.py)."""
+    return f"{DOMAIN}_{entry_id}_order"
+
 
 # The payment settings' keys (inside options["payments"]).
 CONF_WECHAT: Final = "wechat"  # on/off
@@ -872,6 +880,7 @@ class CommunityPayments:
                 "payment_provider_unreachable", provider=provider, error=str(err) or "timeout"
             ) from err
         await self._run(self.desk.set_code, order.order_id, code)
+        async_dispatcher_send(self.hass, signal_order(self.entry_id), order.account_id)
         svg = await self._run(qr_svg, code)
         return {
             "order_id": order.order_id,
