@@ -38,18 +38,24 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from homeassistant.components.http.auth import async_sign_path
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import HomeAssistantError, Unauthorized
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
+from .actions import (
+    ATTR_CONFIG_ENTRY_ID,
+    ATTR_HOUSEHOLD,
+    ATTR_METER_ID,
+    account_of,
+    async_operator,
+    call_runtime,
+)
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor
+from .coordinator import PrepaidRuntime, async_actor
 from .engine.actor import Actor
 from .engine.community import MOVE_OUT_CREDIT, MoveOut, split_usage_period
 from .engine.ledger import EntryKind, Ledger, MonthUsage, SubAccount
-from .household_entry import is_household
 from .payments import CommunityPayments, payments_of
 from .texts import translated_error
 
@@ -65,9 +71,6 @@ __all__ = [
     "report_url",
 ]
 
-ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
-ATTR_HOUSEHOLD: Final = "household"
-ATTR_METER_ID: Final = "meter_id"
 ATTR_AMOUNT: Final = "amount"
 ATTR_PURPOSE: Final = "purpose"
 ATTR_PROVIDER: Final = "provider"
@@ -136,45 +139,6 @@ MOVE_OUT_SCHEMA = vol.Schema(
 REPORT_SCHEMA = vol.Schema({**_ENTRY, vol.Required(ATTR_MONTH): vol.Match(_MONTH_RE)})
 
 
-def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
-    """Return the community runtime named by config_entry_id, or the only one loaded."""
-    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
-    entries: list[PrepaidConfigEntry] = [
-        e
-        for e in hass.config_entries.async_entries(DOMAIN)
-        if e.state is ConfigEntryState.LOADED and not is_household(e)
-    ]
-    if entry_id is not None:
-        entries = [e for e in entries if e.entry_id == entry_id]
-    if len(entries) != 1:
-        raise translated_error("entry_not_loaded", entry=str(entry_id or ""))
-    return entries[0].runtime_data
-
-
-async def _operator(hass: HomeAssistant, call: ServiceCall) -> Actor:
-    actor = await async_actor(hass, call.context)
-    if not actor.is_operator:
-        raise Unauthorized(context=call.context)
-    return actor
-
-
-def _account_of(runtime: PrepaidRuntime, call: ServiceCall) -> str:
-    household = call.data.get(ATTR_HOUSEHOLD)
-    if household is not None:
-        if household not in runtime.community.households:
-            raise translated_error("unknown_household", household=str(household))
-        return str(household)
-    meter_id = call.data.get(ATTR_METER_ID)
-    if meter_id is None:
-        raise translated_error("household_or_meter_required")
-    meter = runtime.community.meters.get(meter_id)
-    if meter is None:
-        raise translated_error("unknown_meter", meter_id=str(meter_id)[:80])
-    if meter.account_id is None:
-        raise translated_error("meter_unassigned", meter_id=str(meter_id))
-    return meter.account_id
-
-
 def _payments(hass: HomeAssistant, runtime: PrepaidRuntime) -> CommunityPayments:
     payments = payments_of(hass, runtime.entry.entry_id)
     if payments is None:
@@ -187,13 +151,13 @@ def _payments(hass: HomeAssistant, runtime: PrepaidRuntime) -> CommunityPayments
 
 async def _create_payment_order(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     actor = await async_actor(hass, call.context)
-    runtime = _runtime(hass, call)
+    runtime = call_runtime(hass, call)
     if call.data.get(ATTR_HOUSEHOLD) is not None:
         # Who asks comes first: a resident learns nothing of a household not theirs.
         runtime.community.authorize(actor, "statement", account_id=call.data[ATTR_HOUSEHOLD])
     elif call.data.get(ATTR_METER_ID) in runtime.community.meters:
         runtime.community.authorize(actor, "statement", meter_id=call.data[ATTR_METER_ID])
-    account_id = _account_of(runtime, call)
+    account_id = account_of(runtime, call)
     runtime.community.authorize(actor, "statement", account_id=account_id)
     payments = _payments(hass, runtime)
     order: dict[str, Any] = await payments.async_create_order(
@@ -207,8 +171,8 @@ async def _create_payment_order(hass: HomeAssistant, call: ServiceCall) -> Servi
 
 
 async def _resolve_unmatched_payment(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _operator(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     household = call.data.get(ATTR_HOUSEHOLD)
     if household is not None and household not in runtime.community.households:
         raise translated_error("unknown_household", household=str(household))
@@ -246,8 +210,8 @@ def _credit_of(settled: MoveOut) -> dict[str, Any]:
 
 
 async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _operator(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     async with _move_lock(hass, runtime.entry.entry_id):
         return await _settle(hass, call, runtime, actor)
 
@@ -255,7 +219,7 @@ async def _move_out(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
 async def _settle(
     hass: HomeAssistant, call: ServiceCall, runtime: PrepaidRuntime, actor: Actor
 ) -> dict[str, Any]:
-    account_id = _account_of(runtime, call)
+    account_id = account_of(runtime, call)
     community = runtime.community
     service = runtime.service
     credit: str = call.data[ATTR_CREDIT]
@@ -635,8 +599,8 @@ async def async_month_report(
 
 
 async def _payment_report(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    await _operator(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     month = call.data[ATTR_MONTH]
     report = await async_month_report(hass, runtime, month)
     path = await hass.async_add_executor_job(

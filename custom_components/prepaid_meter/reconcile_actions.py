@@ -27,18 +27,16 @@ from pathlib import Path
 import threading
 from typing import Any, Final
 
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError, Unauthorized
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv, issue_registry as ir
 import voluptuous as vol
 
+from .actions import ATTR_CONFIG_ENTRY_ID, ATTR_HOUSEHOLD, async_operator, call_runtime
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor
-from .engine.actor import Actor
+from .coordinator import PrepaidRuntime
 from .engine.orders import Credit, PaymentDesk, post_outcome
 from .engine.reconcile import MAX_STATEMENT_BYTES, Reconciler, StatementError
-from .household_entry import is_household
 from .payments import EVENT_PAYMENT, _notice_issue_id, payments_of
 from .texts import translated_error
 
@@ -46,13 +44,11 @@ _LOGGER = logging.getLogger(__package__)
 
 __all__ = ["RECONCILE_SERVICES", "statement_issue_id"]
 
-ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
 ATTR_PROVIDER: Final = "provider"
 ATTR_PATH: Final = "path"
 ATTR_DAY: Final = "day"
 ATTR_ITEM: Final = "item"
 ATTR_ACTION: Final = "action"
-ATTR_HOUSEHOLD: Final = "household"
 _CENT: Final = Decimal("0.01")
 #: One lock per community: its imports and resolutions one at a time.
 _LOCKS: dict[str, threading.RLock] = {}
@@ -73,28 +69,6 @@ RESOLVE_SCHEMA = vol.Schema(
         vol.Optional(ATTR_HOUSEHOLD): cv.string,
     }
 )
-
-
-def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
-    """Return the community runtime named by config_entry_id, or the only one loaded."""
-    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
-    entries: list[PrepaidConfigEntry] = [
-        e
-        for e in hass.config_entries.async_entries(DOMAIN)
-        if e.state is ConfigEntryState.LOADED and not is_household(e)
-    ]
-    if entry_id is not None:
-        entries = [e for e in entries if e.entry_id == entry_id]
-    if len(entries) != 1:
-        raise translated_error("entry_not_loaded", entry=str(entry_id or ""))
-    return entries[0].runtime_data
-
-
-async def _operator(hass: HomeAssistant, call: ServiceCall) -> Actor:
-    actor = await async_actor(hass, call.context)
-    if not actor.is_operator:
-        raise Unauthorized(context=call.context)
-    return actor
 
 
 def _reconciler(runtime: PrepaidRuntime) -> Reconciler:
@@ -154,8 +128,8 @@ def _update_issue(
 
 
 async def _import_payment_statement(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _operator(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     provider: str = call.data[ATTR_PROVIDER]
     name: str = call.data[ATTR_PATH]
     day: date | None = call.data.get(ATTR_DAY)
@@ -182,8 +156,8 @@ async def _import_payment_statement(hass: HomeAssistant, call: ServiceCall) -> S
 
 
 async def _resolve_statement_item(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _operator(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     household = call.data.get(ATTR_HOUSEHOLD)
     if household is not None and household not in runtime.community.households:
         raise translated_error("unknown_household", household=str(household))

@@ -23,7 +23,6 @@ import dataclasses
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import (
     HomeAssistant,
     ServiceCall,
@@ -31,15 +30,21 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.storage import Store
 import voluptuous as vol
 
+from .actions import (
+    ATTR_CONFIG_ENTRY_ID,
+    ATTR_HOUSEHOLD,
+    ATTR_METER_ID,
+    account_of,
+    async_operator,
+    call_runtime,
+)
 from .const import DOMAIN
-from .coordinator import PrepaidConfigEntry, PrepaidRuntime, async_actor, money, refusal
+from .coordinator import PrepaidRuntime, async_actor, money, refusal
 from .dashboard import async_create_dashboards
-from .engine.actor import Actor
 from .engine.broker_acl import (
     BrokerAclError,
     ConnectionDetails,
@@ -51,16 +56,12 @@ from .engine.ledger import EntryKind, SubAccount
 from .engine.protocol import METER_ID_RE
 from .engine.safety import ALARM_KINDS
 from .engine.transport import CannotConnect, InvalidAuth
-from .household_entry import is_household
 from .payment_actions import PAYMENT_SERVICES
 from .payments import qr_svg
 from .reconcile_actions import RECONCILE_SERVICES
 from .report_view import async_register_report_view
 from .texts import translated_error as _error
 
-ATTR_CONFIG_ENTRY_ID = "config_entry_id"
-ATTR_HOUSEHOLD = "household"
-ATTR_METER_ID = "meter_id"
 ATTR_AMOUNT = "amount"
 ATTR_TRANSACTION_ID = "transaction_id"
 ATTR_CHANNEL = "channel"
@@ -219,53 +220,10 @@ MASTER_METER_SCHEMA = vol.Schema(
 )
 
 
-def _runtime(hass: HomeAssistant, call: ServiceCall) -> PrepaidRuntime:
-    """Return the community runtime named by config_entry_id, or the only one loaded."""
-    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
-    entries: list[PrepaidConfigEntry] = [
-        e
-        for e in hass.config_entries.async_entries(DOMAIN)
-        if e.state is ConfigEntryState.LOADED and not is_household(e)
-    ]
-    if entry_id is not None:
-        entries = [e for e in entries if e.entry_id == entry_id]
-    if len(entries) != 1:
-        raise _error("entry_not_loaded", entry=str(entry_id or ""))
-    return entries[0].runtime_data
-
-
-async def _require_admin(hass: HomeAssistant, call: ServiceCall) -> Actor:
-    """Money moves only on an administrator's (or an automation's) request: an operator's.
-
-    Return that operator, recorded with the movement.
-    """
-    actor = await async_actor(hass, call.context)
-    if not actor.is_operator:
-        raise Unauthorized(context=call.context)
-    return actor
-
-
-def _account_of(runtime: PrepaidRuntime, call: ServiceCall) -> str:
-    household = call.data.get(ATTR_HOUSEHOLD)
-    if household is not None:
-        if household not in runtime.community.households:
-            raise _error("unknown_household", household=str(household))
-        return str(household)
-    meter_id = call.data.get(ATTR_METER_ID)
-    if meter_id is None:
-        raise _error("household_or_meter_required")
-    meter = runtime.community.meters.get(meter_id)
-    if meter is None:
-        raise _error("unknown_meter", meter_id=str(meter_id))
-    if meter.account_id is None:
-        raise _error("meter_unassigned", meter_id=str(meter_id))
-    return meter.account_id
-
-
 async def _top_up(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
-    account_id = _account_of(runtime, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
+    account_id = account_of(runtime, call)
     result = await runtime.async_call(
         runtime.service.top_up,
         account_id,
@@ -288,9 +246,9 @@ def _post_money(
     """Return the handler of an action that posts one money entry of `kind` to a household."""
 
     async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-        actor = await _require_admin(hass, call)
-        runtime = _runtime(hass, call)
-        account_id = _account_of(runtime, call)
+        actor = await async_operator(hass, call)
+        runtime = call_runtime(hass, call)
+        account_id = account_of(runtime, call)
         result = await runtime.async_call(
             runtime.service.post_money,
             account_id,
@@ -307,8 +265,8 @@ def _post_money(
 
 
 async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = call.data[ATTR_METER_ID]
     community = runtime.community
     # A meter heard but never announced (counted, see the unknown-meter repair) is adopted.
@@ -328,7 +286,7 @@ async def _assign_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
 
 
 async def _restore_supply(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    runtime = _runtime(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = call.data[ATTR_METER_ID]
     if meter_id not in runtime.community.meters:
         raise _error("unknown_meter", meter_id=meter_id)
@@ -340,11 +298,11 @@ async def _restore_supply(hass: HomeAssistant, call: ServiceCall) -> ServiceResp
 
 async def _get_statement(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     actor = await async_actor(hass, call.context)
-    runtime = _runtime(hass, call)
+    runtime = call_runtime(hass, call)
     # Who asks comes first: a resident learns nothing of a household that is not theirs,
     # not even whether it exists.
     runtime.community.authorize(actor, "statement", account_id=call.data[ATTR_HOUSEHOLD])
-    account_id = _account_of(runtime, call)
+    account_id = account_of(runtime, call)
     statement: dict[str, Any] = await runtime.async_call(
         runtime.service.statement, account_id, call.data[ATTR_CYCLE], actor=actor
     )
@@ -355,9 +313,9 @@ def _link(linked: bool) -> Callable[[HomeAssistant, ServiceCall], Awaitable[Serv
     """Return the handler that links (or unlinks) a Home Assistant user to a household."""
 
     async def handle(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-        actor = await _require_admin(hass, call)
-        runtime = _runtime(hass, call)
-        account_id = _account_of(runtime, call)
+        actor = await async_operator(hass, call)
+        runtime = call_runtime(hass, call)
+        account_id = account_of(runtime, call)
         user_id = call.data[ATTR_USER_ID]
         if linked and await hass.auth.async_get_user(user_id) is None:
             raise _error("unknown_user", user_id=user_id)
@@ -369,8 +327,8 @@ def _link(linked: bool) -> Callable[[HomeAssistant, ServiceCall], Awaitable[Serv
 
 
 async def _create_dashboards(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     done = await async_create_dashboards(
         hass,
         runtime.entry,
@@ -426,8 +384,8 @@ def _meter_of(runtime: PrepaidRuntime, call: ServiceCall, *, known: bool) -> str
 
 async def _household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     """Provision a household's broker user; return its details, code and QR."""
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=True)
     store = _access_store(hass, runtime)
     given: dict[str, str] = await store.async_load() or {}
@@ -485,8 +443,8 @@ async def async_revoke_given_access(
 
 async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     """Delete a household's broker user: its sessions end at once, its code stops working."""
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=False)
     try:
         async with _admin(runtime) as admin:
@@ -508,8 +466,8 @@ async def _meter_access(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
     only its own `cmd`: a meter cannot bill or cut a neighbour. Asking again gives the same
     password (`rotate` a new one: the meter must then be set up again).
     """
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=False)
     store = _access_store(hass, runtime)
     given: dict[str, str] = await store.async_load() or {}
@@ -539,8 +497,8 @@ async def _meter_access(hass: HomeAssistant, call: ServiceCall) -> ServiceRespon
 
 async def _revoke_meter_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     """Delete a meter's broker user (a meter taken out): it is disconnected at once."""
-    await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=False)
     try:
         async with _admin(runtime) as admin:
@@ -556,8 +514,8 @@ async def _revoke_meter_access(hass: HomeAssistant, call: ServiceCall) -> Servic
 
 
 async def _acknowledge_alarm(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     meter_id = call.data[ATTR_METER_ID]
     kind = call.data[ATTR_ALARM]
     await runtime.async_call(runtime.service.acknowledge_alarm, meter_id, kind, actor=actor)
@@ -565,9 +523,9 @@ async def _acknowledge_alarm(hass: HomeAssistant, call: ServiceCall) -> ServiceR
 
 
 async def _set_household_safety(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
-    account_id = _account_of(runtime, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
+    account_id = account_of(runtime, call)
     changed = await runtime.async_call(
         runtime.service.set_household_safety,
         account_id,
@@ -587,8 +545,8 @@ async def _set_household_safety(hass: HomeAssistant, call: ServiceCall) -> Servi
 
 
 async def _set_master_meter(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
-    actor = await _require_admin(hass, call)
-    runtime = _runtime(hass, call)
+    actor = await async_operator(hass, call)
+    runtime = call_runtime(hass, call)
     area = call.data[ATTR_AREA]
     master = call.data.get(ATTR_METER_ID)
     members = list(call.data[ATTR_METERS])
