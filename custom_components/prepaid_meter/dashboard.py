@@ -117,6 +117,9 @@ WORD_KEYS: Final = (
     "daily_use",
     "pay",
     "pay_hint",
+    "pay_order",
+    "wechat_pay",
+    "alipay",
 )
 
 #: Community sensors by key (all on the sensor platform).
@@ -445,7 +448,7 @@ def household_meters(runtime: PrepaidRuntime, account_id: str) -> list[str]:
     )
 
 
-def _pay_cards(entities: Mapping[str, str], words: DashboardWords) -> list[Card]:
+def _pay_cards(entities: Mapping[str, str], words: DashboardWords, currency: str) -> list[Card]:
     """Return the household's top-up cards: amount, pay buttons, the code to scan.
 
     None without payments (the entities exist only when the options configure them).
@@ -478,10 +481,18 @@ def _pay_cards(entities: Mapping[str, str], words: DashboardWords) -> list[Card]
         cards.append(button)
     if "payment_code" in entities:
         code = entities["payment_code"]
-        cards.append(  # shown while there is an order to pay
+        shown = [{"condition": "state", "entity": code, "state_not": "unavailable"}]
+        cards.append(  # what the code pays, while there is an order to pay
             {
                 "type": "conditional",
-                "conditions": [{"condition": "state", "entity": code, "state_not": "unavailable"}],
+                "conditions": shown,
+                "card": {"type": "markdown", "content": _order_text(code, words, currency)},
+            }
+        )
+        cards.append(  # the code, while there is an order to pay
+            {
+                "type": "conditional",
+                "conditions": shown,
                 "card": {
                     "type": "picture-entity",
                     "entity": code,
@@ -492,6 +503,30 @@ def _pay_cards(entities: Mapping[str, str], words: DashboardWords) -> list[Card]
             }
         )
     return cards
+
+
+def _order_text(image: str, words: DashboardWords, currency: str) -> str:
+    """Return the markdown that says what the shown code pays: amount, provider, until when.
+
+    From the payment code image's attributes (image.py), in the household's words; the time
+    is Home Assistant's (the community's) local time.
+    """
+
+    def attribute(name: str) -> str:
+        return f"state_attr('{image}', '{name}')"
+
+    providers = _jinja_map({"wechat": words["wechat_pay"], "alipay": words["alipay"]})
+    text = (
+        words["pay_order"]
+        .replace("{amount}", "{{ " + attribute("amount") + " }}")
+        .replace("{currency}", currency)
+        .replace("{provider}", "{{ names.get(" + attribute("provider") + ", '') }}")
+        .replace(
+            "{time}",
+            "{{ as_timestamp(" + attribute("expires_at") + ", 0) | timestamp_custom('%H:%M') }}",
+        )
+    )
+    return "{%- set names = " + providers + " %}\n" + text
 
 
 def resident_dashboard(
@@ -559,7 +594,7 @@ def resident_dashboard(
                 }
             supply.append(restore)
         sections.append(_section(supply))
-        if pay := _pay_cards(entities, words):
+        if pay := _pay_cards(entities, words, runtime.currency):
             sections.append(_section(pay))
 
         if "energy" in entities:

@@ -17,7 +17,9 @@ from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.template import Template
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
@@ -317,6 +319,19 @@ async def test_the_household_dashboard_has_the_top_up_cards(pay: Pay) -> None:
         )
     assert {o.provider for o in pay.payments.desk.orders(HOUSEHOLD)} == {"wechat", "alipay"}
     assert any(c.get("content") == words["pay_hint"] for c in cards)
+    # What the shown code pays, while it is shown: the newest order (Alipay's), its amount
+    # and until when, in the household's words.
+    [says] = [c for c in cards if c.get("card", {}).get("type") == "markdown"]
+    assert says["conditions"] == shown_while["conditions"]
+    await hass.async_block_till_done()
+    state = hass.states.get(code["entity"])
+    assert state is not None and state.attributes["provider"] == "alipay"
+    text = Template(says["card"]["content"], hass).async_render(parse_result=False, strict=True)
+    until = dt_util.as_local(dt_util.parse_datetime(state.attributes["expires_at"]))
+    assert text == (
+        f"Scan with Alipay to pay {state.attributes['amount']} CNY; "
+        f"the code works until {until:%H:%M}."
+    )
 
 
 async def test_an_order_of_the_action_shows_when_the_provider_is_slow(pay: Pay) -> None:
