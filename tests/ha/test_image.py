@@ -327,7 +327,9 @@ async def test_the_household_dashboard_has_the_top_up_cards(pay: Pay) -> None:
     state = hass.states.get(code["entity"])
     assert state is not None and state.attributes["provider"] == "alipay"
     text = Template(says["card"]["content"], hass).async_render(parse_result=False, strict=True)
-    until = dt_util.as_local(dt_util.parse_datetime(state.attributes["expires_at"]))
+    expires = dt_util.parse_datetime(state.attributes["expires_at"])
+    assert expires is not None
+    until = dt_util.as_local(expires)
     assert text == (
         f"Scan with Alipay to pay {state.attributes['amount']} CNY; "
         f"the code works until {until:%H:%M}."
