@@ -1709,3 +1709,27 @@ def test_unassign_keeps_the_money_and_the_supply_and_frees_the_meter(
     assert info.value.key == "meter_not_assigned"
     _assign(community, M1, "B")  # a new household moves in
     assert community.meters[M1].account_id == "B"
+
+
+def test_credit_carried_at_move_out_restores_the_next_household(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Carried credit is money in, like a top-up: the receiving household's meter, cut for
+    exhausted credit, is restored when the policy restores after top-ups (auto_restore)."""
+    community = _community(ledger, clock, policy={"auto_restore": True})
+    _assign(community)  # A moves out with 50.00 of credit
+    _top_up(community, "50", "tx-a")
+    _assign(community, M2, B)  # B's supply is cut: 100 kWh on no credit
+    community.handle_reading(R(M2, 1, NOON - 60, Decimal(0)))
+    community.handle_reading(R(M2, 2, NOON, Decimal(100)))
+    _flush(community)
+    assert community.meters[M2].desired_relay == "off"
+    owed = -community.households[B].electricity
+    community.unassign_meter(M1, actor=OPS)
+    community.apply_unassignment(M1)
+    settled = community.settle_move_out(A, "carry", actor=OPS, next_account=B)
+    events = community.apply_top_up(settled.result)
+    assert "supply_restored" in _kinds(events)
+    assert community.meters[M2].desired_relay == "on"
+    assert community.households[B].electricity == Decimal("50") - owed
+    assert community.households[A].electricity == 0
