@@ -976,8 +976,14 @@ class CommunityPayments:
         }
 
     async def async_diagnostics(self) -> dict[str, Any]:
-        """Return counts (orders, notices, refusals), the providers and what failed to load."""
+        """Return counts (orders, notices, refusals, statement discrepancies by state and
+        class), the providers and what failed to load."""
         stats = await self._run(self.desk.stats)
+        items = await self._run(self.runtime.community.ledger.recon_items)
+        reconciliation: dict[str, dict[str, int]] = {}
+        for item in items:
+            by_class = reconciliation.setdefault(item.state, {})
+            by_class[item.cls] = by_class.get(item.cls, 0) + 1
         return {
             "providers": {
                 "wechat": self.provider_on("wechat"),
@@ -988,6 +994,7 @@ class CommunityPayments:
                 for provider, problem in self.merchants.problems.items()
             },
             "refused_since_start": dict(self.refused),
+            "reconciliation": reconciliation,
             **stats,
         }
 

@@ -134,6 +134,10 @@ async def test_a_statement_with_one_missing_one_extra_one_mismatched(pay: Pay) -
     assert issue.translation_placeholders["count"] == "3"
     assert issue.is_persistent
 
+    assert (await pay.payments.async_diagnostics())["reconciliation"] == {
+        "open": {"missing_in_ledger": 1, "missing_at_provider": 1, "amount_mismatch": 1}
+    }
+
     # The same file again: no item twice, the same ids.
     again = await _call(hass, "import_payment_statement", admin, provider="wechat", path=name)
     assert again["counts"] == report["counts"]
@@ -205,6 +209,10 @@ async def test_a_statement_with_one_missing_one_extra_one_mismatched(pay: Pay) -
     third = await _call(hass, "import_payment_statement", admin, provider="wechat", path=name)
     assert third["open"] == 0 and third["counts"]["matched"] == 2
     assert _statement_issues(hass) == []
+    diagnostics = await pay.payments.async_diagnostics()
+    assert diagnostics["reconciliation"] == {
+        "resolved": {"missing_in_ledger": 1, "missing_at_provider": 1, "amount_mismatch": 1}
+    }
     await _invariant(pay)
 
 
