@@ -594,3 +594,54 @@ def test_a_payment_of_no_known_order_is_credited_to_the_household_named(
     stored = ledger.pay_notice("wechat:paid:4200000077")
     assert stored is not None and (stored.state, stored.account_id) == ("done", B)
     _invariant(ledger)
+
+
+def test_a_shorter_file_of_the_same_day_closes_only_what_it_matches(
+    community: Community, desk: PaymentDesk, reconciler: Reconciler, ledger: Ledger
+) -> None:
+    """A re-export listing only the matched line is no proof: the payment missing in the
+    ledger stays open, and no open item changes its class; a line matched now closes."""
+    ok, lost, _extra, short, data = _world(community, desk)
+    reconciler.import_statement("wechat", data, "wechat.csv", OPS)
+    before = {item.item_key: (item.cls, item.state) for item in ledger.recon_items()}
+    assert sorted(cls for cls, _ in before.values()) == [
+        "amount_mismatch",
+        "missing_at_provider",
+        "missing_in_ledger",
+    ]
+    partial = wechat_bill(wechat_line("2026-11-30 11:00:00", "4200000001", ok.order_id, "10.00"))
+    reconciler.import_statement("wechat", partial, "partial.csv", OPS)
+    assert {i.item_key: (i.cls, i.state) for i in ledger.recon_items()} == before
+    # The lost payment's notification arrives late; the full file again finds it matched.
+    _credit(community, desk, lost, "4200000002")
+    report = reconciler.import_statement("wechat", data, "wechat.csv", OPS)
+    assert report["counts"]["matched"] == 2
+    states = {i.order_id: (i.cls, i.state, i.action) for i in ledger.recon_items()}
+    assert states[lost.order_id] == ("missing_in_ledger", "resolved", "matched")
+    assert states[short.order_id] == ("amount_mismatch", "open", None)
+    _invariant(ledger)
+
+
+def test_a_day_named_that_the_file_contradicts_is_refused(
+    community: Community, desk: PaymentDesk, reconciler: Reconciler, ledger: Ledger
+) -> None:
+    """Alipay's bill says its day (起始日期); another day named for it imports nothing."""
+    _world(community, desk)
+    data = alipay_bill(alipay_line("2026113022001", "PME-x", "10.00"))
+    with pytest.raises(StatementError) as caught:
+        reconciler.import_statement("alipay", data, "alipay.csv", OPS, date(2026, 11, 29))
+    assert caught.value.key == "statement_day_differs"
+    assert caught.value.placeholders == {"file_day": "2026-11-30", "day": "2026-11-29"}
+    assert ledger.recon_items() == []
+
+
+def test_a_wechat_refund_that_did_not_go_through_is_not_a_refund() -> None:
+    """Only a refund whose 退款状态 is SUCCESS gave money back; PROCESSING, CLOSED and
+    ABNORMAL ones are left out."""
+    lines = [
+        wechat_line("2026-11-30 12:00:00", f"42000000{n}", f"PME-{n}", "10.00", "REFUND",
+                    f"5030000{n}", "10.00").replace("`SUCCESS,`电费", f"`{status},`电费")
+        for n, status in enumerate(("SUCCESS", "PROCESSING", "CLOSED", "ABNORMAL"))
+    ]  # fmt: skip
+    statement = parse_statement("wechat", wechat_bill(*lines))
+    assert [(r.kind, r.order_id) for r in statement.rows] == [("refund", "PME-0")]

@@ -2470,13 +2470,19 @@ class Ledger:
     # ------------------------------------------------------------------ reconciliation
 
     def record_statement(
-        self, statement: ReconImport, items: Sequence[ReconItem]
+        self,
+        statement: ReconImport,
+        items: Sequence[ReconItem],
+        matched: Iterable[str] = (),
     ) -> tuple[int, list[ReconItem]]:
         """Record one import of a statement and what disagreed, in one transaction.
 
-        A discrepancy kept already (the same `item_key`) is not added again: an open one takes
-        this import's figures, a resolved one stays as it was. Open items of the same provider
-        and day that this import no longer finds are resolved as `matched` by its actor.
+        A discrepancy kept already (the same `item_key`) is not added again and keeps its
+        class and figures (a later file that lacks a line must not turn a payment missing in
+        the ledger into something else); a resolved one stays as it was. Open items of the
+        same provider and day whose keys this import found matched (`matched`) are resolved
+        as `matched` by its actor; an open item the file does not mention stays open (a
+        SUCCESS-only or shortened export is no proof).
         Return the import's id and every item of that provider and day, oldest first.
         """
         if not isinstance(statement, ReconImport):
@@ -2512,18 +2518,14 @@ class Ledger:
                     "transaction_id, order_id, refund_id, provider_amount, ledger_amount, "
                     "account_id, purpose, detail, import_id, found_at, state) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open') "
-                    "ON CONFLICT (item_key) DO UPDATE SET class = excluded.class, "
-                    "provider_amount = excluded.provider_amount, "
-                    "ledger_amount = excluded.ledger_amount, account_id = excluded.account_id, "
-                    "purpose = excluded.purpose, detail = excluded.detail, "
-                    "import_id = excluded.import_id WHERE recon_items.state = 'open'",
+                    "ON CONFLICT (item_key) DO NOTHING",
                     (*row, import_id, head[6]),
                 )
             conn.execute(
                 "UPDATE recon_items SET state = 'resolved', action = 'matched', "
                 "resolved_by = ?, resolved_at = ? WHERE provider = ? AND day = ? "
-                "AND state = 'open' AND item_key NOT IN (SELECT value FROM json_each(?))",
-                (head[5], head[6], head[0], head[1], _as_json_list(row[0] for row in rows)),
+                "AND state = 'open' AND item_key IN (SELECT value FROM json_each(?))",
+                (head[5], head[6], head[0], head[1], _as_json_list(str(k) for k in matched)),
             )
             found = conn.execute(
                 f"SELECT {_SQL_RECON_COLUMNS} FROM recon_items "  # noqa: S608

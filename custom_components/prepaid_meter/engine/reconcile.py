@@ -338,7 +338,9 @@ def parse_wechat(data: bytes) -> Statement:
                     line=number,
                 )
             )
-        elif state == "REFUND" and "FAIL" not in row.get("退款状态", "").upper():
+        elif state == "REFUND" and row.get("退款状态", "").strip().upper() in ("", "SUCCESS"):
+            # Only a refund that went through (退款状态 SUCCESS); PROCESSING, CLOSED or
+            # ABNORMAL ones gave nothing back to the payer.
             amount = _yuan(_pick(row, "申请退款金额", "退款金额") or "", "退款金额", number)
             rows.append(
                 StatementRow(
@@ -543,16 +545,21 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         lock: threading.RLock | None = None,
     ) -> None:
-        """Work on `ledger`; a statement's day is a local day of `zone`."""
+        """Work on `ledger` (`zone`: the community's; a statement's day is China's, see
+        `window`)."""
         self.ledger = ledger
         self.zone = zone
         self.clock = clock
         self._lock = lock if lock is not None else threading.RLock()
 
     def window(self, day: date) -> tuple[int, int]:
-        """Return the day's bounds in the community's zone (UNIX seconds, end excluded)."""
-        start = datetime.combine(day, day_time(0), self.zone)
-        end = datetime.combine(day + timedelta(days=1), day_time(0), self.zone)
+        """Return the statement day's bounds (UNIX seconds, end excluded).
+
+        In China Standard Time, whatever the community's zone: the providers cut their bills'
+        days there, so a credit near midnight elsewhere is compared with the bill it is in.
+        """
+        start = datetime.combine(day, day_time(0), CST)
+        end = datetime.combine(day + timedelta(days=1), day_time(0), CST)
         return int(start.timestamp()), int(end.timestamp())
 
     def _account(self, provider: str, row: StatementRow) -> tuple[str | None, str | None]:
@@ -661,6 +668,13 @@ class Reconciler:
         Raise StatementError (nothing kept) for a file that cannot be read or has no day.
         """
         statement = parse_statement(provider, data)
+        if day is not None and statement.day is not None and day != statement.day:
+            raise StatementError(
+                "statement_day_differs",
+                f"The file is the statement of {statement.day}, not of {day}.",
+                file_day=statement.day.isoformat(),
+                day=day.isoformat(),
+            )
         day = day or statement.inferred_day()
         if day is None:
             raise StatementError(
@@ -704,6 +718,7 @@ class Reconciler:
                         ts=now,
                     ),
                     items,
+                    matched=[f.item_key for f in findings if f.cls == "matched"],
                 )
             except LedgerError as err:
                 raise StatementError("ledger_error", str(err), error=str(err)) from err
