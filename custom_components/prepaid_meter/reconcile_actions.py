@@ -19,6 +19,7 @@ event, with `reconciled: true`) for the logbook and automations.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
@@ -35,6 +36,7 @@ import voluptuous as vol
 from .actions import ATTR_CONFIG_ENTRY_ID, ATTR_HOUSEHOLD, async_operator, call_runtime
 from .const import DOMAIN
 from .coordinator import PrepaidRuntime
+from .engine.actor import Actor
 from .engine.orders import Credit, PaymentDesk, post_outcome
 from .engine.reconcile import MAX_STATEMENT_BYTES, Reconciler, StatementError
 from .payments import EVENT_PAYMENT, _notice_issue_id, payments_of
@@ -52,6 +54,8 @@ ATTR_ACTION: Final = "action"
 _CENT: Final = Decimal("0.01")
 #: One lock per community: its imports and resolutions one at a time.
 _LOCKS: dict[str, threading.RLock] = {}
+#: Per community entry: one resolution at a time (see `_resolving`).
+_RESOLVING: dict[str, asyncio.Lock] = {}
 
 IMPORT_SCHEMA = vol.Schema(
     {
@@ -155,9 +159,23 @@ async def _import_payment_statement(hass: HomeAssistant, call: ServiceCall) -> S
     return {"community": runtime.community_id, **report}
 
 
+def _resolving(runtime: PrepaidRuntime) -> asyncio.Lock:
+    """Return the community's lock for resolutions: one at a time, from the check that the
+    item is open to its record (two operators resolving one item would otherwise both pass
+    the check, and the second's money would be posted with the first's record)."""
+    return _RESOLVING.setdefault(runtime.entry.entry_id, asyncio.Lock())
+
+
 async def _resolve_statement_item(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
     actor = await async_operator(hass, call)
     runtime = call_runtime(hass, call)
+    async with _resolving(runtime):
+        return await _resolve(hass, call, runtime, actor)
+
+
+async def _resolve(
+    hass: HomeAssistant, call: ServiceCall, runtime: PrepaidRuntime, actor: Actor
+) -> ServiceResponse:
     household = call.data.get(ATTR_HOUSEHOLD)
     if household is not None and household not in runtime.community.households:
         raise translated_error("unknown_household", household=str(household))

@@ -8,6 +8,7 @@ the configuration folder, and the operator imports it.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import Decimal
 import json
@@ -266,3 +267,31 @@ async def test_bad_files_and_paths_are_refused_and_change_nothing(pay: Pay, tmp_
     with pytest.raises(ServiceValidationError) as caught:
         await _call(hass, "resolve_statement_item", item=12345, action="dismiss")
     assert caught.value.translation_key == "statement_item_unknown"
+
+
+async def test_two_operators_resolving_one_item_at_once_resolve_it_once(pay: Pay) -> None:
+    """A credit and a dismiss of the same missing payment at the same moment: one wins, the
+    other is told it is resolved; the money and the record agree."""
+    hass = pay.hass
+    lost = await pay.order("30.00")
+    pay.wechat.payment(lost["order_id"])  # paid at the provider, never notified
+    bill = pay.wechat.statement(datetime.now(CST).date())
+    name = _write(hass, "statements/race.csv", bill)
+    admin = await _admin(hass)
+    report = await _call(hass, "import_payment_statement", admin, provider="wechat", path=name)
+    [missing] = report["missing_in_ledger"]
+    results = await asyncio.gather(
+        _call(hass, "resolve_statement_item", admin, item=missing["item"], action="credit"),
+        _call(hass, "resolve_statement_item", admin, item=missing["item"], action="dismiss"),
+        return_exceptions=True,
+    )
+    done = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, ServiceValidationError)]
+    assert len(done) == 1 and len(refused) == 1, results
+    assert refused[0].translation_key == "statement_item_resolved"
+    [item] = await hass.async_add_executor_job(_ledger(pay).recon_items)
+    assert item.action == done[0]["action"]
+    credited = Decimal("30.00") if item.action == "credit" else Decimal("0.00")
+    assert await pay.balance() == credited
+    assert (item.entry_key is not None) == (item.action == "credit")
+    await _invariant(pay)
