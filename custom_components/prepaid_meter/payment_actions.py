@@ -247,7 +247,19 @@ async def _settle(
                         "already_settled": True,
                     },
                 }
-        raise translated_error("household_has_no_meter", household=account_id)
+        # A move-out interrupted after its meters were unassigned (an error, a restart)
+        # is finished now: its cycles are still open or its credit is still there.
+        balances_now = await hass.async_add_executor_job(ledger.balances, account_id)
+        open_cycles = await hass.async_add_executor_job(ledger.open_cycles, account_id)
+        if balances_now[SubAccount.ELECTRICITY] <= 0 and not open_cycles:
+            raise translated_error("household_has_no_meter", household=account_id)
+        _LOGGER.warning(
+            "Household %s has no meter but %s open cycles and %s of credit: settling its "
+            "move-out now",
+            account_id,
+            len(open_cycles),
+            balances_now[SubAccount.ELECTRICITY],
+        )
     # Bad input is refused here, before anything is changed.
     await runtime.async_call(service.check_move_out, account_id, credit, next_account, next_label)
     # Charges up to each meter's last reading first: the final figures include them.

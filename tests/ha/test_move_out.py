@@ -239,22 +239,33 @@ async def test_bad_input_changes_nothing(
     assert await hass.async_add_executor_job(ledger.open_cycles, HOUSEHOLD) != []
 
 
-async def test_a_household_without_meter_and_a_resident_are_refused(
+async def test_a_household_without_meter_is_settled_and_a_resident_refused(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     meter: TestMeter,
     hass_read_only_user: MockUser,
 ) -> None:
-    """A household whose meter was unassigned (not moved out) is one error; residents may not."""
+    """A household whose meter was unassigned before its move-out was settled (by hand, or
+    a move-out interrupted there) is settled when asked: its credit refunded, once; one
+    with nothing left to settle is one error. Residents may not."""
     entry = init_integration
     ledger = entry.runtime_data.community.ledger
     await setup_household(hass, entry, meter)
     await call(hass, "top_up", household=HOUSEHOLD, amount="10", transaction_id="t1")
     await entry.runtime_data.service.unassign(METER_ID)
+    settled = await respond(hass, "move_out", household=HOUSEHOLD)
+    assert settled["meters"] == [] and settled["refund_due"] == "10.00"
+    assert settled["credit"]["action"] == "refund"
+    assert await hass.async_add_executor_job(ledger.balance, HOUSEHOLD, E) == Decimal(0)
+    again = await respond(hass, "move_out", household=HOUSEHOLD)
+    assert again["credit"]["already_settled"] is True
+    refunds = [e for e in await _journal(hass, ledger, HOUSEHOLD) if e.kind is EntryKind.REFUND]
+    assert [e.amount for e in refunds] == [Decimal("-10")]
+    await entry.runtime_data.service.assign(METER_ID, "b3-999", "Nobody home")
+    await entry.runtime_data.service.unassign(METER_ID)  # no credit, nothing used
     with pytest.raises(ServiceValidationError) as err:
-        await respond(hass, "move_out", household=HOUSEHOLD)
+        await respond(hass, "move_out", household="b3-999")
     assert err.value.translation_key == "household_has_no_meter"
-    assert await hass.async_add_executor_job(ledger.balance, HOUSEHOLD, E) == Decimal(10)
     resident = hass_read_only_user
     assert not resident.is_admin
     with pytest.raises(Unauthorized):
