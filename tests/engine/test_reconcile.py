@@ -645,3 +645,19 @@ def test_a_wechat_refund_that_did_not_go_through_is_not_a_refund() -> None:
     ]  # fmt: skip
     statement = parse_statement("wechat", wechat_bill(*lines))
     assert [(r.kind, r.order_id) for r in statement.rows] == [("refund", "PME-0")]
+
+
+def test_an_alipay_partial_refund_is_what_went_back() -> None:
+    """A refund line whose 订单金额 is its order's 50.00 and 商家实收 -20.00: 20.00 went back;
+    a line without 商家实收 falls back to 订单金额."""
+    partial = alipay_line("2026113022002", "PME-y", "50.00", refund_no="RF-1").replace(
+        ",50.00,50.00,", ",50.00,-20.00,"
+    )
+    whole = alipay_line("2026113022003", "PME-z", "30.00", refund_no="RF-2").replace(
+        ",30.00,30.00,", ",30.00,,"
+    )
+    statement = parse_statement("alipay", alipay_bill(partial, whole, paid=0, refunds=2))
+    assert [(r.kind, r.order_id, r.amount) for r in statement.rows] == [
+        ("refund", "PME-y", Decimal("20.00")),
+        ("refund", "PME-z", Decimal("30.00")),
+    ]

@@ -416,6 +416,11 @@ def parse_alipay(data: bytes) -> Statement:
         refund_id = ""
         if kind == "refund":
             refund_id = _required(row.get("退款批次号/请求号", ""), "退款批次号/请求号", number)
+            # A refund line's 订单金额 may be its order's whole amount; what went back is
+            # 商家实收 (negative) where the file has it: a partial refund is not a mismatch.
+            received = row.get("商家实收", "").strip()
+            if received and (back := abs(_yuan(received, "商家实收", number))):
+                amount = back
         rows.append(
             StatementRow(
                 provider="alipay",
