@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+import contextlib
 from decimal import Decimal, InvalidOperation
 import importlib.util
 import json
@@ -215,6 +216,38 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _running_demo(
+    tmp_path: Path, args: list[str], start_timeout: float
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Run `python -m demo run --dir <tmp>/demo ARGS` until its banner, yield it and its
+    output file; stop it with Ctrl-C afterwards (killed if it does not stop in 90 s)."""
+    out_file = tmp_path / "demo.out"
+    with out_file.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "demo", "run", "--dir", str(tmp_path / "demo"), *args],
+            cwd=ROOT,
+            env=environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while "Press Ctrl-C" not in out_file.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out_file.read_text()
+            time.sleep(0.5)
+        assert "Press Ctrl-C" in out_file.read_text(), out_file.read_text()
+        yield proc, out_file
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
     tmp_path: Path, socket_enabled: None, broker: str
@@ -227,39 +260,10 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
         pytest.skip("amqtt is not installed (scripts/test installs it into .venv-broker)")
     state = tmp_path / "demo"
     http_port, broker_port = free_port(), free_port()
-    out_file = tmp_path / "demo.out"
-    with out_file.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "demo",
-                "run",
-                "--dir",
-                str(state),
-                "--http-port",
-                str(http_port),
-                "--broker",
-                broker,
-                "--broker-port",
-                str(broker_port),
-                "--speed",
-                "600",
-                "--interval",
-                "1",
-            ],
-            cwd=ROOT,
-            env=environment(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + HASS_START_TIMEOUT
-        while "Press Ctrl-C" not in out_file.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out_file.read_text()
-            time.sleep(0.5)
+    args = ["--http-port", str(http_port), "--broker", broker, "--broker-port", str(broker_port)]
+    args += ["--speed", "600", "--interval", "1"]
+    with _running_demo(tmp_path, args, HASS_START_TIMEOUT) as (proc, out_file):
         banner = out_file.read_text()
-        assert "Press Ctrl-C" in banner, banner
         url = f"http://127.0.0.1:{http_port}"
         assert url in banner and "demo / demo-prepaid" in banner
         assert f"homeassistant=={HA_VERSION}" in banner, banner
@@ -282,14 +286,6 @@ def test_demo_run_starts_everything_and_stops_cleanly_on_ctrl_c(
                 break
             time.sleep(1)
         assert len(numeric) >= 25, (numeric, (state / "hass.log").read_text()[-2000:])
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     output = out_file.read_text()
     assert proc.returncode == 0, output
     assert f"MQTT broker ({broker})" in output, output
@@ -314,42 +310,11 @@ def test_demo_household_runs_the_residents_own_home_assistant(
     """
     state = tmp_path / "demo"
     http_port, household_port, broker_port = free_port(), free_port(), free_port()
-    out_file = tmp_path / "demo.out"
-    with out_file.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "demo",
-                "run",
-                "--dir",
-                str(state),
-                "--http-port",
-                str(http_port),
-                "--household",
-                "--household-port",
-                str(household_port),
-                "--broker",
-                "mosquitto",
-                "--broker-port",
-                str(broker_port),
-                "--speed",
-                "600",
-                "--interval",
-                "1",
-            ],
-            cwd=ROOT,
-            env=environment(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 2 * HASS_START_TIMEOUT
-        while "Press Ctrl-C" not in out_file.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out_file.read_text()
-            time.sleep(0.5)
+    args = ["--http-port", str(http_port), "--household", "--household-port", str(household_port)]
+    args += ["--broker", "mosquitto", "--broker-port", str(broker_port)]
+    args += ["--speed", "600", "--interval", "1"]
+    with _running_demo(tmp_path, args, 2 * HASS_START_TIMEOUT) as (proc, out_file):
         banner = out_file.read_text()
-        assert "Press Ctrl-C" in banner, banner
         url = f"http://127.0.0.1:{household_port}"
         assert f"household HA     {url}  login household / household-prepaid" in banner, banner
         summary = json.loads((state / "config" / "demo.json").read_text())
@@ -397,14 +362,6 @@ def test_demo_household_runs_the_residents_own_home_assistant(
         ]
         (household_balance,) = balances.values()
         assert abs(household_balance - community_balance) < 5, (balances, community_balance)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     output = out_file.read_text()
     assert proc.returncode == 0, output
     assert "household's Home Assistant stopped" in output, output

@@ -20,8 +20,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .engine.ledger import PayOrder
 from .entity import PrepaidMeterEntity
-from .household_entry import is_household
-from .payment_panel import PaymentPanel, async_panel, async_remove_payment_entities
+from .payment_panel import PaymentPanel, async_setup_payment_platform
 
 PARALLEL_UPDATES = 0
 
@@ -36,19 +35,15 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add each meter's payment code when the community takes payments."""
-    if is_household(entry):
-        return  # a household's own instance pays through its community's
-    panel = async_panel(hass, entry)
-    if panel is None:
-        async_remove_payment_entities(hass, entry, Platform.IMAGE, lambda _key: False)
-        return
-    runtime = entry.runtime_data
-    runtime.async_remove_unwanted_entities(Platform.IMAGE, [CODE.key])
-    runtime.async_on_new_meter(
-        lambda meter_id: async_add_entities(
-            PaymentCodeImage(hass, runtime, panel, meter_id, description)
-            for description in runtime.meter_descriptions(Platform.IMAGE, meter_id, [CODE])
-        )
+    async_setup_payment_platform(
+        hass,
+        entry,
+        Platform.IMAGE,
+        CODE,
+        lambda runtime, panel, meter_id, chosen: PaymentCodeImage(
+            hass, runtime, panel, meter_id, chosen
+        ),
+        async_add_entities,
     )
 
 

@@ -28,9 +28,12 @@ import time
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import Platform
 from homeassistant.core import CALLBACK_TYPE, Context, Event, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity import Entity, EntityDescription
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util.hass_dict import HassKey
 
@@ -39,6 +42,7 @@ from .coordinator import PAYMENT_KEYS, PrepaidConfigEntry, PrepaidRuntime, async
 from .engine.actor import Actor
 from .engine.community import CommunityError
 from .engine.ledger import PayOrder
+from .household_entry import is_household
 from .payments import (
     EVENT_PAYMENT,
     PaymentSettings,
@@ -328,3 +332,33 @@ def async_remove_payment_entities(
         for key in PAYMENT_KEYS:
             if item.unique_id.endswith(f"_{key}") and not keep(key):
                 registry.async_remove(item.entity_id)
+
+
+@callback
+def async_setup_payment_platform[D: EntityDescription](
+    hass: HomeAssistant,
+    entry: PrepaidConfigEntry,
+    platform: Platform,
+    description: D,
+    make: Callable[[PrepaidRuntime, PaymentPanel, str, D], Entity],
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up a platform's one payment entity per meter (the amount select, the code image).
+
+    Only when the community takes payments; with payments off, those registered are removed.
+    A household's own instance has none: it pays through its community's.
+    """
+    if is_household(entry):
+        return
+    panel = async_panel(hass, entry)
+    if panel is None:
+        async_remove_payment_entities(hass, entry, platform, lambda _key: False)
+        return
+    runtime = entry.runtime_data
+    runtime.async_remove_unwanted_entities(platform, [description.key])
+    runtime.async_on_new_meter(
+        lambda meter_id: async_add_entities(
+            make(runtime, panel, meter_id, chosen)
+            for chosen in runtime.meter_descriptions(platform, meter_id, [description])
+        )
+    )

@@ -489,8 +489,8 @@ def payment_form_schema(currency: str) -> vol.Schema:
                 {"collapsed": True},
             ),
             vol.Optional(CONF_PUBLIC_URL): url,
-            vol.Required(CONF_MAX_PAYMENT, default=float(DEFAULT_MAX_PAYMENT)): amount(),
-            vol.Required(CONF_MAX_PER_DAY, default=float(DEFAULT_MAX_PER_DAY)): amount(),
+            vol.Required(CONF_MAX_PAYMENT, default=int(DEFAULT_MAX_PAYMENT)): amount(),
+            vol.Required(CONF_MAX_PER_DAY, default=int(DEFAULT_MAX_PER_DAY)): amount(),
             vol.Required(CONF_ORDER_MINUTES, default=DEFAULT_ORDER_MINUTES): NumberSelector(
                 NumberSelectorConfig(
                     min=1, max=120, step=1, unit_of_measurement="min", mode=NumberSelectorMode.BOX

@@ -13,8 +13,7 @@ from homeassistant.helpers.restore_state import RestoreEntity
 
 from .coordinator import PrepaidConfigEntry, PrepaidRuntime
 from .entity import PrepaidMeterEntity
-from .household_entry import is_household
-from .payment_panel import PaymentPanel, async_panel, async_remove_payment_entities
+from .payment_panel import PaymentPanel, async_setup_payment_platform
 
 PARALLEL_UPDATES = 0
 
@@ -27,19 +26,13 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add each meter's top-up amount when the community takes payments."""
-    if is_household(entry):
-        return  # a household's own instance pays through its community's
-    panel = async_panel(hass, entry)
-    if panel is None:
-        async_remove_payment_entities(hass, entry, Platform.SELECT, lambda _key: False)
-        return
-    runtime = entry.runtime_data
-    runtime.async_remove_unwanted_entities(Platform.SELECT, [AMOUNT.key])
-    runtime.async_on_new_meter(
-        lambda meter_id: async_add_entities(
-            PaymentAmountSelect(runtime, panel, meter_id, description)
-            for description in runtime.meter_descriptions(Platform.SELECT, meter_id, [AMOUNT])
-        )
+    async_setup_payment_platform(
+        hass,
+        entry,
+        Platform.SELECT,
+        AMOUNT,
+        PaymentAmountSelect,
+        async_add_entities,
     )
 
 

@@ -417,6 +417,29 @@ async def _household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceRe
     }
 
 
+async def _async_revoke(
+    hass: HomeAssistant, runtime: PrepaidRuntime, meter_id: str, *, meter: bool
+) -> bool:
+    """Delete the household's (or, with `meter`, the meter's) broker user of a meter and forget
+    the password handed out for it; return whether the user existed.
+
+    Raises the translated error of a broker that could not be reached or refused (then the
+    password stays remembered).
+    """
+    try:
+        async with _admin(runtime) as admin:
+            await admin.check()
+            revoke = admin.revoke_meter if meter else admin.revoke_household
+            existed = await revoke(runtime.community_id, meter_id)
+    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
+        raise _broker_error(err) from err
+    store = _access_store(hass, runtime)
+    given: dict[str, str] = await store.async_load() or {}
+    if given.pop(f"meter:{meter_id}" if meter else meter_id, None) is not None:
+        await store.async_save(given)
+    return existed
+
+
 async def async_revoke_given_access(
     hass: HomeAssistant, runtime: PrepaidRuntime, meter_id: str
 ) -> bool | None:
@@ -426,19 +449,10 @@ async def async_revoke_given_access(
     community without dynamic security is not asked at all. Raises the translated error of a
     broker that could not be reached or refused.
     """
-    store = _access_store(hass, runtime)
-    given: dict[str, str] = await store.async_load() or {}
+    given: dict[str, str] = await _access_store(hass, runtime).async_load() or {}
     if meter_id not in given:
         return None
-    try:
-        async with _admin(runtime) as admin:
-            await admin.check()
-            existed = await admin.revoke_household(runtime.community_id, meter_id)
-    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
-        raise _broker_error(err) from err
-    del given[meter_id]
-    await store.async_save(given)
-    return existed
+    return await _async_revoke(hass, runtime, meter_id, meter=False)
 
 
 async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> ServiceResponse:
@@ -446,16 +460,7 @@ async def _revoke_household_access(hass: HomeAssistant, call: ServiceCall) -> Se
     await async_operator(hass, call)
     runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=False)
-    try:
-        async with _admin(runtime) as admin:
-            await admin.check()
-            existed = await admin.revoke_household(runtime.community_id, meter_id)
-    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
-        raise _broker_error(err) from err
-    store = _access_store(hass, runtime)
-    given: dict[str, str] = await store.async_load() or {}
-    if given.pop(meter_id, None) is not None:
-        await store.async_save(given)
+    existed = await _async_revoke(hass, runtime, meter_id, meter=False)
     return {"meter_id": meter_id, "revoked": existed}
 
 
@@ -500,16 +505,7 @@ async def _revoke_meter_access(hass: HomeAssistant, call: ServiceCall) -> Servic
     await async_operator(hass, call)
     runtime = call_runtime(hass, call)
     meter_id = _meter_of(runtime, call, known=False)
-    try:
-        async with _admin(runtime) as admin:
-            await admin.check()
-            existed = await admin.revoke_meter(runtime.community_id, meter_id)
-    except (BrokerAclError, CannotConnect, InvalidAuth) as err:
-        raise _broker_error(err) from err
-    store = _access_store(hass, runtime)
-    given: dict[str, str] = await store.async_load() or {}
-    if given.pop(f"meter:{meter_id}", None) is not None:
-        await store.async_save(given)
+    existed = await _async_revoke(hass, runtime, meter_id, meter=True)
     return {"meter_id": meter_id, "revoked": existed}
 
 

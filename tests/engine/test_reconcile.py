@@ -117,7 +117,7 @@ def alipay_bill(
 def _refused(key: str, provider: str, data: bytes) -> StatementError:
     with pytest.raises(StatementError) as caught:
         parse_statement(provider, data)
-    assert caught.value.key == key, caught.value.message
+    assert caught.value.key == key, str(caught.value)
     return caught.value
 
 

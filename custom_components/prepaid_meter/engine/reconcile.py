@@ -68,6 +68,7 @@ import time
 from typing import Any, Final, Literal
 
 from .actor import Actor
+from .community import CommunityError
 from .ledger import Ledger, LedgerError, PayNotice, ReconImport, ReconItem
 from .orders import PURPOSES, Credit, Purpose, Reverse
 from .payments import CST, Provider
@@ -96,15 +97,8 @@ _COUNT: Final = re.compile(r"([0-9]+)\s*笔")
 _ZERO: Final = Decimal(0)
 
 
-class StatementError(Exception):
+class StatementError(CommunityError):
     """A statement that cannot be used, or a resolution refused: a translation key, a sentence."""
-
-    def __init__(self, key: str, message: str, **placeholders: str) -> None:
-        """Keep the key, the sentence and the placeholders."""
-        super().__init__(message)
-        self.key = key
-        self.message = message
-        self.placeholders = placeholders
 
 
 @dataclass(frozen=True, slots=True)
